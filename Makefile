@@ -1,0 +1,23 @@
+# The two commands of the README, each installing what it needs into .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: compare test bench bench-save bench-compare gpu-gate clean
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+compare: $(VENV)/.installed   ## the main job: PyTorch vs ONNX Runtime vs TensorRT
+	$(PY) -m model compare $(ARGS)
+
+test: $(VENV)/.installed      ## the correctness suite
+	$(PY) -m pytest tests $(ARGS)
+
+bench: $(VENV)/.installed     ## latency benchmarks (pytest-benchmark)
+	$(PY) -m pytest benchmarks $(ARGS)
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,87 @@
+"""Device-resident timing targets: inputs already on the GPU, one synchronized call per run.
+
+Each factory returns (target, check) where `target()` runs the model once and waits for the
+device, and `check()` returns the host logits of the last run (to verify what was timed).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from model.profile import INPUT_NAME, OUTPUT_NAME
+
+
+def tensorrt_graph(runner, x: np.ndarray):
+    runner.upload({INPUT_NAME: x})
+    graph = runner.capture_graph()
+
+    def target():
+        graph.launch()
+        runner.stream.synchronize()
+
+    return target, lambda: runner.download()[OUTPUT_NAME]
+
+
+def pytorch(model, x: np.ndarray, precision: str, mode: str):
+    """mode: eager | graph (torch.cuda.CUDAGraph) | compile (torch.compile, reduce-overhead)."""
+    import torch
+
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    torch.backends.cudnn.benchmark = True
+    net = copy.deepcopy(model).to("cuda", dtype).eval()
+    static_x = torch.from_numpy(x).to("cuda", dtype)
+    if mode == "compile":
+        net = torch.compile(net, mode="reduce-overhead", dynamic=False)
+    holder = {}
+
+    def forward():
+        with torch.inference_mode():
+            holder["out"] = net(static_x)
+
+    if mode == "graph":
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                forward()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph):
+            holder["out"] = net(static_x)
+
+        def target():
+            graph.replay()
+            torch.cuda.synchronize()
+    else:
+        for _ in range(3):  # compile / cudnn autotune outside the timing
+            forward()
+
+        def target():
+            forward()
+            torch.cuda.synchronize()
+
+    target()
+    return target, lambda: holder["out"].float().cpu().numpy()
+
+
+def onnxruntime_cuda_graph(onnx_path, x: np.ndarray):
+    """ONNX Runtime CUDA provider with IO binding on device buffers and CUDA graph replay."""
+    import onnxruntime as ort
+
+    providers = [("CUDAExecutionProvider", {"enable_cuda_graph": "1"})]
+    session = ort.InferenceSession(str(onnx_path), providers=providers)
+    if session.get_providers()[0] != "CUDAExecutionProvider":
+        raise RuntimeError(f"ONNX Runtime fell back to {session.get_providers()}")
+    x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+    y_dev = ort.OrtValue.ortvalue_from_shape_and_type((x.shape[0], 100), np.float32, "cuda", 0)
+    binding = session.io_binding()
+    binding.bind_ortvalue_input(INPUT_NAME, x_dev)
+    binding.bind_ortvalue_output(OUTPUT_NAME, y_dev)
+
+    def target():
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+
+    target()  # the first run captures the graph
+    return target, lambda: y_dev.numpy()

@@ -1,0 +1,81 @@
+"""Latency of every backend x precision x batch size, end-to-end and device-resident.
+
+end-to-end:      `runner.infer(host numpy) -> host numpy`, validation and copies included.
+device-resident: inputs already on the GPU, CUDA graph replay where the backend supports it.
+Every timed target synchronizes before it returns.
+"""
+import numpy as np
+import pytest
+
+from benchmarks import targets
+from model.backends import BACKENDS
+from model.compare import compare
+from model.profile import INPUT_NAME, OUTPUT_NAME
+
+needs_torch_cuda = pytest.mark.needs_cuda("torch")
+CPU_MAX_BATCH = 256
+
+E2E = [
+    pytest.param("pytorch-cpu", id="pytorch-cpu"),
+    pytest.param("onnxruntime-cpu", id="onnxruntime-cpu"),
+    pytest.param("pytorch-cuda", marks=needs_torch_cuda, id="pytorch-cuda"),
+    pytest.param("pytorch-cuda-fp16", marks=needs_torch_cuda, id="pytorch-cuda-fp16"),
+    pytest.param("onnxruntime-cuda", marks=pytest.mark.needs_cuda("onnxruntime"), id="onnxruntime-cuda"),
+    pytest.param("tensorrt-fp32", marks=pytest.mark.needs_trt, id="tensorrt-fp32"),
+    pytest.param("tensorrt-fp16", marks=pytest.mark.needs_trt, id="tensorrt-fp16"),
+]
+
+
+def _images(dataset, n: int) -> np.ndarray:
+    return np.ascontiguousarray(dataset.holdout.x[np.arange(n) % len(dataset.holdout)])
+
+
+def _pedantic(benchmark, target, batch: int, iterations: int):
+    benchmark.group = f"bs{batch}"
+    benchmark.pedantic(target, warmup_rounds=5, rounds=30, iterations=iterations)
+
+
+@pytest.mark.parametrize("backend", E2E)
+def test_end_to_end(benchmark, record, runner_pool, dataset, backend, bench_batch):
+    if backend.endswith("cpu") and bench_batch > CPU_MAX_BATCH:
+        pytest.skip(f"CPU backends are benchmarked up to batch {CPU_MAX_BATCH}")
+    runner = runner_pool(backend)
+    feed = {INPUT_NAME: _images(dataset, bench_batch)}
+    _pedantic(benchmark, lambda: runner.infer(feed), bench_batch, iterations=1)
+    record(backend, BACKENDS[backend].precision, "end-to-end", bench_batch)
+
+
+DEVICE = [
+    pytest.param("tensorrt", "fp32", "graph", marks=pytest.mark.needs_trt, id="tensorrt-fp32-graph"),
+    pytest.param("tensorrt", "fp16", "graph", marks=pytest.mark.needs_trt, id="tensorrt-fp16-graph"),
+    pytest.param("pytorch", "fp32", "eager", marks=needs_torch_cuda, id="pytorch-fp32-eager"),
+    pytest.param("pytorch", "fp16", "eager", marks=needs_torch_cuda, id="pytorch-fp16-eager"),
+    pytest.param("pytorch", "fp32", "graph", marks=needs_torch_cuda, id="pytorch-fp32-graph"),
+    pytest.param("pytorch", "fp16", "graph", marks=needs_torch_cuda, id="pytorch-fp16-graph"),
+    pytest.param("pytorch", "fp16", "compile", marks=needs_torch_cuda, id="pytorch-fp16-compile"),
+    pytest.param("onnxruntime", "fp32", "graph", marks=pytest.mark.needs_cuda("onnxruntime"), id="onnxruntime-fp32-graph"),
+]
+
+
+@pytest.mark.parametrize("framework, precision, mode", DEVICE)
+def test_device_resident(benchmark, record, runner_pool, model_artifacts, golden_logits, dataset,
+                         framework, precision, mode, bench_batch):
+    x = _images(dataset, bench_batch)
+    if framework == "tensorrt":
+        target, check = targets.tensorrt_graph(runner_pool(f"tensorrt-{precision}"), x)
+    elif framework == "pytorch":
+        target, check = targets.pytorch(model_artifacts.trained.model, x, precision, mode)
+    else:
+        target, check = targets.onnxruntime_cuda_graph(model_artifacts.onnx, x)
+    result = compare(golden_logits(x), check(), precision)
+    assert result, f"the timed target computes something else: {result.message}"
+    _pedantic(benchmark, target, bench_batch, iterations=10)
+    record(f"{framework}-{mode}", precision, "device-resident", bench_batch)
+    if framework == "tensorrt":
+        runner_pool(f"tensorrt-{precision}").release_graph()
+
+
+@pytest.fixture(scope="session")
+def golden_logits(runner_pool):
+    reference = runner_pool("pytorch-cpu")
+    return lambda x: reference.infer({INPUT_NAME: x})[OUTPUT_NAME]

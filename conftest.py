@@ -1,0 +1,145 @@
+"""Suite-wide options, GPU markers and the costly session fixtures (trained model, ONNX, engines)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+from model import artifacts, capabilities, data
+from model.profile import DEFAULT_PROFILE, INPUT_NAME, OUTPUT_NAME
+
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("dev", max_examples=10, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+DEFAULT_BATCH_SIZES = (1, 7, 32, DEFAULT_PROFILE.max)
+GPU_MARKERS = ("needs_cuda", "needs_trt")
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("simplecnn")
+    group.addoption("--batch-sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)),
+                    help=f"comma-separated batch sizes for parity tests (default {DEFAULT_BATCH_SIZES}; "
+                         f"each must lie in the profile {DEFAULT_PROFILE})")
+    group.addoption("--data", default=data.SYNTHETIC,
+                    help="'synthetic' (embedded, default) or a folder holding CIFAR-100's cifar-100-python/")
+    group.addoption("--require-gpu", action="store_true",
+                    help="GPU-marked tests fail instead of skipping when there is no GPU or TensorRT")
+    group.addoption("--cache-dir", default=str(artifacts.DEFAULT_CACHE),
+                    help="where trained weights, ONNX files and engines are cached (default %(default)s)")
+
+
+def pytest_configure(config):
+    sizes = [int(s) for s in config.getoption("--batch-sizes").split(",") if s.strip()]
+    bad = [s for s in sizes if not DEFAULT_PROFILE.min <= s <= DEFAULT_PROFILE.max]
+    if bad:
+        raise pytest.UsageError(f"--batch-sizes {bad} lie outside the profile {DEFAULT_PROFILE}")
+    config.batch_sizes = sizes
+
+
+def _missing_for(item) -> capabilities.Missing | None:
+    for marker in item.iter_markers():
+        if marker.name == "needs_trt":
+            missing = capabilities.tensorrt()
+        elif marker.name == "needs_cuda":
+            missing = capabilities.CHECKS[marker.args[0] if marker.args else "gpu"]()
+        else:
+            continue
+        if missing:
+            return missing
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    require = config.getoption("--require-gpu")
+    for item in items:
+        missing = _missing_for(item)
+        if missing is None:
+            continue
+        if require and missing.machine_level:
+            item.stash[_REQUIRED_BUT_MISSING] = missing.reason
+        else:
+            item.add_marker(pytest.mark.skip(reason=missing.reason))
+
+
+_REQUIRED_BUT_MISSING = pytest.StashKey[str]()
+
+
+def pytest_runtest_setup(item):
+    reason = item.stash.get(_REQUIRED_BUT_MISSING, None)
+    if reason:
+        pytest.fail(f"--require-gpu: {reason}", pytrace=False)
+
+
+def pytest_generate_tests(metafunc):
+    if "batch_size" in metafunc.fixturenames:
+        sizes = metafunc.config.batch_sizes
+        metafunc.parametrize("batch_size", sizes, ids=[f"bs{s}" for s in sizes])
+
+
+# -- session fixtures: built once, cached on disk across sessions -----------------------------------
+
+@pytest.fixture(scope="session")
+def cache_dir(pytestconfig) -> Path:
+    return Path(pytestconfig.getoption("--cache-dir"))
+
+
+@pytest.fixture(scope="session")
+def dataset(pytestconfig):
+    return data.load(pytestconfig.getoption("--data"))
+
+
+@pytest.fixture(scope="session")
+def trained(dataset, cache_dir):
+    from model.training import load_or_train
+
+    return load_or_train(dataset, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
+def model_artifacts(trained, cache_dir):
+    from model.backends import ModelArtifacts
+
+    return ModelArtifacts(trained, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def onnx_path(model_artifacts) -> Path:
+    return model_artifacts.onnx
+
+
+@pytest.fixture(scope="session")
+def golden(dataset, trained, pytestconfig):
+    """Per batch size: held-out images (cycled to fill the batch) and PyTorch FP32 CPU logits."""
+    from model.runners.torch_runner import TorchRunner
+
+    holdout = dataset.holdout
+    sizes = sorted(set(pytestconfig.batch_sizes) | {DEFAULT_PROFILE.min, DEFAULT_PROFILE.max})
+    out = {}
+    with TorchRunner(trained.model) as ref:
+        for n in sizes:
+            x = np.ascontiguousarray(holdout.x[np.arange(n) % len(holdout)])
+            out[n] = (x, ref.infer({INPUT_NAME: x})[OUTPUT_NAME])
+    return out
+
+
+@pytest.fixture(scope="session")
+def runner_pool(model_artifacts):
+    """Activated runners by backend name, made on first request and released at session end."""
+    from model.backends import BACKENDS
+
+    pool = {}
+
+    def get(name: str):
+        if name not in pool:
+            pool[name] = BACKENDS[name].make(model_artifacts).activate()
+        return pool[name]
+
+    yield get
+    for runner in pool.values():
+        runner.deactivate()

@@ -1,0 +1,90 @@
+"""`python -m model compare`: the side-by-side comparison of every backend this machine can run."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from model import artifacts, data, machine, report
+from model.backends import BACKENDS, DEFAULT_BACKENDS, ModelArtifacts
+from model.evaluate import measure
+from model.profile import DEFAULT_PROFILE
+from model.training import TrainConfig, load_or_train
+
+REFERENCE = "pytorch-cpu"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, received {text!r}")
+    bad = [v for v in values if not DEFAULT_PROFILE.min <= v <= DEFAULT_PROFILE.max]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"batch sizes must lie in [{DEFAULT_PROFILE.min}, {DEFAULT_PROFILE.max}], received {text!r}")
+    return values
+
+
+def _backend_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown backends {unknown}; choose from {sorted(BACKENDS)}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m model", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compare", help="train or load SimpleCNN, export, and compare every available backend")
+    c.add_argument("--data", default=data.SYNTHETIC,
+                   help="'synthetic' (embedded, default) or the folder holding CIFAR-100's cifar-100-python/")
+    c.add_argument("--download", action="store_true", help="download CIFAR-100 into --data if it is missing")
+    c.add_argument("--batch-sizes", type=_int_list, default=[1, 32, 256], help="latency batch sizes (default 1,32,256)")
+    c.add_argument("--backends", type=_backend_list, default=DEFAULT_BACKENDS,
+                   help=f"comma-separated, from {','.join(BACKENDS)} (default: {','.join(DEFAULT_BACKENDS)})")
+    c.add_argument("--out", type=Path, default=Path("out"), help="folder for comparison.json/.md (default out/)")
+    c.add_argument("--cache-dir", type=Path, default=artifacts.DEFAULT_CACHE, help="weights/ONNX/engine cache")
+    c.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="training epochs when not cached")
+    c.add_argument("--retrain", action="store_true", help="train again even if a cached checkpoint matches")
+    c.add_argument("--runs", type=int, default=20, help="timed calls per batch size (default 20)")
+    return parser
+
+
+def compare(args) -> int:
+    dataset = data.load(args.data, download=args.download)
+    trained = load_or_train(dataset, TrainConfig(epochs=args.epochs), args.cache_dir, retrain=args.retrain)
+    arts = ModelArtifacts(trained, args.cache_dir)
+    names = [REFERENCE] + [n for n in args.backends if n != REFERENCE]
+    results, reference = [], None
+    for name in names:
+        print(f"[compare] {name} ...", file=sys.stderr, flush=True)
+        result, predictions = measure(BACKENDS[name], arts, dataset.holdout, args.batch_sizes, reference, runs=args.runs)
+        if name == REFERENCE:
+            reference = predictions
+            result.top1_agreement = None
+        results.append(result.to_dict())
+    summary = {
+        "data": dataset.name, "holdout_size": len(dataset.holdout), "batch_sizes": args.batch_sizes,
+        "machine": machine.describe(), "training": trained.sidecar, "results": results,
+    }
+    paths = report.write(args.out, summary)
+    print(report.seed_style(results))
+    print(report.markdown_table(results, args.batch_sizes))
+    print(f"wrote {paths['markdown']} and {paths['json']}")
+    return 0
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return compare(args)
+    except (RuntimeError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Comparing a backend's outputs with the reference: runners never assert, this does.
+
+Tolerances live here and nowhere else. FP32 backends must match PyTorch FP32 elementwise;
+reduced precisions are judged on their error bound and on how often they pick the same class.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+    min_top1_agreement: float  # fraction of rows whose argmax equals the reference's
+
+
+TOLERANCES = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_top1_agreement=1.0),
+    "fp16": Tolerance(atol=5e-2, rtol=5e-2, min_top1_agreement=0.99),
+    "int8": Tolerance(atol=float("inf"), rtol=0.0, min_top1_agreement=0.90),
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    passed: bool
+    message: str
+    max_abs: float = float("nan")
+    max_rel: float = float("nan")
+    worst_index: tuple | None = None
+    top1_agreement: float = float("nan")
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def compare(reference: np.ndarray, output: np.ndarray, precision: str = "fp32",
+            tolerance: Tolerance | None = None) -> Comparison:
+    tol = tolerance or TOLERANCES[precision]
+    output = np.asarray(output)
+    if output.shape != reference.shape:
+        return Comparison(False, f"shape mismatch: received {output.shape}, expected {reference.shape}")
+    if not np.isfinite(output).all():
+        return Comparison(False, f"output holds {int((~np.isfinite(output)).sum())} NaN/Inf values")
+    ref = reference.astype(np.float64)
+    out = output.astype(np.float64)
+    diff = np.abs(out - ref)
+    worst = np.unravel_index(int(diff.argmax()), diff.shape) if diff.size else None
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = float((diff / np.maximum(np.abs(ref), np.finfo(np.float32).tiny)).max()) if diff.size else 0.0
+    agreement = float((out.argmax(-1) == ref.argmax(-1)).mean()) if ref.ndim == 2 and len(ref) else 1.0
+    close = bool(np.all(diff <= tol.atol + tol.rtol * np.abs(ref)))
+    passed = close and agreement >= tol.min_top1_agreement
+    message = (f"{'PASS' if passed else 'FAIL'} [{precision}] max_abs={max_abs:.3g} max_rel={max_rel:.3g} "
+               f"at {worst} top1_agreement={agreement:.4f} (atol={tol.atol}, rtol={tol.rtol}, "
+               f"min_top1={tol.min_top1_agreement})")
+    return Comparison(passed, message, max_abs, max_rel, worst, agreement)
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((np.asarray(logits).argmax(-1) == labels).mean())

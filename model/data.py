@@ -1,0 +1,135 @@
+"""Datasets: real CIFAR-100 from a folder the user names, or the embedded synthetic default.
+
+Both come back as normalized float32 NCHW arrays split three ways: `train`, `calib` (for INT8
+calibration, never evaluated on) and `holdout` (the evaluation split every backend is scored on).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.network import INPUT_SHAPE, NUM_CLASSES
+
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class Split:
+    x: np.ndarray  # (N, 3, 32, 32) float32, normalized
+    y: np.ndarray  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    calib: Split
+    holdout: Split
+    description: dict  # what identifies it (goes into cache keys and report sidecars)
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.description, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Class prototypes made of smooth colour fields; samples are shifted, re-lit, mixed with a
+    distractor class and noised, so a CNN has to learn translation-tolerant features to score."""
+
+    seed: int = 0
+    train_per_class: int = 100
+    calib_per_class: int = 10
+    holdout_per_class: int = 30
+    max_shift: int = 6
+    distractor: float = 0.9
+    noise: float = 1.6
+
+
+def _smooth_fields(rng: np.random.Generator, n: int, grid: int) -> np.ndarray:
+    """n random (3, 32, 32) fields, bilinearly upsampled from a coarse grid, unit std each."""
+    import torch
+    import torch.nn.functional as F
+
+    coarse = torch.from_numpy(rng.standard_normal((n, 3, grid, grid)).astype(np.float32))
+    fine = F.interpolate(coarse, size=INPUT_SHAPE[1:], mode="bilinear", align_corners=False).numpy()
+    fine -= fine.mean(axis=(1, 2, 3), keepdims=True)
+    fine /= fine.std(axis=(1, 2, 3), keepdims=True)
+    return fine
+
+
+def _synthetic_split(spec: SyntheticSpec, prototypes: np.ndarray, per_class: int, stream: int) -> Split:
+    rng = np.random.default_rng([spec.seed, stream])
+    y = np.repeat(np.arange(NUM_CLASSES), per_class)
+    rng.shuffle(y)
+    n = len(y)
+    x = prototypes[y].copy()
+    shifts = rng.integers(-spec.max_shift, spec.max_shift + 1, size=(n, 2))
+    for i, (dy, dx) in enumerate(shifts):
+        x[i] = np.roll(x[i], (int(dy), int(dx)), axis=(1, 2))
+    others = (y + rng.integers(1, NUM_CLASSES, size=n)) % NUM_CLASSES
+    x += spec.distractor * prototypes[others][:, :, ::-1, :]  # flipped so it is not a shifted copy
+    x *= rng.uniform(0.7, 1.3, size=(n, 3, 1, 1)).astype(np.float32)
+    x += spec.noise * rng.standard_normal(x.shape).astype(np.float32)
+    return Split(np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64))
+
+
+def synthetic(spec: SyntheticSpec = SyntheticSpec()) -> Dataset:
+    rng = np.random.default_rng([spec.seed, 0])
+    prototypes = 0.6 * _smooth_fields(rng, NUM_CLASSES, 4) + 0.8 * _smooth_fields(rng, NUM_CLASSES, 8)
+    return Dataset(
+        name=SYNTHETIC,
+        train=_synthetic_split(spec, prototypes, spec.train_per_class, 1),
+        calib=_synthetic_split(spec, prototypes, spec.calib_per_class, 2),
+        holdout=_synthetic_split(spec, prototypes, spec.holdout_per_class, 3),
+        description={"name": SYNTHETIC, **spec.__dict__},
+    )
+
+
+def _normalize_uint8_nhwc(images: np.ndarray) -> np.ndarray:
+    x = images.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    mean = np.asarray(CIFAR100_MEAN, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(CIFAR100_STD, np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((x - mean) / std)
+
+
+def cifar100(root: str | Path, download: bool = False, calib_size: int = 1000) -> Dataset:
+    """CIFAR-100 through torchvision; the calibration split is the tail of the training set."""
+    root = Path(root).expanduser()
+    try:
+        from torchvision.datasets import CIFAR100  # imported here: the GPU kit has no torchvision
+    except ImportError as exc:
+        raise RuntimeError(f"real CIFAR-100 needs torchvision, which failed to import: {exc}") from exc
+    try:
+        train = CIFAR100(str(root), train=True, download=download)
+        test = CIFAR100(str(root), train=False, download=download)
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"CIFAR-100 not found under {root} ({exc}). Point --data at the folder that holds "
+            "'cifar-100-python/', or add --download to fetch it there."
+        ) from exc
+    tx, ty = _normalize_uint8_nhwc(train.data), np.asarray(train.targets, np.int64)
+    hx, hy = _normalize_uint8_nhwc(test.data), np.asarray(test.targets, np.int64)
+    return Dataset(
+        name="cifar100",
+        train=Split(tx[:-calib_size], ty[:-calib_size]),
+        calib=Split(tx[-calib_size:], ty[-calib_size:]),
+        holdout=Split(hx, hy),
+        description={"name": "cifar100", "root": str(root.resolve()), "calib_size": calib_size},
+    )
+
+
+def load(data: str = SYNTHETIC, download: bool = False, seed: int = 0) -> Dataset:
+    """`synthetic` (the default, made in-process) or a folder holding CIFAR-100."""
+    if data == SYNTHETIC:
+        return synthetic(SyntheticSpec(seed=seed))
+    return cifar100(data, download=download)

@@ -1,0 +1,127 @@
+"""ONNX -> TensorRT engine plan, built once per (model, TensorRT, GPU, precision, profile).
+
+The plan is cached as `<key>.plan` beside `<key>.json`, a sidecar holding what the key was made
+of and the plan's sha256. A plan is used only when its sidecar matches what would be built now
+and its bytes hash to what the sidecar says; anything else (truncated, corrupted, built by another
+TensorRT or for another GPU) is rebuilt with a warning.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from model import artifacts, cuda_rt, trt_compat
+from model.profile import DEFAULT_PROFILE, INPUT_NAME, BatchProfile
+from model.network import INPUT_SHAPE
+from model.runners.base import BackendUnavailable
+
+log = logging.getLogger(__name__)
+DEFAULT_WORKSPACE = 1 << 30
+
+
+class EngineBuildError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    precision: str = "fp32"  # fp32 | fp16 | int8 (int8 needs a Q/DQ ONNX model)
+    profile: BatchProfile = DEFAULT_PROFILE
+    workspace: int = DEFAULT_WORKSPACE
+    strongly_typed: bool = False
+
+
+@dataclass(frozen=True)
+class Engine:
+    path: Path
+    sidecar: dict = field(repr=False)
+    rebuilt: bool
+
+    def plan(self) -> bytes:
+        return self.path.read_bytes()
+
+
+def _identity(onnx_path: Path, spec: EngineSpec, trt) -> dict:
+    return {
+        "onnx_sha256": artifacts.sha256_file(onnx_path),
+        "tensorrt": trt.__version__,
+        **cuda_rt.device_identity(),
+        "precision": spec.precision,
+        "strongly_typed": spec.strongly_typed,
+        "flags": sorted(str(f) for f in trt_compat.builder_flags(trt, spec.precision, spec.strongly_typed)),
+        "profile": asdict(spec.profile),
+        "workspace": spec.workspace,
+    }
+
+
+def cached_plan_problem(plan_path: Path, sidecar: dict | None, identity: dict) -> str | None:
+    """Why a cached plan must not be used, or None when it is sound."""
+    if not plan_path.exists():
+        return "no cached plan"
+    if sidecar is None:
+        return "its sidecar is missing or unreadable"
+    stale = {k: (sidecar.get("identity", {}).get(k), v) for k, v in identity.items()
+             if sidecar.get("identity", {}).get(k) != v}
+    if stale:
+        return "it was built for something else: " + ", ".join(f"{k}: cached {a!r} vs now {b!r}" for k, (a, b) in stale.items())
+    if plan_path.stat().st_size != sidecar.get("size"):
+        return f"it is truncated or padded ({plan_path.stat().st_size} bytes, sidecar says {sidecar.get('size')})"
+    if artifacts.sha256_file(plan_path) != sidecar.get("sha256"):
+        return "its bytes do not match the sidecar's sha256 (corrupted)"
+    return None
+
+
+def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache_path: Path | None = None) -> bytes:
+    trt = trt_compat.import_tensorrt()
+    logger = trt_compat.Logger(trt)
+    builder = trt.Builder(logger)
+    network = builder.create_network(trt_compat.network_flags(trt, spec.strongly_typed))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineBuildError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace)
+    trt_compat.apply_builder_flags(trt, config, trt_compat.builder_flags(trt, spec.precision, spec.strongly_typed))
+    profile = builder.create_optimization_profile()
+    p = spec.profile
+    profile.set_shape(INPUT_NAME, (p.min, *INPUT_SHAPE), (p.opt, *INPUT_SHAPE), (p.max, *INPUT_SHAPE))
+    config.add_optimization_profile(profile)
+    if timing_cache_path is not None:
+        blob = timing_cache_path.read_bytes() if timing_cache_path.exists() else b""
+        cache = config.create_timing_cache(blob)
+        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+            log.warning("timing cache %s is unusable; starting an empty one", timing_cache_path)
+            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise EngineBuildError(f"TensorRT failed to build {onnx_path} ({spec}): {logger.errors()}")
+    if timing_cache_path is not None:
+        artifacts.atomic_write_bytes(timing_cache_path, bytes(config.get_timing_cache().serialize()))
+    return bytes(plan)
+
+
+def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec = EngineSpec(),
+                    cache_dir: str | Path = artifacts.DEFAULT_CACHE, rebuild: bool = False) -> Engine:
+    trt = trt_compat.import_tensorrt()
+    reason = cuda_rt.gpu_unavailable_reason()
+    if reason:
+        raise BackendUnavailable(f"TensorRT needs a GPU: {reason}")
+    onnx_path = Path(onnx_path)
+    identity = _identity(onnx_path, spec, trt)
+    key = artifacts.config_key(identity)
+    folder = Path(cache_dir) / "engines"
+    plan_path = folder / f"simplecnn-{spec.precision}-{key}.plan"
+    sidecar_path = plan_path.with_suffix(".json")
+    problem = "rebuild requested" if rebuild else cached_plan_problem(plan_path, artifacts.read_json(sidecar_path), identity)
+    if problem is None:
+        return Engine(plan_path, artifacts.read_json(sidecar_path), rebuilt=False)
+    if plan_path.exists():
+        log.warning("rebuilding TensorRT engine %s: %s", plan_path.name, problem)
+    timing = folder / f"timing-{trt.__version__}-sm{identity['compute_capability']}.cache"
+    plan = build_plan(onnx_path, spec, timing)
+    artifacts.atomic_write_bytes(plan_path, plan)
+    sidecar = {"identity": identity, "size": len(plan), "sha256": artifacts.sha256_file(plan_path)}
+    artifacts.atomic_write_json(sidecar_path, sidecar)
+    return Engine(plan_path, sidecar, rebuilt=True)

@@ -1,0 +1,57 @@
+"""The side-by-side table of the main job, as text, Markdown and JSON."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from model import artifacts
+
+
+def _fmt_latency(entry: dict | None) -> str:
+    return "-" if not entry else f"{entry['mean']:.3f}"
+
+
+def markdown_table(results: list[dict], batch_sizes: list[int]) -> str:
+    head = ["Backend", "Precision", "Accuracy", "Top-1 agreement", *[f"ms/batch @{n}" for n in batch_sizes], "File (MB)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes = []
+    for r in results:
+        if not r["available"]:
+            lines.append("| " + " | ".join([r["backend"], r["precision"], "n/a", "n/a", *["n/a"] * len(batch_sizes), "n/a"]) + " |")
+            notes.append(f"- {r['backend']}: not available: {r['reason']}")
+            continue
+        agreement = "-" if r["top1_agreement"] is None else f"{100 * r['top1_agreement']:.2f}%"
+        lat = r["latency_ms"]
+        cells = [r["backend"], r["precision"], f"{100 * r['accuracy']:.2f}%", agreement,
+                 *[_fmt_latency(lat.get(n, lat.get(str(n)))) for n in batch_sizes], f"{r['file_mb']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def seed_style(results: list[dict]) -> str:
+    """The user's original format, one block per backend."""
+    blocks = []
+    for r in results:
+        if not r["available"]:
+            blocks.append(f"{r['backend']}\n >>> not available: {r['reason']}")
+            continue
+        per_batch = ", ".join(f"bs{n}: {v['mean'] / 1e3:.6f} s" for n, v in r["latency_ms"].items())
+        blocks.append(f"{r['backend']} ({r['precision']})\n >>> Accuracy: {100 * r['accuracy']:.2f}%\n"
+                      f" >>> Average inference time per batch: {per_batch}\n >>> Model file size: {r['file_mb']:.2f} MB")
+    return "\n\n".join(blocks) + "\n"
+
+
+def write(out_dir: str | Path, summary: dict) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    paths = {"json": out_dir / "comparison.json", "markdown": out_dir / "comparison.md"}
+    artifacts.atomic_write_json(paths["json"], summary)
+    md = (f"# SimpleCNN: PyTorch vs ONNX Runtime vs TensorRT\n\n"
+          f"Data: {summary['data']} (held-out split, {summary['holdout_size']} images). "
+          f"Machine: {summary['machine']}.\nLatency: mean wall time of one `infer` call, host arrays in and out.\n\n"
+          + markdown_table(summary["results"], summary["batch_sizes"]))
+    artifacts.atomic_write_bytes(paths["markdown"], md.encode())
+    return paths
+
+
+def load(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

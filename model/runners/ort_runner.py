@@ -1,0 +1,60 @@
+"""ONNX Runtime with explicitly chosen execution providers.
+
+ONNX Runtime quietly falls back to the CPU when the CUDA provider cannot load; this runner checks
+which providers the session really got and refuses to pretend.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from model.profile import DEFAULT_PROFILE, BatchProfile
+from model.runners.base import BackendUnavailable, Runner, TensorMeta
+
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class OrtRunner(Runner):
+    def __init__(self, onnx_path, device: str = "cpu", profile: BatchProfile = DEFAULT_PROFILE,
+                 label: str = "fp32", **kwargs) -> None:
+        super().__init__(**kwargs)
+        if device not in PROVIDERS:
+            raise ValueError(f"OrtRunner device must be one of {sorted(PROVIDERS)}, received {device!r}")
+        self.name = f"onnxruntime-{device}-{label}"
+        self.onnx_path = str(onnx_path)
+        self.device = device
+        self.profile = profile
+        self.session = None
+
+    def _activate(self) -> None:
+        import onnxruntime as ort
+
+        wanted = PROVIDERS[self.device]
+        if wanted[0] not in ort.get_available_providers():
+            raise BackendUnavailable(f"ONNX Runtime {ort.__version__} has no {wanted[0]} "
+                                     f"(available: {ort.get_available_providers()})")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # the fallback below is reported by us, not as log noise
+        session = ort.InferenceSession(self.onnx_path, sess_options=options, providers=wanted)
+        if session.get_providers()[0] != wanted[0]:
+            raise BackendUnavailable(f"ONNX Runtime was asked for {wanted[0]} but the session runs on "
+                                     f"{session.get_providers()} (no usable GPU or CUDA libraries)")
+        self.session = session
+
+    def _deactivate(self) -> None:
+        self.session = None
+
+    def _input_metadata(self) -> dict[str, TensorMeta]:
+        meta = {}
+        for arg in self.session.get_inputs():
+            shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
+            meta[arg.name] = TensorMeta(np.dtype(_ORT_DTYPES[arg.type]), shape, self.profile.min, self.profile.max)
+        return meta
+
+    def _infer(self, feed):
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, feed)))

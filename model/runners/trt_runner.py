@@ -1,0 +1,147 @@
+"""TensorRT through the name-based API, with the dynamic batch axis handled properly.
+
+This is the path the user's code missed: with a dynamic batch axis, the context must be told
+the input shape (`set_input_shape`) before outputs have a shape at all; output sizes are read
+from the context afterwards, never from the engine's declared dims (-1 there).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from model import cuda_rt, trt_compat
+from model.runners.base import BackendUnavailable, InputError, Runner, TensorMeta, check_feed
+
+
+class TrtRunner(Runner):
+    def __init__(self, plan: bytes, label: str = "fp32", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.name = f"tensorrt-{label}"
+        self._plan = plan
+        self._bound_shape = None
+        self._graph = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def _activate(self) -> None:
+        reason = cuda_rt.gpu_unavailable_reason()
+        if reason:
+            raise BackendUnavailable(f"TensorRT needs a GPU: {reason}")
+        trt = self.trt = trt_compat.import_tensorrt()
+        self.logger = trt_compat.Logger(trt)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(self._plan)
+        if self.engine is None:
+            raise RuntimeError(f"TensorRT could not deserialize the plan: {self.logger.errors()}")
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise RuntimeError(f"TensorRT could not create an execution context: {self.logger.errors()}")
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        self.profile_shapes = {n: [tuple(d) for d in self.engine.get_tensor_profile_shape(n, 0)] for n in self.inputs}
+        self.stream = cuda_rt.Stream()
+        self.device, self.host = {}, {}
+        # Buffers sized once for the profile's largest shapes, so no inference call allocates.
+        for n in self.inputs:
+            self._set_shape(n, self.profile_shapes[n][2])
+        for n in names:
+            shape = tuple(self.context.get_tensor_shape(n))
+            nbytes = int(np.prod(shape)) * self.dtypes[n].itemsize
+            self.device[n] = cuda_rt.DeviceBuffer(nbytes)
+            self.host[n] = cuda_rt.PinnedBuffer(nbytes, self.dtypes[n])
+            if not self.context.set_tensor_address(n, self.device[n].ptr):
+                raise RuntimeError(f"TensorRT refused the device address for tensor {n!r}")
+
+    def _deactivate(self) -> None:
+        self.release_graph()
+        for buf in [*self.device.values(), *self.host.values()]:
+            buf.free()
+        self.device, self.host = {}, {}
+        self.stream.free()
+        self.context = self.engine = self.runtime = None
+        self._bound_shape = None
+
+    def _input_metadata(self) -> dict[str, TensorMeta]:
+        meta = {}
+        for n in self.inputs:
+            shape = tuple(None if d < 0 else d for d in self.engine.get_tensor_shape(n))
+            lo, _, hi = self.profile_shapes[n]
+            meta[n] = TensorMeta(self.dtypes[n], shape, lo[0], hi[0])
+        return meta
+
+    # -- inference -------------------------------------------------------------------------------
+    def _set_shape(self, name: str, shape: tuple) -> None:
+        if not self.context.set_input_shape(name, shape):
+            lo, _, hi = self.profile_shapes[name]
+            raise InputError(f"Input tensor: {name} | TensorRT rejected shape {shape} | Expected a shape "
+                             f"between the profile's min {lo} and max {hi}: {self.logger.errors()[-1:]}")
+
+    def bind(self, shapes: dict[str, tuple]) -> dict[str, tuple]:
+        """Set input shapes (only when they change); returns the output shapes TensorRT resolved."""
+        key = tuple(sorted(shapes.items()))
+        if key != self._bound_shape:
+            self.release_graph()  # a captured graph is only valid for the shapes it was captured with
+            self._bound_shape = None  # until every shape below is accepted
+            for n, shape in shapes.items():
+                self._set_shape(n, shape)
+            self._bound_shape = key
+            self._out_shapes = {n: tuple(self.context.get_tensor_shape(n)) for n in self.outputs}
+            unresolved = {n: s for n, s in self._out_shapes.items() if any(d < 0 for d in s)}
+            if unresolved:
+                raise RuntimeError(f"TensorRT left output shapes unresolved after set_input_shape: {unresolved}")
+        return self._out_shapes
+
+    def enqueue(self) -> None:
+        """Run the engine on what the device input buffers hold; asynchronous on the runner's stream."""
+        if not self.context.execute_async_v3(self.stream.ptr):
+            raise RuntimeError(f"TensorRT execute_async_v3 failed: {self.logger.errors()[-3:]}")
+
+    def _stage(self, feed) -> dict[str, tuple]:
+        out_shapes = self.bind({n: feed[n].shape for n in self.inputs})
+        for n in self.inputs:
+            staged = self.host[n].view(feed[n].shape)
+            np.copyto(staged, feed[n])
+            self.device[n].copy_from_host_async(staged, self.stream)
+        return out_shapes
+
+    def _infer(self, feed):
+        out_shapes = self._stage(feed)
+        self.enqueue()
+        results = {}
+        for n in self.outputs:
+            results[n] = self.host[n].view(out_shapes[n])
+            self.device[n].copy_to_host_async(results[n], self.stream)
+        self.stream.synchronize()
+        return {n: v.copy() for n, v in results.items()}  # the pinned buffers are reused next call
+
+    # -- device-resident execution (benchmarks) ---------------------------------------------------
+    def capture_graph(self) -> cuda_rt.Graph:
+        """Capture one enqueue for the bound shapes as a CUDA graph (after one plain enqueue, as
+        TensorRT requires after a shape change)."""
+        if self._bound_shape is None:
+            raise RuntimeError("bind() input shapes before capturing a graph")
+        self.release_graph()
+        self.enqueue()
+        self.stream.synchronize()
+        self._graph = cuda_rt.Graph(self.stream, self.enqueue)
+        return self._graph
+
+    def release_graph(self) -> None:
+        if self._graph is not None:
+            self._graph.free()
+            self._graph = None
+
+    def download(self) -> dict[str, np.ndarray]:
+        """Copy the outputs of the last device-side run back, for checking graph replays."""
+        shapes = self._out_shapes
+        out = {n: np.empty(shapes[n], self.dtypes[n]) for n in self.outputs}
+        for n, host in out.items():
+            self.device[n].copy_to_host_async(host, self.stream)
+        self.stream.synchronize()
+        return out
+
+    def upload(self, feed: dict[str, np.ndarray]) -> None:
+        """Place validated inputs on the device and bind their shapes, for device-resident timing."""
+        self._require_active()
+        self._stage(check_feed(feed, self._metadata, self.allow_nonfinite))
+        self.stream.synchronize()

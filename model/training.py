@@ -1,0 +1,120 @@
+"""Seeded CPU training with a cache keyed by the training configuration.
+
+A checkpoint is `<key>.pt` (a state_dict) beside `<key>.json` (config, held-out accuracy and the
+checkpoint's sha256). The sidecar is written last, so a checkpoint without a matching sidecar is
+an interrupted run and is retrained, never loaded.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from model import artifacts
+from model.data import Dataset, Split
+from model.network import SimpleCNN
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Trained:
+    model: SimpleCNN  # in eval mode
+    checkpoint: Path
+    sidecar: dict
+
+
+def evaluate(model: nn.Module, split: Split, batch_size: int = 500) -> float:
+    """Top-1 accuracy (fraction) of a torch model on a split."""
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for i in range(0, len(split), batch_size):
+            logits = model(torch.from_numpy(split.x[i : i + batch_size]))
+            correct += int((logits.argmax(1).numpy() == split.y[i : i + batch_size]).sum())
+    return correct / len(split)
+
+
+def train(dataset: Dataset, config: TrainConfig, progress: bool = True) -> SimpleCNN:
+    torch.manual_seed(config.seed)
+    torch.use_deterministic_algorithms(True)
+    model = SimpleCNN()
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(dataset.train) // config.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.epochs * steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss()
+    order_rng = np.random.default_rng(config.seed)
+    x_all, y_all = torch.from_numpy(dataset.train.x), torch.from_numpy(dataset.train.y)
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc="train SimpleCNN", unit="step", disable=not progress)
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.from_numpy(order_rng.permutation(len(dataset.train)))
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i : i + config.batch_size]
+            loss = loss_fn(model(x_all[idx]), y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+    bar.close()
+    return model.eval()
+
+
+def _cache_config(dataset: Dataset, config: TrainConfig) -> dict:
+    return {"data": dataset.description, "train": asdict(config), "torch": torch.__version__.split("+")[0]}
+
+
+def load_or_train(
+    dataset: Dataset,
+    config: TrainConfig = TrainConfig(),
+    cache_dir: str | Path = artifacts.DEFAULT_CACHE,
+    retrain: bool = False,
+    progress: bool = True,
+) -> Trained:
+    cache_config = _cache_config(dataset, config)
+    key = artifacts.config_key(cache_config)
+    ckpt = Path(cache_dir) / "weights" / f"simplecnn-{key}.pt"
+    meta_path = ckpt.with_suffix(".json")
+    meta = artifacts.read_json(meta_path)
+    if not retrain and meta is not None and ckpt.exists():
+        if meta.get("sha256") == artifacts.sha256_file(ckpt) and meta.get("config") == cache_config:
+            model = SimpleCNN()
+            model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+            return Trained(model.eval(), ckpt, meta)
+        log.warning("cached checkpoint %s does not match its sidecar; retraining", ckpt)
+
+    start = time.perf_counter()
+    model = train(dataset, config, progress=progress)
+    seconds = time.perf_counter() - start
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    artifacts.atomic_write_bytes(ckpt, buf.getvalue())
+    meta = {
+        "config": cache_config,
+        "data": dataset.name,
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "holdout_accuracy": evaluate(model, dataset.holdout),
+        "train_seconds": round(seconds, 1),
+        "sha256": artifacts.sha256_file(ckpt),
+    }
+    artifacts.atomic_write_json(meta_path, meta)
+    return Trained(model, ckpt, meta)

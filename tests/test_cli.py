@@ -1,0 +1,59 @@
+"""`python -m model compare`: the main job's table, files and errors."""
+import json
+
+import pytest
+
+from model.cli import main
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, trained, cache_dir):
+    out = tmp_path_factory.mktemp("compare")
+    args = ["compare", "--backends", "onnxruntime-cpu,tensorrt-fp32", "--batch-sizes", "1,7",
+            "--runs", "3", "--out", str(out), "--cache-dir", str(cache_dir)]
+    return main(args), out
+
+
+def test_exit_code_and_files(run):
+    code, out = run
+    assert code == 0
+    assert (out / "comparison.json").exists() and (out / "comparison.md").exists()
+
+
+def test_json_holds_measured_figures_for_every_available_backend(run):
+    summary = json.loads((run[1] / "comparison.json").read_text())
+    results = {r["backend"]: r for r in summary["results"]}
+    assert list(results) == ["pytorch-cpu", "onnxruntime-cpu", "tensorrt-fp32"]
+    for r in results.values():
+        if r["available"]:
+            assert 0.0 <= r["accuracy"] <= 1.0 and r["file_mb"] > 0
+            assert set(r["latency_ms"]) == {"1", "7"} and all(v["mean"] > 0 for v in r["latency_ms"].values())
+        else:
+            assert r["reason"], f"{r['backend']} is unavailable without a reason"
+    assert results["pytorch-cpu"]["available"] and results["onnxruntime-cpu"]["available"]
+    assert results["onnxruntime-cpu"]["accuracy"] == results["pytorch-cpu"]["accuracy"]
+    assert results["onnxruntime-cpu"]["top1_agreement"] == 1.0
+
+
+def test_markdown_table_lists_every_backend(run):
+    md = (run[1] / "comparison.md").read_text()
+    for name in ("pytorch-cpu", "onnxruntime-cpu", "tensorrt-fp32"):
+        assert f"| {name} |" in md
+    assert "ms/batch @1" in md and "File (MB)" in md
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "--batch-sizes", "0"], "batch sizes must lie in"),
+    (["compare", "--batch-sizes", "a,b"], "comma-separated integers"),
+    (["compare", "--backends", "tensorflow"], "unknown backends"),
+])
+def test_bad_arguments_exit_with_a_message(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_missing_cifar_folder_is_an_error_not_a_crash(tmp_path, capsys):
+    pytest.importorskip("torchvision", reason="CIFAR-100 loading needs torchvision")
+    assert main(["compare", "--data", str(tmp_path / "none"), "--cache-dir", str(tmp_path)]) == 2
+    assert "CIFAR-100 not found" in capsys.readouterr().err

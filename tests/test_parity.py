@@ -1,0 +1,52 @@
+"""Every backend against PyTorch FP32 on the CPU, for every batch size: shape, values, argmax."""
+import numpy as np
+import pytest
+
+from model.compare import TOLERANCES, accuracy, compare
+from model.profile import INPUT_NAME, OUTPUT_NAME
+from model.runners.torch_runner import TorchRunner
+from tests.backends import backend_params
+
+
+@pytest.fixture(params=backend_params())
+def backend(request, runner_pool):
+    name, precision = request.param
+    return runner_pool(name), precision
+
+
+def test_output_shape_is_batch_by_classes(backend, golden, batch_size):
+    runner, _ = backend
+    x, _ = golden[batch_size]
+    out = runner.infer({INPUT_NAME: x})
+    assert set(out) == {OUTPUT_NAME}
+    assert out[OUTPUT_NAME].shape == (batch_size, 100)
+
+
+def test_outputs_match_pytorch(backend, golden, batch_size):
+    runner, precision = backend
+    x, ref = golden[batch_size]
+    result = compare(ref, runner.infer({INPUT_NAME: x})[OUTPUT_NAME], precision)
+    assert result, result.message
+
+
+def test_repeated_calls_with_changing_batch_are_stable(backend, golden):
+    """Shapes change between calls (the dynamic-shape path) and results must not depend on order."""
+    runner, precision = backend
+    sizes = [32, 1, 7, 32]
+    outs = [runner.infer({INPUT_NAME: golden[n][0]})[OUTPUT_NAME] for n in sizes if n in golden]
+    for n, out in zip([n for n in sizes if n in golden], outs):
+        assert compare(golden[n][1], out, precision), n
+
+
+def test_holdout_accuracy_matches_pytorch(backend, dataset, trained):
+    runner, precision = backend
+    ref_logits, logits = [], []
+    with TorchRunner(trained.model) as ref:
+        for i in range(0, len(dataset.holdout), 1000):
+            x = dataset.holdout.x[i : i + 1000]
+            ref_logits.append(ref.infer({INPUT_NAME: x})[OUTPUT_NAME])
+            logits.append(runner.infer({INPUT_NAME: x})[OUTPUT_NAME])
+    ref_acc = accuracy(np.concatenate(ref_logits), dataset.holdout.y)
+    acc = accuracy(np.concatenate(logits), dataset.holdout.y)
+    allowed = 1.0 - TOLERANCES[precision].min_top1_agreement
+    assert abs(acc - ref_acc) <= allowed, f"{runner.name}: {acc:.4f} vs PyTorch {ref_acc:.4f}"

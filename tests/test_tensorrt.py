@@ -1,0 +1,126 @@
+"""TensorRT-specific behaviour: profile bounds, shape binding, graph replay, and the engine cache."""
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from model.compare import compare
+from model.engine import EngineSpec, engine_for_onnx
+from model.profile import DEFAULT_PROFILE, INPUT_NAME, OUTPUT_NAME
+from model.runners.base import InputError
+
+pytestmark = pytest.mark.needs_trt
+
+
+@pytest.fixture(scope="module")
+def trt(runner_pool):
+    return runner_pool("tensorrt-fp32")
+
+
+def test_metadata_declares_the_profile(trt):
+    meta = trt.input_metadata()[INPUT_NAME]
+    assert meta.shape == (None, 3, 32, 32) and meta.dtype == np.float32
+    assert (meta.min_batch, meta.max_batch) == (DEFAULT_PROFILE.min, DEFAULT_PROFILE.max)
+
+
+@pytest.mark.parametrize("batch", [DEFAULT_PROFILE.min, DEFAULT_PROFILE.max], ids=["profile_min", "profile_max"])
+def test_profile_extremes(trt, golden, batch):
+    x, ref = golden[batch]
+    out = trt.infer({INPUT_NAME: x})[OUTPUT_NAME]
+    assert out.shape == (batch, 100) and compare(ref, out)
+
+
+def test_tensorrt_itself_rejects_a_shape_past_the_profile(trt):
+    with pytest.raises(InputError, match=rf"TensorRT rejected shape .*profile's min \({DEFAULT_PROFILE.min}, 3, 32, 32\) "
+                                         rf"and max \({DEFAULT_PROFILE.max}, 3, 32, 32\)"):
+        trt.bind({INPUT_NAME: (DEFAULT_PROFILE.max + 1, 3, 32, 32)})
+
+
+def test_runner_recovers_after_a_rejected_shape(trt, golden):
+    with pytest.raises(InputError):
+        trt.bind({INPUT_NAME: (DEFAULT_PROFILE.max + 1, 3, 32, 32)})
+    x, ref = golden[7]
+    assert compare(ref, trt.infer({INPUT_NAME: x})[OUTPUT_NAME])
+
+
+def test_input_shape_is_set_only_when_it_changes(trt, golden):
+    class Counting:
+        def __init__(self, context):
+            self._context, self.calls = context, 0
+
+        def set_input_shape(self, *args):
+            self.calls += 1
+            return self._context.set_input_shape(*args)
+
+        def __getattr__(self, name):
+            return getattr(self._context, name)
+
+    real = trt.context
+    trt.context = counting = Counting(real)
+    try:
+        for n in (7, 7, 7, 32, 32, 7):
+            trt.infer({INPUT_NAME: golden[n][0]})
+    finally:
+        trt.context = real
+    assert counting.calls <= 3  # 7 (unless already bound), 32, 7
+
+
+def test_cuda_graph_replay_gives_the_same_outputs(trt, golden):
+    x, ref = golden[32]
+    trt.upload({INPUT_NAME: x})
+    graph = trt.capture_graph()
+    for _ in range(3):
+        graph.launch()
+    out = trt.download()[OUTPUT_NAME]
+    trt.release_graph()
+    assert compare(ref, out)
+
+
+# -- the engine cache --------------------------------------------------------------------------
+
+def test_second_request_reuses_the_cached_plan(model_artifacts):
+    first = model_artifacts.engine("fp32")
+    again = engine_for_onnx(model_artifacts.onnx, EngineSpec(profile=DEFAULT_PROFILE), model_artifacts.cache_dir)
+    assert again.path == first.path and not again.rebuilt
+
+
+def _damage(plan_path, sidecar_path, how):
+    import json
+
+    blob = plan_path.read_bytes()
+    if how == "truncated":
+        plan_path.write_bytes(blob[: len(blob) // 2])
+    elif how == "corrupted":
+        plan_path.write_bytes(blob[:1000] + bytes(b ^ 0x5A for b in blob[1000:2000]) + blob[2000:])
+    elif how in ("other_tensorrt", "other_gpu"):
+        sidecar = json.loads(sidecar_path.read_text())
+        key = "tensorrt" if how == "other_tensorrt" else "gpu"
+        sidecar["identity"][key] = "7.2.3" if key == "tensorrt" else "Tesla K80"
+        sidecar_path.write_text(json.dumps(sidecar))
+    elif how == "no_sidecar":
+        sidecar_path.unlink()
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupted", "other_tensorrt", "other_gpu", "no_sidecar"])
+def test_bad_cached_plan_is_rebuilt_never_used(model_artifacts, golden, tmp_path, caplog, how):
+    from model.runners.trt_runner import TrtRunner
+
+    good = model_artifacts.engine("fp32")
+    engines = tmp_path / "engines"
+    shutil.copytree(good.path.parent, engines)  # the plan, its sidecar and the timing cache
+    plan_path = engines / good.path.name
+    _damage(plan_path, plan_path.with_suffix(".json"), how)
+    with caplog.at_level(logging.WARNING):
+        engine = engine_for_onnx(model_artifacts.onnx, EngineSpec(profile=DEFAULT_PROFILE), tmp_path)
+    assert engine.rebuilt and engine.path == plan_path
+    assert "rebuilding TensorRT engine" in caplog.text
+    x, ref = golden[7]
+    with TrtRunner(engine.plan()) as runner:
+        assert compare(ref, runner.infer({INPUT_NAME: x})[OUTPUT_NAME])
+
+
+def test_engine_key_separates_precisions(model_artifacts):
+    assert model_artifacts.engine("fp32").path != model_artifacts.engine("fp16").path
+    fp32, fp16 = model_artifacts.engine("fp32").sidecar, model_artifacts.engine("fp16").sidecar
+    assert fp32["identity"]["precision"] == "fp32" and fp16["identity"]["precision"] == "fp16"
