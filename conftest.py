@@ -102,10 +102,10 @@ def trained(dataset, cache_dir):
 
 
 @pytest.fixture(scope="session")
-def model_artifacts(trained, cache_dir):
+def model_artifacts(trained, dataset, cache_dir):
     from model.backends import ModelArtifacts
 
-    return ModelArtifacts(trained, cache_dir)
+    return ModelArtifacts(trained, cache_dir, calib_images=dataset.calib.x)
 
 
 @pytest.fixture(scope="session")

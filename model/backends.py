@@ -9,7 +9,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from model import artifacts as art
+from model import quantize
 from model.engine import Engine, EngineSpec, engine_for_onnx
 from model.export import onnx_for_checkpoint
 from model.profile import DEFAULT_PROFILE, BatchProfile
@@ -21,11 +24,13 @@ class ModelArtifacts:
     """The trained model and what is derived from it, each built on first use and cached on disk."""
 
     def __init__(self, trained: Trained, cache_dir: str | Path = art.DEFAULT_CACHE,
-                 profile: BatchProfile = DEFAULT_PROFILE) -> None:
+                 profile: BatchProfile = DEFAULT_PROFILE, calib_images: np.ndarray | None = None) -> None:
         self.trained = trained
         self.cache_dir = Path(cache_dir)
         self.profile = profile
+        self.calib_images = calib_images  # for INT8 calibration: never the evaluation split
         self._engines: dict[tuple, Engine] = {}
+        self._variants: dict[str, Path] = {}
 
     @property
     def checkpoint(self) -> Path:
@@ -35,11 +40,25 @@ class ModelArtifacts:
     def onnx(self) -> Path:
         return onnx_for_checkpoint(self.trained.checkpoint, self.trained.model, self.cache_dir)
 
-    def engine(self, precision: str = "fp32") -> Engine:
-        if precision not in self._engines:
-            spec = EngineSpec(precision=precision, profile=self.profile)
-            self._engines[precision] = engine_for_onnx(self.onnx, spec, self.cache_dir)
-        return self._engines[precision]
+    def onnx_variant(self, precision: str) -> Path:
+        """The FP32 export (`fp32`), its typed FP16 graph (`fp16`) or its Q/DQ INT8 model (`int8`)."""
+        if precision == "fp32":
+            return self.onnx
+        if precision not in self._variants:
+            self._variants[precision] = quantize.variant(self.onnx, precision, self.calib_images)
+        return self._variants[precision]
+
+    def engine(self, precision: str = "fp32", typed_graph: bool = False) -> Engine:
+        """An engine at `precision`, from the FP32 export with builder flags or, with
+        `typed_graph`, from the ONNX variant that carries the precision itself. INT8 is always
+        built from the Q/DQ model (explicit quantization)."""
+        typed_graph = typed_graph or precision == "int8"
+        key = (precision, typed_graph)
+        if key not in self._engines:
+            source = self.onnx_variant(precision) if typed_graph else self.onnx
+            spec = EngineSpec(precision=precision, profile=self.profile, typed_graph=typed_graph)
+            self._engines[key] = engine_for_onnx(source, spec, self.cache_dir)
+        return self._engines[key]
 
 
 @dataclass(frozen=True)
@@ -59,19 +78,20 @@ def _torch(device: str, precision: str):
     return make
 
 
-def _ort(device: str):
+def _ort(device: str, precision: str = "fp32"):
     def make(a: ModelArtifacts) -> Runner:
         from model.runners.ort_runner import OrtRunner
 
-        return OrtRunner(a.onnx, device=device, profile=a.profile)
+        return OrtRunner(a.onnx_variant(precision), device=device, profile=a.profile, label=precision)
     return make
 
 
-def _trt(precision: str):
+def _trt(precision: str, typed_graph: bool = False):
     def make(a: ModelArtifacts) -> Runner:
         from model.runners.trt_runner import TrtRunner
 
-        return TrtRunner(a.engine(precision).plan(), label=precision)
+        engine = a.engine(precision, typed_graph)
+        return TrtRunner(engine.plan(), label=precision + ("-typed" if typed_graph else ""))
     return make
 
 
@@ -80,8 +100,14 @@ BACKENDS = {b.name: b for b in [
     Backend("pytorch-cuda", "PyTorch", "fp32", _torch("cuda", "fp32"), lambda a: a.checkpoint),
     Backend("pytorch-cuda-fp16", "PyTorch", "fp16", _torch("cuda", "fp16"), lambda a: a.checkpoint),
     Backend("onnxruntime-cpu", "ONNX Runtime", "fp32", _ort("cpu"), lambda a: a.onnx),
+    Backend("onnxruntime-cpu-fp16", "ONNX Runtime", "fp16", _ort("cpu", "fp16"), lambda a: a.onnx_variant("fp16")),
+    Backend("onnxruntime-cpu-int8", "ONNX Runtime", "int8", _ort("cpu", "int8"), lambda a: a.onnx_variant("int8")),
     Backend("onnxruntime-cuda", "ONNX Runtime", "fp32", _ort("cuda"), lambda a: a.onnx),
+    Backend("onnxruntime-cuda-fp16", "ONNX Runtime", "fp16", _ort("cuda", "fp16"), lambda a: a.onnx_variant("fp16")),
     Backend("tensorrt-fp32", "TensorRT", "fp32", _trt("fp32"), lambda a: a.engine("fp32").path),
     Backend("tensorrt-fp16", "TensorRT", "fp16", _trt("fp16"), lambda a: a.engine("fp16").path),
+    Backend("tensorrt-fp16-typed", "TensorRT", "fp16", _trt("fp16", typed_graph=True),
+            lambda a: a.engine("fp16", typed_graph=True).path),
+    Backend("tensorrt-int8", "TensorRT", "int8", _trt("int8"), lambda a: a.engine("int8").path),
 ]}
-DEFAULT_BACKENDS = ["pytorch-cpu", "pytorch-cuda", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt-fp32", "tensorrt-fp16"]
+DEFAULT_BACKENDS = list(BACKENDS)

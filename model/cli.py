@@ -49,13 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="training epochs when not cached")
     c.add_argument("--retrain", action="store_true", help="train again even if a cached checkpoint matches")
     c.add_argument("--runs", type=int, default=20, help="timed calls per batch size (default 20)")
+    r = sub.add_parser("report", help="merge pytest-benchmark JSON files and comparison.json into one report")
+    r.add_argument("benchmarks", nargs="+", type=Path, help="pytest-benchmark JSON files (--benchmark-json)")
+    r.add_argument("--comparison", nargs="*", type=Path, default=[], help="comparison.json files from `compare`")
+    r.add_argument("--out", type=Path, default=Path("out/report"), help="folder for report.md/.json and latency.png")
     return parser
+
+
+def report_cmd(args) -> int:
+    from model import bench_report
+
+    paths = bench_report.build(args.benchmarks, args.comparison, args.out)
+    print(paths["markdown"].read_text())
+    print(f"wrote {paths['markdown']}, {paths['json']} and {paths['plot']}")
+    return 0
 
 
 def compare(args) -> int:
     dataset = data.load(args.data, download=args.download)
     trained = load_or_train(dataset, TrainConfig(epochs=args.epochs), args.cache_dir, retrain=args.retrain)
-    arts = ModelArtifacts(trained, args.cache_dir)
+    arts = ModelArtifacts(trained, args.cache_dir, calib_images=dataset.calib.x)
     names = [REFERENCE] + [n for n in args.backends if n != REFERENCE]
     results, reference = [], None
     for name in names:
@@ -80,7 +93,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        return compare(args)
+        return compare(args) if args.command == "compare" else report_cmd(args)
     except (RuntimeError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

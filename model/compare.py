@@ -15,13 +15,23 @@ class Tolerance:
     atol: float
     rtol: float
     min_top1_agreement: float  # fraction of rows whose argmax equals the reference's
+    tie_margin: float  # a flip is a near-tie when the reference's two logits differ by at most this
 
 
+# INT8 logits drift by whole units (3.6 at most over 4,096 held-out images on ONNX Runtime CPU),
+# so INT8 is judged on decisions, not values: top-1 agreement, clear decisions never flipped, and
+# the accuracy gate below.
 TOLERANCES = {
-    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_top1_agreement=1.0),
-    "fp16": Tolerance(atol=5e-2, rtol=5e-2, min_top1_agreement=0.99),
-    "int8": Tolerance(atol=float("inf"), rtol=0.0, min_top1_agreement=0.90),
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_top1_agreement=1.0, tie_margin=2e-4),
+    "fp16": Tolerance(atol=5e-2, rtol=5e-2, min_top1_agreement=0.99, tie_margin=0.1),
+    "int8": Tolerance(atol=float("inf"), rtol=0.0, min_top1_agreement=0.90, tie_margin=1.5),
 }
+# Accuracy gates on the held-out split: how many points of top-1 a precision may lose vs FP32.
+MAX_ACCURACY_DROP = {"fp32": 0.0, "fp16": 0.003, "int8": 0.010}
+
+# Below this many rows an agreement fraction says little (one flip in 7 is 86%); there, a flip
+# passes only where the reference itself was a near-tie (within `tie_margin`).
+MIN_ROWS_FOR_AGREEMENT = 100
 
 
 @dataclass(frozen=True)
@@ -54,13 +64,25 @@ def compare(reference: np.ndarray, output: np.ndarray, precision: str = "fp32",
     worst = np.unravel_index(int(diff.argmax()), diff.shape) if diff.size else None
     max_abs = float(diff.max()) if diff.size else 0.0
     max_rel = float((diff / np.maximum(np.abs(ref), np.finfo(np.float32).tiny)).max()) if diff.size else 0.0
-    agreement = float((out.argmax(-1) == ref.argmax(-1)).mean()) if ref.ndim == 2 and len(ref) else 1.0
     close = bool(np.all(diff <= tol.atol + tol.rtol * np.abs(ref)))
-    passed = close and agreement >= tol.min_top1_agreement
+    agreement, agreement_ok = _agreement(ref, out, tol)
+    passed = close and agreement_ok
     message = (f"{'PASS' if passed else 'FAIL'} [{precision}] max_abs={max_abs:.3g} max_rel={max_rel:.3g} "
                f"at {worst} top1_agreement={agreement:.4f} (atol={tol.atol}, rtol={tol.rtol}, "
                f"min_top1={tol.min_top1_agreement})")
     return Comparison(passed, message, max_abs, max_rel, worst, agreement)
+
+
+def _agreement(ref: np.ndarray, out: np.ndarray, tol: Tolerance) -> tuple[float, bool]:
+    if ref.ndim != 2 or not len(ref):
+        return 1.0, True
+    ref_top, out_top = ref.argmax(-1), out.argmax(-1)
+    agreement = float((ref_top == out_top).mean())
+    if len(ref) >= MIN_ROWS_FOR_AGREEMENT:
+        return agreement, agreement >= tol.min_top1_agreement
+    rows = np.arange(len(ref))
+    gap = ref[rows, ref_top] - ref[rows, out_top]
+    return agreement, bool(np.all(gap <= tol.tie_margin)) and (tol.min_top1_agreement < 1.0 or agreement == 1.0)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -29,7 +29,7 @@ class EngineSpec:
     precision: str = "fp32"  # fp32 | fp16 | int8 (int8 needs a Q/DQ ONNX model)
     profile: BatchProfile = DEFAULT_PROFILE
     workspace: int = DEFAULT_WORKSPACE
-    strongly_typed: bool = False
+    typed_graph: bool = False  # the ONNX carries its precision (FP16 graph or Q/DQ nodes)
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,14 @@ class Engine:
 
 
 def _identity(onnx_path: Path, spec: EngineSpec, trt) -> dict:
+    network_flags, builder_flags = trt_compat.build_flags(trt, spec.precision, spec.typed_graph)
     return {
         "onnx_sha256": artifacts.sha256_file(onnx_path),
         "tensorrt": trt.__version__,
         **cuda_rt.device_identity(),
         "precision": spec.precision,
-        "strongly_typed": spec.strongly_typed,
-        "flags": sorted(str(f) for f in trt_compat.builder_flags(trt, spec.precision, spec.strongly_typed)),
+        "network_flags": network_flags,
+        "builder_flags": sorted(str(f) for f in builder_flags),
         "profile": asdict(spec.profile),
         "workspace": spec.workspace,
     }
@@ -76,14 +77,15 @@ def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache_path: Path | None
     trt = trt_compat.import_tensorrt()
     logger = trt_compat.Logger(trt)
     builder = trt.Builder(logger)
-    network = builder.create_network(trt_compat.network_flags(trt, spec.strongly_typed))
+    network_flags, builder_flags = trt_compat.build_flags(trt, spec.precision, spec.typed_graph)
+    network = builder.create_network(network_flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineBuildError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace)
-    trt_compat.apply_builder_flags(trt, config, trt_compat.builder_flags(trt, spec.precision, spec.strongly_typed))
+    trt_compat.apply_builder_flags(trt, config, builder_flags)
     profile = builder.create_optimization_profile()
     p = spec.profile
     profile.set_shape(INPUT_NAME, (p.min, *INPUT_SHAPE), (p.opt, *INPUT_SHAPE), (p.max, *INPUT_SHAPE))

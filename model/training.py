@@ -79,7 +79,9 @@ def train(dataset: Dataset, config: TrainConfig, progress: bool = True) -> Simpl
 
 
 def _cache_config(dataset: Dataset, config: TrainConfig) -> dict:
-    return {"data": dataset.description, "train": asdict(config), "torch": torch.__version__.split("+")[0]}
+    # torch's version is recorded in the sidecar, not keyed: a checkpoint trained by one release
+    # loads in another, and the GPU machine's two Pythons (different torch) share one model.
+    return {"data": dataset.description, "train": asdict(config)}
 
 
 def load_or_train(
@@ -114,6 +116,7 @@ def load_or_train(
         "seed": config.seed,
         "holdout_accuracy": evaluate(model, dataset.holdout),
         "train_seconds": round(seconds, 1),
+        "torch": torch.__version__,
         "sha256": artifacts.sha256_file(ckpt),
     }
     artifacts.atomic_write_json(meta_path, meta)

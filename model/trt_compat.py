@@ -1,9 +1,10 @@
 """Every TensorRT version difference this project meets, in one place (TensorRT >= 8.6).
 
 - < 10: networks need the EXPLICIT_BATCH creation flag (implicit batch was removed in 10).
-- >= 10: STRONGLY_TYPED networks exist; a typed graph (an FP16 ONNX) builds as typed.
+- >= 10: STRONGLY_TYPED networks exist; a typed graph (FP16 ONNX, Q/DQ INT8) builds as typed.
 - >= 11: no FP16/INT8 builder flags: reduced precision only through typed graphs and Q/DQ nodes,
   so every network is created strongly typed.
+- TF32 is cleared wherever the flag exists: FP32 engines must match PyTorch FP32 tightly.
 Everything else (set_input_shape, set_tensor_address, execute_async_v3, build_serialized_network,
 memory pool limits, timing caches) is the same name-based API across these versions.
 """
@@ -30,31 +31,27 @@ def major(trt) -> int:
     return int(trt.__version__.split(".")[0])
 
 
-def network_flags(trt, strongly_typed: bool) -> int:
-    flags = 0
-    if major(trt) < 10:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    if strongly_typed or major(trt) >= 11:
-        if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-            raise BackendUnavailable(f"TensorRT {trt.__version__} has no strongly typed networks (needs >= 10); "
-                                     "build the FP16 model with the FP16 builder flag instead")
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    return flags
+def build_flags(trt, precision: str, typed_graph: bool) -> tuple[int, list]:
+    """(network creation flags, builder flags) for a precision.
 
-
-def builder_flags(trt, precision: str, strongly_typed: bool) -> list:
-    """Builder flags for a precision. TF32 is always cleared: FP32 engines must match PyTorch tightly."""
-    flags = []
-    if precision == "fp32" or strongly_typed or major(trt) >= 11:
-        return flags  # a typed network takes its precision from the graph
-    if precision == "fp16":
-        flags.append(trt.BuilderFlag.FP16)
-    elif precision == "int8":
-        # Explicit quantization (Q/DQ nodes) still needs the INT8 flag before TensorRT 10's typed path.
-        flags += [trt.BuilderFlag.INT8, trt.BuilderFlag.FP16]
-    else:
+    `typed_graph`: the ONNX model carries its precision itself (an FP16 graph, or Q/DQ nodes for
+    INT8). Such graphs build strongly typed where TensorRT can (>= 10); before 10 the builder
+    flags stand in. An untyped FP32 graph asked for FP16 needs the FP16 flag, gone in 11.
+    """
+    if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"unknown precision {precision!r}; expected fp32, fp16 or int8")
-    return flags
+    version = major(trt)
+    network = 0 if version >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if version >= 11 and precision != "fp32" and not typed_graph:
+        raise BackendUnavailable(f"TensorRT {trt.__version__} has no {precision.upper()} builder flag: "
+                                 f"build the typed {precision} ONNX variant instead")
+    if version >= 11 or (typed_graph and version >= 10):
+        return network | 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED), []
+    builder = {"fp32": [], "fp16": [trt.BuilderFlag.FP16],
+               # Explicit quantization (Q/DQ) needs the INT8 flag on a weakly typed network; FP16
+               # lets the layers between Q/DQ pairs run in half precision.
+               "int8": [trt.BuilderFlag.INT8, trt.BuilderFlag.FP16]}[precision]
+    return network, builder
 
 
 def apply_builder_flags(trt, config, flags: list) -> None:

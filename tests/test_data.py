@@ -30,17 +30,18 @@ def test_synthetic_splits_shapes_balance_and_disjointness(dataset):
 
 def test_synthetic_is_roughly_normalized(dataset):
     x = dataset.holdout.x
-    assert abs(float(x.mean())) < 0.2 and 0.5 < float(x.std()) < 2.0
+    assert abs(float(x.mean())) < 0.1 and 0.8 < float(x.std()) < 1.2
 
 
-def test_synthetic_is_not_solved_by_nearest_class_mean(dataset):
+def test_synthetic_is_not_solved_by_nearest_class_mean(dataset, trained):
     """A pixel-space nearest-centroid classifier must do far worse than the CNN: the task needs features."""
     if dataset.name != data.SYNTHETIC:
         pytest.skip("checks the embedded dataset")
     centroids = np.stack([dataset.train.x[dataset.train.y == c].mean(0).ravel() for c in range(100)])
     h = dataset.holdout.x.reshape(len(dataset.holdout), -1)
     d = (h**2).sum(1, keepdims=True) - 2 * h @ centroids.T + (centroids**2).sum(1)
-    assert float((d.argmin(1) == dataset.holdout.y).mean()) < 0.5
+    template = float((d.argmin(1) == dataset.holdout.y).mean())
+    assert template < 0.6 and template <= trained.sidecar["holdout_accuracy"] - 0.15
 
 
 def test_missing_cifar_folder_says_what_to_do(tmp_path):
@@ -66,7 +67,9 @@ def test_cifar_folder_is_read_and_normalized(tmp_path, monkeypatch):
         blob = pickle.dumps(entry)
         (folder / name).write_bytes(blob)
         files[name] = hashlib.md5(blob).hexdigest()
-    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
+    meta = pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]})
+    (folder / "meta").write_bytes(meta)
+    monkeypatch.setattr(CIFAR100, "meta", {**CIFAR100.meta, "md5": hashlib.md5(meta).hexdigest()})
     monkeypatch.setattr(CIFAR100, "train_list", [["train", files["train"]]])
     monkeypatch.setattr(CIFAR100, "test_list", [["test", files["test"]]])
     ds = data.load(str(tmp_path))

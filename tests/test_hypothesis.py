@@ -14,7 +14,9 @@ from tests.backends import backend_params
 pixel = st.floats(-4.0, 4.0, allow_nan=False, allow_infinity=False, width=32)
 
 
-@pytest.fixture(params=backend_params())
+# INT8 is calibrated on the data distribution: arbitrary values saturate its calibrated ranges,
+# so it is checked on held-out data (test_parity.py), not here.
+@pytest.fixture(params=backend_params(precisions=("fp32", "fp16")))
 def backend(request, runner_pool):
     name, precision = request.param
     return runner_pool(name), precision

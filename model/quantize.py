@@ -1,0 +1,106 @@
+"""Reduced-precision ONNX variants of the FP32 export.
+
+- INT8: ONNX Runtime static quantization in QDQ format: symmetric activations and per-channel
+  symmetric weights (what TensorRT's explicit quantization accepts), calibrated on the `calib`
+  split, never on the evaluation split.
+- FP16: a typed FP16 graph that keeps float32 `input`/`output`, so callers feed the same arrays.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from model import artifacts
+from model.export import check_onnx
+from model.profile import INPUT_NAME
+
+log = logging.getLogger(__name__)
+CALIB_BATCH = 50
+
+
+class _CalibrationReader:
+    def __init__(self, images: np.ndarray) -> None:
+        self._batches = iter([images[i : i + CALIB_BATCH] for i in range(0, len(images), CALIB_BATCH)])
+
+    def get_next(self):
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch)}
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray) -> Path:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    tmp = out_path.with_name(f".{out_path.name}.partial")
+    prep = out_path.with_name(f".{out_path.name}.prep")
+    try:
+        quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=True)
+        quantize_static(
+            str(prep), str(tmp), _CalibrationReader(calib_images),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+        check_onnx(tmp)
+        tmp.replace(out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        prep.unlink(missing_ok=True)
+    return out_path
+
+
+def _sort_topologically(graph: onnx.GraphProto) -> None:
+    """ONNX Runtime's converter appends the float32<->float16 casts at the end of the node list;
+    the checker (rightly) wants producers before consumers."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise ValueError(f"graph has a cycle or a dangling input among {[n.name for n in pending]}")
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [n for n in pending if n not in ready]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    _sort_topologically(model.graph)
+    tmp = out_path.with_name(f".{out_path.name}.partial")
+    onnx.save(model, str(tmp))
+    try:
+        check_onnx(tmp)
+        tmp.replace(out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+def variant(fp32_path: Path, precision: str, calib_images: np.ndarray | None = None) -> Path:
+    """The cached `fp16` or `int8` ONNX file derived from an FP32 export."""
+    key = {"fp32": artifacts.sha256_file(fp32_path), "precision": precision}
+    if precision == "int8":
+        if calib_images is None:
+            raise ValueError("INT8 quantization needs calibration images (the dataset's calib split)")
+        key["calib"] = artifacts.sha256_bytes(calib_images.tobytes())
+    path = fp32_path.parent / f"{fp32_path.stem}-{precision}-{artifacts.config_key(key)}.onnx"
+    if path.exists():
+        try:
+            check_onnx(path)
+            return path
+        except Exception as exc:  # damaged cache entries are rebuilt, never used
+            log.warning("cached %s failed its checks (%s); converting again", path, exc)
+    if precision == "int8":
+        return quantize_int8(fp32_path, path, calib_images)
+    if precision == "fp16":
+        return convert_fp16(fp32_path, path)
+    raise ValueError(f"no ONNX variant for precision {precision!r}; expected fp16 or int8")
