@@ -60,6 +60,9 @@ def ort_cuda() -> Missing | None:
     # The provider can be listed and still fail to load its CUDA libraries: probe a real session.
     from onnx import TensorProto, helper
 
+    from model.runners.ort_runner import preload_cuda_libraries
+
+    preload_cuda_libraries(ort)
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])

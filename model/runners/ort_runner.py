@@ -17,6 +17,16 @@ PROVIDERS = {
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
+def preload_cuda_libraries(ort) -> None:
+    """onnxruntime-gpu finds CUDA/cuDNN from the nvidia-* wheels only once they are preloaded."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception:  # the provider check below reports what is missing
+            pass
+
+
 class OrtRunner(Runner):
     def __init__(self, onnx_path, device: str = "cpu", profile: BatchProfile = DEFAULT_PROFILE,
                  label: str = "fp32", **kwargs) -> None:
@@ -33,6 +43,8 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         wanted = PROVIDERS[self.device]
+        if self.device == "cuda":
+            preload_cuda_libraries(ort)
         if wanted[0] not in ort.get_available_providers():
             raise BackendUnavailable(f"ONNX Runtime {ort.__version__} has no {wanted[0]} "
                                      f"(available: {ort.get_available_providers()})")
