@@ -11,19 +11,11 @@ from benchmarks import targets
 from model.backends import BACKENDS
 from model.compare import compare
 from model.profile import INPUT_NAME, OUTPUT_NAME
+from tests.backends import backend_params
 
 needs_torch_cuda = pytest.mark.needs_cuda("torch")
+needs_ort_cuda = pytest.mark.needs_cuda("onnxruntime")
 CPU_MAX_BATCH = 256
-
-E2E = [
-    pytest.param("pytorch-cpu", id="pytorch-cpu"),
-    pytest.param("onnxruntime-cpu", id="onnxruntime-cpu"),
-    pytest.param("pytorch-cuda", marks=needs_torch_cuda, id="pytorch-cuda"),
-    pytest.param("pytorch-cuda-fp16", marks=needs_torch_cuda, id="pytorch-cuda-fp16"),
-    pytest.param("onnxruntime-cuda", marks=pytest.mark.needs_cuda("onnxruntime"), id="onnxruntime-cuda"),
-    pytest.param("tensorrt-fp32", marks=pytest.mark.needs_trt, id="tensorrt-fp32"),
-    pytest.param("tensorrt-fp16", marks=pytest.mark.needs_trt, id="tensorrt-fp16"),
-]
 
 
 def _images(dataset, n: int) -> np.ndarray:
@@ -35,7 +27,11 @@ def _pedantic(benchmark, target, batch: int, iterations: int):
     benchmark.pedantic(target, warmup_rounds=5, rounds=30, iterations=iterations)
 
 
-@pytest.mark.parametrize("backend", E2E)
+@pytest.fixture(params=backend_params(include_reference=True))
+def backend(request):
+    return request.param[0]
+
+
 def test_end_to_end(benchmark, record, runner_pool, dataset, backend, bench_batch):
     if backend.endswith("cpu") and bench_batch > CPU_MAX_BATCH:
         pytest.skip(f"CPU backends are benchmarked up to batch {CPU_MAX_BATCH}")
@@ -46,14 +42,17 @@ def test_end_to_end(benchmark, record, runner_pool, dataset, backend, bench_batc
 
 
 DEVICE = [
-    pytest.param("tensorrt", "fp32", "graph", marks=pytest.mark.needs_trt, id="tensorrt-fp32-graph"),
-    pytest.param("tensorrt", "fp16", "graph", marks=pytest.mark.needs_trt, id="tensorrt-fp16-graph"),
+    pytest.param("tensorrt-fp32", "fp32", "graph", marks=pytest.mark.needs_trt, id="tensorrt-fp32-graph"),
+    pytest.param("tensorrt-fp16", "fp16", "graph", marks=pytest.mark.needs_trt, id="tensorrt-fp16-graph"),
+    pytest.param("tensorrt-fp16-typed", "fp16", "graph", marks=pytest.mark.needs_trt, id="tensorrt-fp16-typed-graph"),
+    pytest.param("tensorrt-int8", "int8", "graph", marks=pytest.mark.needs_trt, id="tensorrt-int8-graph"),
     pytest.param("pytorch", "fp32", "eager", marks=needs_torch_cuda, id="pytorch-fp32-eager"),
     pytest.param("pytorch", "fp16", "eager", marks=needs_torch_cuda, id="pytorch-fp16-eager"),
     pytest.param("pytorch", "fp32", "graph", marks=needs_torch_cuda, id="pytorch-fp32-graph"),
     pytest.param("pytorch", "fp16", "graph", marks=needs_torch_cuda, id="pytorch-fp16-graph"),
     pytest.param("pytorch", "fp16", "compile", marks=needs_torch_cuda, id="pytorch-fp16-compile"),
-    pytest.param("onnxruntime", "fp32", "graph", marks=pytest.mark.needs_cuda("onnxruntime"), id="onnxruntime-fp32-graph"),
+    pytest.param("onnxruntime", "fp32", "graph", marks=needs_ort_cuda, id="onnxruntime-fp32-graph"),
+    pytest.param("onnxruntime", "fp16", "graph", marks=needs_ort_cuda, id="onnxruntime-fp16-graph"),
 ]
 
 
@@ -61,18 +60,20 @@ DEVICE = [
 def test_device_resident(benchmark, record, runner_pool, model_artifacts, golden_logits, dataset,
                          framework, precision, mode, bench_batch):
     x = _images(dataset, bench_batch)
-    if framework == "tensorrt":
-        target, check = targets.tensorrt_graph(runner_pool(f"tensorrt-{precision}"), x)
+    if framework.startswith("tensorrt"):
+        runner = runner_pool(framework)
+        target, check = targets.tensorrt_graph(runner, x)
     elif framework == "pytorch":
         target, check = targets.pytorch(model_artifacts.trained.model, x, precision, mode)
     else:
-        target, check = targets.onnxruntime_cuda_graph(model_artifacts.onnx, x)
+        target, check = targets.onnxruntime_cuda_graph(model_artifacts.onnx_variant(precision), x)
     result = compare(golden_logits(x), check(), precision)
     assert result, f"the timed target computes something else: {result.message}"
     _pedantic(benchmark, target, bench_batch, iterations=10)
-    record(f"{framework}-{mode}", precision, "device-resident", bench_batch)
-    if framework == "tensorrt":
-        runner_pool(f"tensorrt-{precision}").release_graph()
+    name = framework if framework.startswith("tensorrt") else f"{framework}-{mode}"
+    record(name, precision, "device-resident", bench_batch)
+    if framework.startswith("tensorrt"):
+        runner.release_graph()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ _TRT = pytest.mark.needs_trt
 
 # (backend name, precision its outputs are judged at, marks)
 _ALL = [
+    ("pytorch-cpu", "fp32", ()),
     ("onnxruntime-cpu", "fp32", ()),
     ("onnxruntime-cpu-fp16", "fp16", ()),
     ("onnxruntime-cpu-int8", "int8", ()),
@@ -21,6 +22,8 @@ _ALL = [
 ]
 
 
-def backend_params(*, precisions=("fp32", "fp16", "int8")):
+def backend_params(*, precisions=("fp32", "fp16", "int8"), include_reference=False):
+    """(name, precision) params; the reference (pytorch-cpu) only when asked for."""
     return [pytest.param((name, precision), marks=marks, id=name)
-            for name, precision, marks in _ALL if precision in precisions]
+            for name, precision, marks in _ALL
+            if precision in precisions and (include_reference or name != "pytorch-cpu")]

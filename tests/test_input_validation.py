@@ -8,7 +8,7 @@ from model.runners.base import InputError
 from tests.backends import backend_params
 
 
-@pytest.fixture(params=[pytest.param(("pytorch-cpu", "fp32"), id="pytorch-cpu"), *backend_params()])
+@pytest.fixture(params=backend_params(include_reference=True))
 def backend(request, runner_pool):
     name, precision = request.param
     return runner_pool(name), precision
