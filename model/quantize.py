@@ -19,6 +19,13 @@ from model.profile import INPUT_NAME
 
 log = logging.getLogger(__name__)
 CALIB_BATCH = 50
+# Everything that shapes the INT8 model; part of its cache key, so a changed recipe re-quantizes.
+# Biases stay float: TensorRT has no INT32 DequantizeLinear for them and quantizes the bias
+# itself from the conv's input and weight scales.
+INT8_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+RECIPES = {"int8": {"format": "QDQ", "per_channel": True, "calibration": "MinMax", "options": INT8_OPTIONS,
+                    "calib_batch": CALIB_BATCH},
+           "fp16": {"converter": "onnxruntime.transformers.float16", "keep_io_types": True}}
 
 
 class _CalibrationReader:
@@ -43,7 +50,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray) -> 
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            extra_options=INT8_OPTIONS,
         )
         check_onnx(tmp)
         tmp.replace(out_path)
@@ -87,7 +94,9 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
 
 def variant(fp32_path: Path, precision: str, calib_images: np.ndarray | None = None) -> Path:
     """The cached `fp16` or `int8` ONNX file derived from an FP32 export."""
-    key = {"fp32": artifacts.sha256_file(fp32_path), "precision": precision}
+    if precision not in RECIPES:
+        raise ValueError(f"no ONNX variant for precision {precision!r}; expected fp16 or int8")
+    key = {"fp32": artifacts.sha256_file(fp32_path), "precision": precision, "recipe": RECIPES[precision]}
     if precision == "int8":
         if calib_images is None:
             raise ValueError("INT8 quantization needs calibration images (the dataset's calib split)")
@@ -101,6 +110,4 @@ def variant(fp32_path: Path, precision: str, calib_images: np.ndarray | None = N
             log.warning("cached %s failed its checks (%s); converting again", path, exc)
     if precision == "int8":
         return quantize_int8(fp32_path, path, calib_images)
-    if precision == "fp16":
-        return convert_fp16(fp32_path, path)
-    raise ValueError(f"no ONNX variant for precision {precision!r}; expected fp16 or int8")
+    return convert_fp16(fp32_path, path)

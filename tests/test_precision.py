@@ -30,6 +30,7 @@ def test_int8_is_qdq_with_symmetric_per_channel_weights(int8_model):
     zero_points = [init[n.input[2]] for n in int8_model.graph.node
                    if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
     assert zero_points and all(np.all(z == 0) for z in zero_points)  # symmetric: TensorRT needs it
+    assert not [n for n, a in init.items() if a.dtype == np.int32]  # float biases: TensorRT cannot parse INT32 DQ
 
 
 def test_fp16_graph_keeps_float32_io_and_halves_the_weights(fp16_model, model_artifacts):
