@@ -27,8 +27,11 @@ def pytorch(model, x: np.ndarray, precision: str, mode: str):
     """mode: eager | graph (torch.cuda.CUDAGraph) | compile (torch.compile, reduce-overhead)."""
     import torch
 
+    from model.runners.torch_runner import disable_tf32
+
     dtype = torch.float16 if precision == "fp16" else torch.float32
     torch.backends.cudnn.benchmark = True
+    disable_tf32()  # FP32 is IEEE FP32 on every backend
     net = copy.deepcopy(model).to("cuda", dtype).eval()
     static_x = torch.from_numpy(x).to("cuda", dtype)
     if mode == "compile":
@@ -69,7 +72,9 @@ def onnxruntime_cuda_graph(onnx_path, x: np.ndarray):
     """ONNX Runtime CUDA provider with IO binding on device buffers and CUDA graph replay."""
     import onnxruntime as ort
 
-    providers = [("CUDAExecutionProvider", {"enable_cuda_graph": "1"})]
+    from model.runners.ort_runner import CUDA_OPTIONS
+
+    providers = [("CUDAExecutionProvider", {**CUDA_OPTIONS, "enable_cuda_graph": "1"})]
     session = ort.InferenceSession(str(onnx_path), providers=providers)
     if session.get_providers()[0] != "CUDAExecutionProvider":
         raise RuntimeError(f"ONNX Runtime fell back to {session.get_providers()}")

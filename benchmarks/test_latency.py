@@ -15,7 +15,7 @@ from tests.backends import backend_params
 
 needs_torch_cuda = pytest.mark.needs_cuda("torch")
 needs_ort_cuda = pytest.mark.needs_cuda("onnxruntime")
-CPU_MAX_BATCH = 256
+CPU_MAX_BATCH = 32  # CPU backends are the baseline here, not the subject: keep their runs short
 
 
 def _images(dataset, n: int) -> np.ndarray:

@@ -39,7 +39,8 @@ def load_benchmarks(paths) -> list[dict]:
                 "p90_ms": float(np.percentile(data, 90)) * 1e3 if data.size else None,
                 "p99_ms": float(np.percentile(data, 99)) * 1e3 if data.size else None,
                 "images_per_s": int(info["batch"]) / stats["median"],
-                "rounds": stats["rounds"], "machine": where, "source": Path(path).name,
+                "rounds": stats["rounds"], "source": Path(path).name,
+                "machine": f"{where}, py{'.'.join(str(machine.get('python_version', '?')).split('.')[:2])}",
                 "python": machine.get("python_version"),
             })
     return rows

@@ -89,3 +89,23 @@ def test_inactive_runner_says_how_to_activate(trained):
 
     with pytest.raises(RuntimeError, match="activate"):
         TorchRunner(trained.model).infer({INPUT_NAME: _images(1)})
+
+
+def test_onnxruntime_silent_cpu_fallback_is_refused(onnx_path, monkeypatch):
+    """onnxruntime-gpu without a usable GPU quietly runs on the CPU; the runner must not."""
+    import onnxruntime as ort
+
+    from model.runners.base import BackendUnavailable
+    from model.runners.ort_runner import OrtRunner
+
+    real = ort.InferenceSession
+
+    class FellBack(real):
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession",
+                        lambda path, sess_options=None, providers=None: FellBack(path, sess_options, providers=["CPUExecutionProvider"]))
+    with pytest.raises(BackendUnavailable, match=r"asked for CUDAExecutionProvider but the session runs on \['CPUExecutionProvider'\]"):
+        OrtRunner(onnx_path, device="cuda").activate()

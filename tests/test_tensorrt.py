@@ -77,6 +77,27 @@ def test_cuda_graph_replay_gives_the_same_outputs(trt, golden):
     assert compare(ref, out)
 
 
+def test_repeated_shape_is_replayed_from_a_graph_with_the_same_answers(trt, golden):
+    x, ref = golden[7]
+    outs = [trt.infer({INPUT_NAME: x})[OUTPUT_NAME] for _ in range(4)]
+    assert trt.replaying
+    assert all(compare(ref, out) for out in outs)
+    assert np.array_equal(outs[0], outs[-1])
+    x32, ref32 = golden[32]
+    out32 = trt.infer({INPUT_NAME: x32})[OUTPUT_NAME]  # a new shape drops the graph
+    assert not trt.replaying and compare(ref32, out32)
+
+
+def test_graphs_can_be_turned_off(model_artifacts, golden):
+    from model.runners.trt_runner import TrtRunner
+
+    x, ref = golden[7]
+    with TrtRunner(model_artifacts.engine("fp32").plan(), graphs=False) as runner:
+        outs = [runner.infer({INPUT_NAME: x})[OUTPUT_NAME] for _ in range(3)]
+        assert not runner.replaying
+    assert all(compare(ref, out) for out in outs)
+
+
 # -- the engine cache --------------------------------------------------------------------------
 
 def test_second_request_reuses_the_cached_plan(model_artifacts):

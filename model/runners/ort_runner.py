@@ -10,9 +10,12 @@ import numpy as np
 from model.profile import DEFAULT_PROFILE, BatchProfile
 from model.runners.base import BackendUnavailable, Runner, TensorMeta
 
+# The CUDA provider computes FP32 convolutions in TF32 unless told not to (use_tf32=0); FP32
+# here means IEEE FP32 on every backend.
+CUDA_OPTIONS = {"use_tf32": "0"}
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
-    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "cuda": [("CUDAExecutionProvider", CUDA_OPTIONS), "CPUExecutionProvider"],
 }
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -42,18 +45,19 @@ class OrtRunner(Runner):
     def _activate(self) -> None:
         import onnxruntime as ort
 
-        wanted = PROVIDERS[self.device]
+        providers = PROVIDERS[self.device]
+        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
         if self.device == "cuda":
             preload_cuda_libraries(ort)
-        if wanted[0] not in ort.get_available_providers():
-            raise BackendUnavailable(f"ONNX Runtime {ort.__version__} has no {wanted[0]} "
+        if wanted not in ort.get_available_providers():
+            raise BackendUnavailable(f"ONNX Runtime {ort.__version__} has no {wanted} "
                                      f"(available: {ort.get_available_providers()})")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # the fallback below is reported by us, not as log noise
-        session = ort.InferenceSession(self.onnx_path, sess_options=options, providers=wanted)
-        if session.get_providers()[0] != wanted[0]:
-            raise BackendUnavailable(f"ONNX Runtime was asked for {wanted[0]} but the session runs on "
+        session = ort.InferenceSession(self.onnx_path, sess_options=options, providers=providers)
+        if session.get_providers()[0] != wanted:
+            raise BackendUnavailable(f"ONNX Runtime was asked for {wanted} but the session runs on "
                                      f"{session.get_providers()} (no usable GPU or CUDA libraries)")
         self.session = session
 

@@ -11,6 +11,13 @@ from model.profile import DEFAULT_PROFILE, INPUT_NAME, OUTPUT_NAME, BatchProfile
 from model.runners.base import BackendUnavailable, Runner, TensorMeta
 
 
+def disable_tf32() -> None:
+    """FP32 means IEEE FP32 here, as for TensorRT (TF32 cleared): PyTorch lets cuDNN convolutions
+    use TF32 by default, which moves logits by ~5e-3. The switch is process-wide."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 class TorchRunner(Runner):
     def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
                  profile: BatchProfile = DEFAULT_PROFILE, **kwargs) -> None:
@@ -30,6 +37,8 @@ class TorchRunner(Runner):
         if self.precision == "fp16" and self.device.type != "cuda":
             raise BackendUnavailable("PyTorch FP16 runs on CUDA only (CPU half-precision convs are not a deployment target)")
         self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        if self.device.type == "cuda":
+            disable_tf32()
         # A copy, so the caller's model (and its train/eval state) is never moved or cast.
         self.model = copy.deepcopy(self._source).to(self.device, self.dtype).eval()
 

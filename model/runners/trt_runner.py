@@ -6,19 +6,30 @@ from the context afterwards, never from the engine's declared dims (-1 there).
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from model import cuda_rt, trt_compat
 from model.runners.base import BackendUnavailable, InputError, Runner, TensorMeta, check_feed
 
+log = logging.getLogger(__name__)
+
 
 class TrtRunner(Runner):
-    def __init__(self, plan: bytes, label: str = "fp32", **kwargs) -> None:
+    """`graphs=True` (default): once the same input shape comes twice in a row, the copy in,
+    the engine and the copy out are captured as one CUDA graph and replayed for that shape, so a
+    small batch costs one launch instead of four driver calls."""
+
+    def __init__(self, plan: bytes, label: str = "fp32", graphs: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         self.name = f"tensorrt-{label}"
         self._plan = plan
+        self.use_graphs = graphs
         self._bound_shape = None
-        self._graph = None
+        self._graph = None  # device-only replay (benchmarks)
+        self._io_graph = None  # copy in + engine + copy out, for the bound shape
+        self._calls_at_shape = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _activate(self) -> None:
@@ -81,6 +92,7 @@ class TrtRunner(Runner):
         key = tuple(sorted(shapes.items()))
         if key != self._bound_shape:
             self.release_graph()  # a captured graph is only valid for the shapes it was captured with
+            self._calls_at_shape = 0
             self._bound_shape = None  # until every shape below is accepted
             for n, shape in shapes.items():
                 self._set_shape(n, shape)
@@ -96,23 +108,49 @@ class TrtRunner(Runner):
         if not self.context.execute_async_v3(self.stream.ptr):
             raise RuntimeError(f"TensorRT execute_async_v3 failed: {self.logger.errors()[-3:]}")
 
-    def _stage(self, feed) -> dict[str, tuple]:
+    def _copy_in(self, feed) -> dict[str, tuple]:
+        """Bind the feed's shapes and stage it in the pinned input buffers."""
         out_shapes = self.bind({n: feed[n].shape for n in self.inputs})
         for n in self.inputs:
-            staged = self.host[n].view(feed[n].shape)
-            np.copyto(staged, feed[n])
-            self.device[n].copy_from_host_async(staged, self.stream)
+            np.copyto(self.host[n].view(feed[n].shape), feed[n])
         return out_shapes
 
-    def _infer(self, feed):
-        out_shapes = self._stage(feed)
+    def _copy_inputs_to_device(self) -> None:
+        shapes = dict(self._bound_shape)
+        for n in self.inputs:
+            self.device[n].copy_from_host_async(self.host[n].view(shapes[n]), self.stream)
+
+    def _enqueue_io(self) -> None:
+        """Copy the staged inputs in, run, copy the outputs out: all asynchronous on the stream."""
+        self._copy_inputs_to_device()
         self.enqueue()
-        results = {}
         for n in self.outputs:
-            results[n] = self.host[n].view(out_shapes[n])
-            self.device[n].copy_to_host_async(results[n], self.stream)
+            self.device[n].copy_to_host_async(self.host[n].view(self._out_shapes[n]), self.stream)
+
+    def _infer(self, feed):
+        out_shapes = self._copy_in(feed)
+        if self._io_graph is not None:
+            self._io_graph.launch()
+        else:
+            self._enqueue_io()
         self.stream.synchronize()
-        return {n: v.copy() for n, v in results.items()}  # the pinned buffers are reused next call
+        results = {n: self.host[n].view(out_shapes[n]).copy() for n in self.outputs}  # buffers are reused
+        self._calls_at_shape += 1
+        if self.use_graphs and self._io_graph is None and self._calls_at_shape >= 2:
+            self._capture_io_graph()
+        return results
+
+    @property
+    def replaying(self) -> bool:
+        """Whether the next call at the bound shape replays a captured graph."""
+        return self._io_graph is not None
+
+    def _capture_io_graph(self) -> None:
+        try:
+            self._io_graph = cuda_rt.Graph(self.stream, self._enqueue_io)
+        except cuda_rt.CudaError as exc:  # graphs are an optimization: fall back to plain enqueues
+            log.warning("%s: CUDA graph capture failed (%s); running without graphs", self.name, exc)
+            self.use_graphs = False
 
     # -- device-resident execution (benchmarks) ---------------------------------------------------
     def capture_graph(self) -> cuda_rt.Graph:
@@ -127,9 +165,10 @@ class TrtRunner(Runner):
         return self._graph
 
     def release_graph(self) -> None:
-        if self._graph is not None:
-            self._graph.free()
-            self._graph = None
+        for graph in (self._graph, self._io_graph):
+            if graph is not None:
+                graph.free()
+        self._graph = self._io_graph = None
 
     def download(self) -> dict[str, np.ndarray]:
         """Copy the outputs of the last device-side run back, for checking graph replays."""
@@ -143,5 +182,6 @@ class TrtRunner(Runner):
     def upload(self, feed: dict[str, np.ndarray]) -> None:
         """Place validated inputs on the device and bind their shapes, for device-resident timing."""
         self._require_active()
-        self._stage(check_feed(feed, self._metadata, self.allow_nonfinite))
+        self._copy_in(check_feed(feed, self._metadata, self.allow_nonfinite))
+        self._copy_inputs_to_device()
         self.stream.synchronize()
