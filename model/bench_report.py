@@ -108,9 +108,12 @@ def plot(rows: list[dict], path: Path) -> Path:
         for r in rows:
             if r["mode"] == mode:
                 series.setdefault(f"{r['backend']} {r['precision']}", []).append((r["batch"], r["median_ms"]))
-        for label, points in sorted(series.items()):
+        colours = plt.cm.tab20.colors
+        for i, (label, points) in enumerate(sorted(series.items())):
             points.sort()
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+            style = {"fp32": "-", "fp16": "--", "int8": ":"}.get(label.rsplit(" ", 1)[-1], "-")
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", linestyle=style,
+                    color=colours[i % len(colours)], label=label)
         ax.set(xscale="log", yscale="log", xlabel="batch size", title=mode)
         ax.grid(True, which="both", alpha=0.3)
         if series:
