@@ -1,6 +1,7 @@
 """A one-line description of the machine and library versions, for reports and benchmark JSON."""
 from __future__ import annotations
 
+import os
 import platform
 
 
@@ -25,8 +26,6 @@ def gpu_info() -> dict:
 def describe() -> str:
     gpu = gpu_info()
     cpu = f"{platform.machine()} {platform.processor() or ''}".strip()
-    import os
-
     where = f"{gpu['gpu']} (sm {gpu['compute_capability']})" if gpu else f"CPU only, {os.cpu_count()} cores"
     libs = ", ".join(f"{k} {v}" for k, v in library_versions().items() if v)
     return f"{where}; {cpu}; {libs}"
