@@ -1,7 +1,6 @@
 """The side-by-side table of the main job, as text, Markdown and JSON."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from model import artifacts
@@ -51,7 +50,3 @@ def write(out_dir: str | Path, summary: dict) -> dict[str, Path]:
           + markdown_table(summary["results"], summary["batch_sizes"]))
     artifacts.atomic_write_bytes(paths["markdown"], md.encode())
     return paths
-
-
-def load(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
