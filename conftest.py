@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from model import artifacts, capabilities, data
-from model.profile import DEFAULT_PROFILE, INPUT_NAME, OUTPUT_NAME
+from model.profile import DEFAULT_PROFILE, INPUT_NAME, OUTPUT_NAME, BatchProfile
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -17,15 +17,17 @@ settings.register_profile("dev", max_examples=10, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-DEFAULT_BATCH_SIZES = (1, 7, 32, DEFAULT_PROFILE.max)
 GPU_MARKERS = ("needs_cuda", "needs_trt")
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("simplecnn")
-    group.addoption("--batch-sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)),
-                    help=f"comma-separated batch sizes for parity tests (default {DEFAULT_BATCH_SIZES}; "
-                         f"each must lie in the profile {DEFAULT_PROFILE})")
+    group.addoption("--batch-sizes", default=None,
+                    help="comma-separated batch sizes for parity tests (default: the profile's min, 7, 32 "
+                         "and the profile's max; each must lie in the profile)")
+    group.addoption("--profile", default=f"{DEFAULT_PROFILE.min},{DEFAULT_PROFILE.opt},{DEFAULT_PROFILE.max}",
+                    help="batch range the runners declare and TensorRT engines are built for, MIN,OPT,MAX "
+                         "(default %(default)s)")
     group.addoption("--data", default=data.SYNTHETIC,
                     help="'synthetic' (embedded, default) or a folder holding CIFAR-100's cifar-100-python/")
     group.addoption("--require-gpu", action="store_true",
@@ -35,10 +37,18 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    sizes = [int(s) for s in config.getoption("--batch-sizes").split(",") if s.strip()]
-    bad = [s for s in sizes if not DEFAULT_PROFILE.min <= s <= DEFAULT_PROFILE.max]
+    try:
+        config.profile = profile = BatchProfile.parse(config.getoption("--profile"))
+        text = config.getoption("--batch-sizes")
+        sizes = ([int(s) for s in text.split(",") if s.strip()] if text else
+                 sorted({n for n in (profile.min, 7, 32, profile.max) if n in profile}))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc))
+    if not (7 in profile and 32 in profile):
+        raise pytest.UsageError(f"--profile {profile} must include batches 7 and 32 (the suite's fixed probe sizes)")
+    bad = [s for s in sizes if s not in profile]
     if bad:
-        raise pytest.UsageError(f"--batch-sizes {bad} lie outside the profile {DEFAULT_PROFILE}")
+        raise pytest.UsageError(f"--batch-sizes {bad} lie outside the profile ({profile}); widen --profile")
     config.batch_sizes = sizes
 
 
@@ -90,6 +100,11 @@ def cache_dir(pytestconfig) -> Path:
 
 
 @pytest.fixture(scope="session")
+def profile(pytestconfig) -> BatchProfile:
+    return pytestconfig.profile
+
+
+@pytest.fixture(scope="session")
 def dataset(pytestconfig):
     return data.load(pytestconfig.getoption("--data"))
 
@@ -102,10 +117,10 @@ def trained(dataset, cache_dir):
 
 
 @pytest.fixture(scope="session")
-def model_artifacts(trained, dataset, cache_dir):
+def model_artifacts(trained, dataset, cache_dir, profile):
     from model.backends import ModelArtifacts
 
-    return ModelArtifacts(trained, cache_dir, calib_images=dataset.calib.x)
+    return ModelArtifacts(trained, cache_dir, profile=profile, calib_images=dataset.calib.x)
 
 
 @pytest.fixture(scope="session")
@@ -114,14 +129,14 @@ def onnx_path(model_artifacts) -> Path:
 
 
 @pytest.fixture(scope="session")
-def golden(dataset, trained, pytestconfig):
+def golden(dataset, trained, pytestconfig, profile):
     """Per batch size: held-out images (cycled to fill the batch) and PyTorch FP32 CPU logits."""
     from model.runners.torch_runner import TorchRunner
 
     holdout = dataset.holdout
-    sizes = sorted(set(pytestconfig.batch_sizes) | {DEFAULT_PROFILE.min, DEFAULT_PROFILE.max})
+    sizes = sorted(set(pytestconfig.batch_sizes) | {profile.min, 7, 32, profile.max})
     out = {}
-    with TorchRunner(trained.model) as ref:
+    with TorchRunner(trained.model, profile=profile) as ref:
         for n in sizes:
             x = np.ascontiguousarray(holdout.x[np.arange(n) % len(holdout)])
             out[n] = (x, ref.infer({INPUT_NAME: x})[OUTPUT_NAME])

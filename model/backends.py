@@ -13,7 +13,7 @@ import numpy as np
 
 from model import artifacts as art
 from model import quantize
-from model.engine import Engine, EngineSpec, engine_for_onnx
+from model.engine import DEFAULT_WORKSPACE, Engine, EngineSpec, engine_for_onnx
 from model.export import onnx_for_checkpoint
 from model.profile import DEFAULT_PROFILE, BatchProfile
 from model.runners.base import Runner
@@ -24,10 +24,12 @@ class ModelArtifacts:
     """The trained model and what is derived from it, each built on first use and cached on disk."""
 
     def __init__(self, trained: Trained, cache_dir: str | Path = art.DEFAULT_CACHE,
-                 profile: BatchProfile = DEFAULT_PROFILE, calib_images: np.ndarray | None = None) -> None:
+                 profile: BatchProfile = DEFAULT_PROFILE, calib_images: np.ndarray | None = None,
+                 workspace: int = DEFAULT_WORKSPACE) -> None:
         self.trained = trained
         self.cache_dir = Path(cache_dir)
         self.profile = profile
+        self.workspace = workspace
         self.calib_images = calib_images  # for INT8 calibration: never the evaluation split
         self._engines: dict[tuple, Engine] = {}
         self._variants: dict[str, Path] = {}
@@ -56,7 +58,8 @@ class ModelArtifacts:
         key = (precision, typed_graph)
         if key not in self._engines:
             source = self.onnx_variant(precision) if typed_graph else self.onnx
-            spec = EngineSpec(precision=precision, profile=self.profile, typed_graph=typed_graph)
+            spec = EngineSpec(precision=precision, profile=self.profile, workspace=self.workspace,
+                              typed_graph=typed_graph)
             self._engines[key] = engine_for_onnx(source, spec, self.cache_dir)
         return self._engines[key]
 

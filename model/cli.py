@@ -9,7 +9,8 @@ from pathlib import Path
 from model import artifacts, data, machine, report
 from model.backends import BACKENDS, DEFAULT_BACKENDS, ModelArtifacts
 from model.evaluate import measure
-from model.profile import DEFAULT_PROFILE
+from model.engine import DEFAULT_WORKSPACE
+from model.profile import DEFAULT_PROFILE, BatchProfile
 from model.training import TrainConfig, load_or_train
 
 REFERENCE = "pytorch-cpu"
@@ -20,10 +21,16 @@ def _int_list(text: str) -> list[int]:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, received {text!r}")
-    bad = [v for v in values if not DEFAULT_PROFILE.min <= v <= DEFAULT_PROFILE.max]
-    if not values or bad:
-        raise argparse.ArgumentTypeError(f"batch sizes must lie in [{DEFAULT_PROFILE.min}, {DEFAULT_PROFILE.max}], received {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers, received {text!r}")
     return values
+
+
+def _profile(text: str) -> BatchProfile:
+    try:
+        return BatchProfile.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
 
 
 def _backend_list(text: str) -> list[str]:
@@ -42,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'synthetic' (embedded, default) or the folder holding CIFAR-100's cifar-100-python/")
     c.add_argument("--download", action="store_true", help="download CIFAR-100 into --data if it is missing")
     c.add_argument("--batch-sizes", type=_int_list, default=[1, 32, 256], help="latency batch sizes (default 1,32,256)")
+    c.add_argument("--profile", type=_profile, default=DEFAULT_PROFILE,
+                   help="batch range every runner declares and TensorRT builds for, MIN,OPT,MAX (default 1,32,4096)")
+    c.add_argument("--workspace-mb", type=int, default=DEFAULT_WORKSPACE >> 20,
+                   help="TensorRT builder workspace limit in MiB (default %(default)s)")
     c.add_argument("--backends", type=_backend_list, default=DEFAULT_BACKENDS,
                    help=f"comma-separated, from {','.join(BACKENDS)} (default: {','.join(DEFAULT_BACKENDS)})")
     c.add_argument("--out", type=Path, default=Path("out"), help="folder for comparison.json/.md (default out/)")
@@ -66,20 +77,27 @@ def report_cmd(args) -> int:
 
 
 def compare(args) -> int:
+    outside = [n for n in args.batch_sizes if n not in args.profile]
+    if outside:
+        print(f"error: batch sizes {outside} lie outside the profile ({args.profile}); widen --profile", file=sys.stderr)
+        return 2
     dataset = data.load(args.data, download=args.download)
     trained = load_or_train(dataset, TrainConfig(epochs=args.epochs), args.cache_dir, retrain=args.retrain)
-    arts = ModelArtifacts(trained, args.cache_dir, calib_images=dataset.calib.x)
+    arts = ModelArtifacts(trained, args.cache_dir, profile=args.profile, calib_images=dataset.calib.x,
+                          workspace=args.workspace_mb << 20)
     names = [REFERENCE] + [n for n in args.backends if n != REFERENCE]
     results, reference = [], None
     for name in names:
         print(f"[compare] {name} ...", file=sys.stderr, flush=True)
-        result, predictions = measure(BACKENDS[name], arts, dataset.holdout, args.batch_sizes, reference, runs=args.runs)
+        result, predictions = measure(BACKENDS[name], arts, dataset.holdout, args.batch_sizes, reference,
+                                      eval_batch=min(500, args.profile.max), runs=args.runs)
         if name == REFERENCE:
             reference = predictions
             result.top1_agreement = None
         results.append(result.to_dict())
     summary = {
         "data": dataset.name, "holdout_size": len(dataset.holdout), "batch_sizes": args.batch_sizes,
+        "profile": str(args.profile),
         "machine": machine.describe(), "training": trained.sidecar, "results": results,
     }
     paths = report.write(args.out, summary)

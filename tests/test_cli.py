@@ -43,7 +43,7 @@ def test_markdown_table_lists_every_backend(run):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["compare", "--batch-sizes", "0"], "batch sizes must lie in"),
+    (["compare", "--batch-sizes", "0"], "batch sizes must be positive integers"),
     (["compare", "--batch-sizes", "a,b"], "comma-separated integers"),
     (["compare", "--backends", "tensorflow"], "unknown backends"),
 ])
@@ -57,3 +57,31 @@ def test_missing_cifar_folder_is_an_error_not_a_crash(tmp_path, capsys):
     pytest.importorskip("torchvision", reason="CIFAR-100 loading needs torchvision")
     assert main(["compare", "--data", str(tmp_path / "none"), "--cache-dir", str(tmp_path)]) == 2
     assert "CIFAR-100 not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "--profile", "1,32"], "a batch profile is MIN,OPT,MAX"),
+    (["compare", "--profile", "64,32,4096"], "needs 1 <= min <= opt <= max"),
+])
+def test_bad_profile_exits_with_a_message(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_batch_outside_the_profile_is_refused_before_any_work(capsys, tmp_path):
+    assert main(["compare", "--profile", "1,8,16", "--batch-sizes", "1,32", "--cache-dir", str(tmp_path)]) == 2
+    assert "batch sizes [32] lie outside the profile (min=1 opt=8 max=16)" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing trained or exported
+
+
+def test_profile_reaches_every_runner(trained, dataset, tmp_path):
+    """A narrower profile is what each runner declares, so feeds past it fail the same way everywhere."""
+    from model.backends import BACKENDS, ModelArtifacts
+    from model.profile import BatchProfile
+
+    arts = ModelArtifacts(trained, tmp_path, profile=BatchProfile(2, 8, 16), calib_images=dataset.calib.x)
+    for name in ("pytorch-cpu", "onnxruntime-cpu"):
+        with BACKENDS[name].make(arts) as runner:
+            meta = runner.input_metadata()["input"]
+            assert (meta.min_batch, meta.max_batch) == (2, 16)

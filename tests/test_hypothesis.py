@@ -28,9 +28,9 @@ def reference(runner_pool):
 
 
 @given(data=st.data())
-def test_random_batches_match_pytorch(backend, reference, data):
+def test_random_batches_match_pytorch(backend, reference, profile, data):
     runner, precision = backend
-    batch = data.draw(st.integers(1, 64), label="batch")
+    batch = data.draw(st.integers(profile.min, min(64, profile.max)), label="batch")
     x = data.draw(arrays(np.float32, (batch, 3, 32, 32), elements=pixel), label="x")
     ref = reference.infer({INPUT_NAME: x})[OUTPUT_NAME]
     out = runner.infer({INPUT_NAME: x})[OUTPUT_NAME]

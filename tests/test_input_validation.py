@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from model.compare import compare
-from model.profile import DEFAULT_PROFILE, INPUT_NAME, OUTPUT_NAME
+from model.profile import INPUT_NAME, OUTPUT_NAME
 from model.runners.base import InputError
 from tests.backends import backend_params
 
@@ -18,30 +18,32 @@ def _images(n: int, dtype=np.float32) -> np.ndarray:
     return np.random.default_rng(n).standard_normal((n, 3, 32, 32)).astype(dtype)
 
 
+# Each case: (feed maker given the profile, pattern its error must match given the profile).
 BAD_FEEDS = {
-    "float64": (lambda: _images(4, np.float64), r"Received dtype float64 \| Expected float32"),
-    "int32": (lambda: _images(4).astype(np.int32), r"Received dtype int32"),
-    "rank3": (lambda: _images(1)[0], r"Received incompatible shape \(3, 32, 32\)"),
-    "rank5": (lambda: _images(4)[None], r"Received incompatible shape \(1, 4, 3, 32, 32\)"),
-    "channels": (lambda: np.zeros((4, 1, 32, 32), np.float32), r"incompatible shape \(4, 1, 32, 32\)"),
-    "height": (lambda: np.zeros((4, 3, 31, 32), np.float32), r"incompatible shape \(4, 3, 31, 32\)"),
-    "width": (lambda: np.zeros((4, 3, 32, 64), np.float32), r"incompatible shape \(4, 3, 32, 64\)"),
-    "batch0": (lambda: np.zeros((0, 3, 32, 32), np.float32), r"Received batch 0 outside the supported range \[1, "),
-    "above_max": (lambda: np.zeros((DEFAULT_PROFILE.max + 1, 3, 32, 32), np.float32),
-                  rf"Received batch {DEFAULT_PROFILE.max + 1} outside the supported range \[1, {DEFAULT_PROFILE.max}\]"),
-    "nan": (lambda: np.where(np.arange(4 * 3072).reshape(4, 3, 32, 32) == 5, np.nan, 0).astype(np.float32),
-            r"Received 1 NaN/Inf values"),
-    "inf": (lambda: np.full((2, 3, 32, 32), np.inf, np.float32), r"Received 6144 NaN/Inf values"),
-    "list": (lambda: _images(2).tolist(), r"Received a list, not a numpy array"),
+    "float64": (lambda p: _images(4, np.float64), lambda p: r"Received dtype float64 \| Expected float32"),
+    "int32": (lambda p: _images(4).astype(np.int32), lambda p: r"Received dtype int32"),
+    "rank3": (lambda p: _images(1)[0], lambda p: r"Received incompatible shape \(3, 32, 32\)"),
+    "rank5": (lambda p: _images(4)[None], lambda p: r"Received incompatible shape \(1, 4, 3, 32, 32\)"),
+    "channels": (lambda p: np.zeros((4, 1, 32, 32), np.float32), lambda p: r"incompatible shape \(4, 1, 32, 32\)"),
+    "height": (lambda p: np.zeros((4, 3, 31, 32), np.float32), lambda p: r"incompatible shape \(4, 3, 31, 32\)"),
+    "width": (lambda p: np.zeros((4, 3, 32, 64), np.float32), lambda p: r"incompatible shape \(4, 3, 32, 64\)"),
+    "batch0": (lambda p: np.zeros((0, 3, 32, 32), np.float32),
+               lambda p: rf"Received batch 0 outside the supported range \[{p.min}, {p.max}\]"),
+    "above_max": (lambda p: np.zeros((p.max + 1, 3, 32, 32), np.float32),
+                  lambda p: rf"Received batch {p.max + 1} outside the supported range \[{p.min}, {p.max}\]"),
+    "nan": (lambda p: np.where(np.arange(4 * 3072).reshape(4, 3, 32, 32) == 5, np.nan, 0).astype(np.float32),
+            lambda p: r"Received 1 NaN/Inf values"),
+    "inf": (lambda p: np.full((2, 3, 32, 32), np.inf, np.float32), lambda p: r"Received 6144 NaN/Inf values"),
+    "list": (lambda p: _images(2).tolist(), lambda p: r"Received a list, not a numpy array"),
 }
 
 
 @pytest.mark.parametrize("case", BAD_FEEDS, ids=list(BAD_FEEDS))
-def test_bad_input_names_tensor_received_and_expected(backend, case):
+def test_bad_input_names_tensor_received_and_expected(backend, profile, case):
     runner, _ = backend
     make, pattern = BAD_FEEDS[case]
-    with pytest.raises(InputError, match=pattern) as info:
-        runner.infer({INPUT_NAME: make()})
+    with pytest.raises(InputError, match=pattern(profile)) as info:
+        runner.infer({INPUT_NAME: make(profile)})
     assert f"Input tensor: {INPUT_NAME}" in str(info.value) and ("Expected" in str(info.value))
 
 

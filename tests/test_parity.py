@@ -38,12 +38,13 @@ def test_repeated_calls_with_changing_batch_are_stable(backend, golden):
         assert compare(golden[n][1], out, precision), n
 
 
-def test_holdout_accuracy_matches_pytorch(backend, dataset, trained):
+def test_holdout_accuracy_matches_pytorch(backend, dataset, trained, profile):
     runner, precision = backend
     ref_logits, logits = [], []
+    chunk = min(1000, profile.max)
     with TorchRunner(trained.model) as ref:
-        for i in range(0, len(dataset.holdout), 1000):
-            x = dataset.holdout.x[i : i + 1000]
+        for i in range(0, len(dataset.holdout), chunk):
+            x = dataset.holdout.x[i : i + chunk]
             ref_logits.append(ref.infer({INPUT_NAME: x})[OUTPUT_NAME])
             logits.append(runner.infer({INPUT_NAME: x})[OUTPUT_NAME])
     ref_logits, logits = np.concatenate(ref_logits), np.concatenate(logits)

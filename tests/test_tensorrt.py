@@ -7,7 +7,7 @@ import pytest
 
 from model.compare import compare
 from model.engine import EngineSpec, engine_for_onnx
-from model.profile import DEFAULT_PROFILE, INPUT_NAME, OUTPUT_NAME
+from model.profile import INPUT_NAME, OUTPUT_NAME
 from model.runners.base import InputError
 
 pytestmark = pytest.mark.needs_trt
@@ -18,28 +18,29 @@ def trt(runner_pool):
     return runner_pool("tensorrt-fp32")
 
 
-def test_metadata_declares_the_profile(trt):
+def test_metadata_declares_the_profile(trt, profile):
     meta = trt.input_metadata()[INPUT_NAME]
     assert meta.shape == (None, 3, 32, 32) and meta.dtype == np.float32
-    assert (meta.min_batch, meta.max_batch) == (DEFAULT_PROFILE.min, DEFAULT_PROFILE.max)
+    assert (meta.min_batch, meta.max_batch) == (profile.min, profile.max)
 
 
-@pytest.mark.parametrize("batch", [DEFAULT_PROFILE.min, DEFAULT_PROFILE.max], ids=["profile_min", "profile_max"])
-def test_profile_extremes(trt, golden, batch):
+@pytest.mark.parametrize("end", ["min", "max"], ids=["profile_min", "profile_max"])
+def test_profile_extremes(trt, golden, profile, end):
+    batch = getattr(profile, end)
     x, ref = golden[batch]
     out = trt.infer({INPUT_NAME: x})[OUTPUT_NAME]
     assert out.shape == (batch, 100) and compare(ref, out)
 
 
-def test_tensorrt_itself_rejects_a_shape_past_the_profile(trt):
-    with pytest.raises(InputError, match=rf"TensorRT rejected shape .*profile's min \({DEFAULT_PROFILE.min}, 3, 32, 32\) "
-                                         rf"and max \({DEFAULT_PROFILE.max}, 3, 32, 32\)"):
-        trt.bind({INPUT_NAME: (DEFAULT_PROFILE.max + 1, 3, 32, 32)})
+def test_tensorrt_itself_rejects_a_shape_past_the_profile(trt, profile):
+    with pytest.raises(InputError, match=rf"TensorRT rejected shape .*profile's min \({profile.min}, 3, 32, 32\) "
+                                         rf"and max \({profile.max}, 3, 32, 32\)"):
+        trt.bind({INPUT_NAME: (profile.max + 1, 3, 32, 32)})
 
 
-def test_runner_recovers_after_a_rejected_shape(trt, golden):
+def test_runner_recovers_after_a_rejected_shape(trt, golden, profile):
     with pytest.raises(InputError):
-        trt.bind({INPUT_NAME: (DEFAULT_PROFILE.max + 1, 3, 32, 32)})
+        trt.bind({INPUT_NAME: (profile.max + 1, 3, 32, 32)})
     x, ref = golden[7]
     assert compare(ref, trt.infer({INPUT_NAME: x})[OUTPUT_NAME])
 
@@ -102,7 +103,7 @@ def test_graphs_can_be_turned_off(model_artifacts, golden):
 
 def test_second_request_reuses_the_cached_plan(model_artifacts):
     first = model_artifacts.engine("fp32")
-    again = engine_for_onnx(model_artifacts.onnx, EngineSpec(profile=DEFAULT_PROFILE), model_artifacts.cache_dir)
+    again = engine_for_onnx(model_artifacts.onnx, EngineSpec(profile=model_artifacts.profile), model_artifacts.cache_dir)
     assert again.path == first.path and not again.rebuilt
 
 
@@ -133,7 +134,7 @@ def test_bad_cached_plan_is_rebuilt_never_used(model_artifacts, golden, tmp_path
     plan_path = engines / good.path.name
     _damage(plan_path, plan_path.with_suffix(".json"), how)
     with caplog.at_level(logging.WARNING):
-        engine = engine_for_onnx(model_artifacts.onnx, EngineSpec(profile=DEFAULT_PROFILE), tmp_path)
+        engine = engine_for_onnx(model_artifacts.onnx, EngineSpec(profile=model_artifacts.profile), tmp_path)
     assert engine.rebuilt and engine.path == plan_path
     assert "rebuilding TensorRT engine" in caplog.text
     x, ref = golden[7]
