@@ -17,7 +17,6 @@ settings.register_profile("dev", max_examples=10, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-GPU_MARKERS = ("needs_cuda", "needs_trt")
 
 
 def pytest_addoption(parser):

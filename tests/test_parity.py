@@ -4,7 +4,6 @@ import pytest
 
 from model.compare import MAX_ACCURACY_DROP, TOLERANCES, accuracy, compare
 from model.profile import INPUT_NAME, OUTPUT_NAME
-from model.runners.torch_runner import TorchRunner
 from tests.backends import backend_params
 
 
@@ -38,16 +37,26 @@ def test_repeated_calls_with_changing_batch_are_stable(backend, golden):
         assert compare(golden[n][1], out, precision), n
 
 
-def test_holdout_accuracy_matches_pytorch(backend, dataset, trained, profile):
+def _holdout_logits(runner, holdout, chunk: int) -> np.ndarray:
+    return np.concatenate([runner.infer({INPUT_NAME: holdout.x[i : i + chunk]})[OUTPUT_NAME]
+                           for i in range(0, len(holdout), chunk)])
+
+
+@pytest.fixture(scope="module")
+def holdout_chunk(profile) -> int:
+    return min(1000, profile.max)
+
+
+@pytest.fixture(scope="module")
+def reference_holdout_logits(runner_pool, dataset, holdout_chunk):
+    """PyTorch FP32 CPU logits for the held-out split, computed once for every backend."""
+    return _holdout_logits(runner_pool("pytorch-cpu"), dataset.holdout, holdout_chunk)
+
+
+def test_holdout_accuracy_matches_pytorch(backend, dataset, reference_holdout_logits, holdout_chunk):
     runner, precision = backend
-    ref_logits, logits = [], []
-    chunk = min(1000, profile.max)
-    with TorchRunner(trained.model) as ref:
-        for i in range(0, len(dataset.holdout), chunk):
-            x = dataset.holdout.x[i : i + chunk]
-            ref_logits.append(ref.infer({INPUT_NAME: x})[OUTPUT_NAME])
-            logits.append(runner.infer({INPUT_NAME: x})[OUTPUT_NAME])
-    ref_logits, logits = np.concatenate(ref_logits), np.concatenate(logits)
+    ref_logits = reference_holdout_logits
+    logits = _holdout_logits(runner, dataset.holdout, holdout_chunk)
     ref_acc, acc = accuracy(ref_logits, dataset.holdout.y), accuracy(logits, dataset.holdout.y)
     agreement = float((ref_logits.argmax(1) == logits.argmax(1)).mean())
     report = f"{runner.name}: top-1 {acc:.4f} vs PyTorch FP32 {ref_acc:.4f}, agreement {agreement:.4f}"
