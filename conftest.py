@@ -24,9 +24,9 @@ def pytest_addoption(parser):
     group.addoption("--batch-sizes", default=None,
                     help="comma-separated batch sizes for parity tests (default: the profile's min, 7, 32 "
                          "and the profile's max; each must lie in the profile)")
-    group.addoption("--profile", default=f"{DEFAULT_PROFILE.min},{DEFAULT_PROFILE.opt},{DEFAULT_PROFILE.max}",
-                    help="batch range the runners declare and TensorRT engines are built for, MIN,OPT,MAX "
-                         "(default %(default)s)")
+    group.addoption("--profile", default=DEFAULT_PROFILE.spec(),
+                    help="batch range the runners declare and TensorRT engines are built for, MIN,OPT,MAX; "
+                         "several opt batches joined by '/' give one TensorRT profile each (default %(default)s)")
     group.addoption("--data", default=data.SYNTHETIC,
                     help="'synthetic' (embedded, default) or a folder holding CIFAR-100's cifar-100-python/")
     group.addoption("--require-gpu", action="store_true",

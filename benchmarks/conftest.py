@@ -37,7 +37,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 def record(benchmark):
     """Fill extra_info after a pedantic run: what ran, and images/s from the median."""
     def _record(backend: str, precision: str, mode: str, batch: int) -> None:
-        median = benchmark.stats.stats.median
+        median = benchmark.stats.stats.median if benchmark.stats else None  # None: --benchmark-disable
         benchmark.extra_info.update(backend=backend, precision=precision, mode=mode, batch=batch,
-                                    images_per_s=batch / median if median > 0 else None)
+                                    images_per_s=batch / median if median else None)
     return _record

@@ -73,6 +73,7 @@ def test_device_resident(benchmark, record, runner_pool, model_artifacts, golden
     name = framework if framework.startswith("tensorrt") else f"{framework}-{mode}"
     record(name, precision, "device-resident", bench_batch)
     if framework.startswith("tensorrt"):
+        benchmark.extra_info["tensorrt_profile_opt"] = runner.profile_opts[runner.active_profile]
         runner.release_graph()
 
 

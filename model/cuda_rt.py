@@ -59,10 +59,15 @@ def driver_and_runtime_versions() -> dict:
 
 class Stream:
     def __init__(self) -> None:
-        self.handle = check(_runtime().cudaStreamCreateWithFlags(_runtime().cudaStreamNonBlocking))
+        rt = _runtime()
+        self.handle = check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking))
+        # Bound once: a batch-1 replay takes ~45 us, and each lookup here costs about one.
+        self._sync, self._ok = rt.cudaStreamSynchronize, rt.cudaError_t.cudaSuccess
 
     def synchronize(self) -> None:
-        check(_runtime().cudaStreamSynchronize(self.handle))
+        result = self._sync(self.handle)
+        if (result[0] if isinstance(result, tuple) else result) != self._ok:
+            check(result)
 
     def free(self) -> None:
         if self.handle is not None:
@@ -131,9 +136,12 @@ class Graph:
         self._graph = graph
         self._exec = check(rt.cudaGraphInstantiate(graph, 0))
         self.stream = stream
+        self._launch, self._ok = rt.cudaGraphLaunch, rt.cudaError_t.cudaSuccess
 
     def launch(self) -> None:
-        check(_runtime().cudaGraphLaunch(self._exec, self.stream.handle))
+        result = self._launch(self._exec, self.stream.handle)
+        if (result[0] if isinstance(result, tuple) else result) != self._ok:
+            check(result)
 
     def free(self) -> None:
         rt = _runtime()

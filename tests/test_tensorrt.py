@@ -7,7 +7,7 @@ import pytest
 
 from model.compare import compare
 from model.engine import EngineSpec, engine_for_onnx
-from model.profile import INPUT_NAME, OUTPUT_NAME
+from model.profile import INPUT_NAME, OUTPUT_NAME, nearest_opt
 from model.runners.base import InputError
 
 pytestmark = pytest.mark.needs_trt
@@ -30,6 +30,16 @@ def test_profile_extremes(trt, golden, profile, end):
     x, ref = golden[batch]
     out = trt.infer({INPUT_NAME: x})[OUTPUT_NAME]
     assert out.shape == (batch, 100) and compare(ref, out)
+
+
+def test_each_batch_runs_on_the_profile_tuned_nearest_it(trt, golden, profile):
+    assert trt.engine.num_optimization_profiles == len(profile.opts)
+    assert sorted(trt.profile_opts) == sorted(profile.opts)
+    for batch in (32, profile.max, 7, profile.max):  # switching away and back
+        x, ref = golden[batch]
+        out = trt.infer({INPUT_NAME: x})[OUTPUT_NAME]
+        assert out.shape == (batch, 100) and compare(ref, out)
+        assert trt.profile_opts[trt.active_profile] == profile.opts[nearest_opt(batch, list(profile.opts))]
 
 
 def test_tensorrt_itself_rejects_a_shape_past_the_profile(trt, profile):

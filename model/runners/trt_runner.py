@@ -3,6 +3,10 @@
 This is the path the user's code missed: with a dynamic batch axis, the context must be told
 the input shape (`set_input_shape`) before outputs have a shape at all; output sizes are read
 from the context afterwards, never from the engine's declared dims (-1 there).
+
+An engine may hold several optimization profiles over the same batch range, each tuned for
+another batch (see model/profile.py); the runner switches its one context to the profile tuned
+nearest the batch it is given, and only when that changes.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import logging
 import numpy as np
 
 from model import cuda_rt, trt_compat
+from model.profile import nearest_opt
 from model.runners.base import BackendUnavailable, InputError, Runner, TensorMeta, check_feed
 
 log = logging.getLogger(__name__)
@@ -49,19 +54,27 @@ class TrtRunner(Runner):
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
-        self.profile_shapes = {n: [tuple(d) for d in self.engine.get_tensor_profile_shape(n, 0)] for n in self.inputs}
+        # One entry per optimization profile: {input: (min, opt, max) shapes}.
+        self.profiles = [{n: tuple(tuple(d) for d in self.engine.get_tensor_profile_shape(n, i)) for n in self.inputs}
+                         for i in range(self.engine.num_optimization_profiles)]
+        first = self.inputs[0]
+        self.profile_shapes = {n: [min((p[n][0] for p in self.profiles), key=lambda s: s[0]), None,
+                                   max((p[n][2] for p in self.profiles), key=lambda s: s[0])] for n in self.inputs}
+        self.profile_opts = [p[first][1][0] for p in self.profiles]
         self.stream = cuda_rt.Stream()
         self.device, self.host = {}, {}
-        # Buffers sized once for the profile's largest shapes, so no inference call allocates.
+        self._active_profile = 0  # a new context starts on profile 0
+        # Buffers sized once for the largest shapes any profile allows, so no inference call allocates.
+        widest = max(range(len(self.profiles)), key=lambda i: self.profiles[i][first][2][0])
+        self._select_profile(widest)
         for n in self.inputs:
-            self._set_shape(n, self.profile_shapes[n][2])
+            self._set_shape(n, self.profiles[widest][n][2])
         for n in names:
             shape = tuple(self.context.get_tensor_shape(n))
             nbytes = int(np.prod(shape)) * self.dtypes[n].itemsize
             self.device[n] = cuda_rt.DeviceBuffer(nbytes)
             self.host[n] = cuda_rt.PinnedBuffer(nbytes, self.dtypes[n])
-            if not self.context.set_tensor_address(n, self.device[n].ptr):
-                raise RuntimeError(f"TensorRT refused the device address for tensor {n!r}")
+        self._set_addresses()
 
     def _deactivate(self) -> None:
         self.release_graph()
@@ -71,6 +84,7 @@ class TrtRunner(Runner):
         self.stream.free()
         self.context = self.engine = self.runtime = None
         self._bound_shape = None
+        self._active_profile = None
 
     def _input_metadata(self) -> dict[str, TensorMeta]:
         meta = {}
@@ -87,6 +101,32 @@ class TrtRunner(Runner):
             raise InputError(f"Input tensor: {name} | TensorRT rejected shape {shape} | Expected a shape "
                              f"between the profile's min {lo} and max {hi}: {self.logger.errors()[-1:]}")
 
+    def _set_addresses(self) -> None:
+        for n, buf in self.device.items():
+            if not self.context.set_tensor_address(n, buf.ptr):
+                raise RuntimeError(f"TensorRT refused the device address for tensor {n!r}")
+
+    def _select_profile(self, index: int) -> None:
+        if index == self._active_profile:
+            return
+        if not self.context.set_optimization_profile_async(index, self.stream.ptr):
+            raise RuntimeError(f"TensorRT refused optimization profile {index}: {self.logger.errors()[-1:]}")
+        self.stream.synchronize()
+        self._active_profile = index
+        self._set_addresses()
+
+    def profile_for(self, shapes: dict[str, tuple]) -> int:
+        """The optimization profile that serves these input shapes: of those whose range holds them,
+        the one tuned for the nearest batch. Shapes no profile holds stay on the active profile,
+        where TensorRT rejects them with its own message."""
+        fits = [i for i, p in enumerate(self.profiles)
+                if all(len(shape) == len(p[n][0]) and all(lo <= d <= hi for d, lo, hi in zip(shape, p[n][0], p[n][2]))
+                       for n, shape in shapes.items() if n in p)]
+        if not fits:
+            return self._active_profile
+        batch = next(iter(shapes.values()))[0]
+        return fits[nearest_opt(batch, [self.profile_opts[i] for i in fits])]
+
     def bind(self, shapes: dict[str, tuple]) -> dict[str, tuple]:
         """Set input shapes (only when they change); returns the output shapes TensorRT resolved."""
         key = tuple(sorted(shapes.items()))
@@ -94,6 +134,7 @@ class TrtRunner(Runner):
             self.release_graph()  # a captured graph is only valid for the shapes it was captured with
             self._calls_at_shape = 0
             self._bound_shape = None  # until every shape below is accepted
+            self._select_profile(self.profile_for(shapes))
             for n, shape in shapes.items():
                 self._set_shape(n, shape)
             self._bound_shape = key
@@ -102,6 +143,10 @@ class TrtRunner(Runner):
             if unresolved:
                 raise RuntimeError(f"TensorRT left output shapes unresolved after set_input_shape: {unresolved}")
         return self._out_shapes
+
+    @property
+    def active_profile(self) -> int:
+        return self._active_profile
 
     def enqueue(self) -> None:
         """Run the engine on what the device input buffers hold; asynchronous on the runner's stream."""
