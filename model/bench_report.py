@@ -39,6 +39,7 @@ def load_benchmarks(paths) -> list[dict]:
                 "p90_ms": float(np.percentile(data, 90)) * 1e3 if data.size else None,
                 "p99_ms": float(np.percentile(data, 99)) * 1e3 if data.size else None,
                 "images_per_s": int(info["batch"]) / stats["median"],
+                "gpu_compute_ms": info["gpu_compute_median_s"] * 1e3 if info.get("gpu_compute_median_s") else None,
                 "rounds": stats["rounds"], "source": Path(path).name,
                 "machine": f"{where}, py{'.'.join(str(machine.get('python_version', '?')).split('.')[:2])}",
                 "python": machine.get("python_version"),
@@ -79,11 +80,13 @@ def markdown(rows: list[dict], accuracy: dict) -> str:
         chosen = sorted((r for r in rows if r["mode"] == mode), key=lambda r: (r["batch"], r["median_ms"]))
         if not chosen:
             continue
+        gpu = mode == "device-resident"  # GPU-side time between CUDA events, where the target has it
         out += [f"## Latency, {mode}", "",
-                "| Batch | Backend | Precision | Median | p90 | p99 | Images/s | vs PyTorch FP32 eager | Machine |",
-                "|---|---|---|---|---|---|---|---|---|"]
+                f"| Batch | Backend | Precision | Median |{' GPU compute |' if gpu else ''} p90 | p99 | Images/s | vs PyTorch FP32 eager | Machine |",
+                "|---|---|---|---|" + ("---|" if gpu else "") + "---|---|---|---|---|"]
         for r in chosen:
-            out.append(f"| {r['batch']} | {r['backend']} | {r['precision']} | {_fmt_time(r['median_ms'])} | "
+            gpu_cell = f" {_fmt_time(r.get('gpu_compute_ms'))} |" if gpu else ""
+            out.append(f"| {r['batch']} | {r['backend']} | {r['precision']} | {_fmt_time(r['median_ms'])} |{gpu_cell} "
                        f"{_fmt_time(r['p90_ms'])} | {_fmt_time(r['p99_ms'])} | {r['images_per_s']:,.0f} | "
                        f"{_cell(r['speedup_vs_pytorch_fp32_eager'], '.1f')}{'x' if r['speedup_vs_pytorch_fp32_eager'] else ''} | {r['machine']} |")
         out.append("")

@@ -123,6 +123,24 @@ class PinnedBuffer:
             self.ptr = 0
 
 
+class Event:
+    """A CUDA event with timing, for GPU-side durations (what trtexec calls GPU compute time)."""
+
+    def __init__(self) -> None:
+        self.handle = check(_runtime().cudaEventCreate())
+
+    def record(self, stream: Stream) -> None:
+        check(_runtime().cudaEventRecord(self.handle, stream.handle))
+
+    def ms_since(self, start: "Event") -> float:
+        return float(check(_runtime().cudaEventElapsedTime(start.handle, self.handle)))
+
+    def free(self) -> None:
+        if self.handle is not None:
+            check(_runtime().cudaEventDestroy(self.handle))
+            self.handle = None
+
+
 class Graph:
     """A CUDA graph captured from work enqueued on a stream, replayed with one launch."""
 

@@ -9,11 +9,13 @@ from model.cli import main
 
 def _bench_file(path, machine_gpu, rows):
     benchmarks = []
-    for backend, precision, mode, batch, seconds in rows:
+    for backend, precision, mode, batch, seconds, *gpu in rows:
         data = [seconds * f for f in (0.95, 1.0, 1.0, 1.05, 1.3)]
+        extra = {"backend": backend, "precision": precision, "mode": mode, "batch": batch}
+        if gpu:
+            extra["gpu_compute_median_s"] = gpu[0]
         benchmarks.append({
-            "name": f"test[{backend}-{batch}]", "group": f"bs{batch}",
-            "extra_info": {"backend": backend, "precision": precision, "mode": mode, "batch": batch},
+            "name": f"test[{backend}-{batch}]", "group": f"bs{batch}", "extra_info": extra,
             "stats": {"median": seconds, "mean": seconds, "rounds": len(data), "data": data},
         })
     path.write_text(json.dumps({"machine_info": {"gpu": {"gpu": machine_gpu}, "python_version": "3.11.7"},
@@ -24,7 +26,7 @@ def _bench_file(path, machine_gpu, rows):
 @pytest.fixture
 def files(tmp_path):
     trt = _bench_file(tmp_path / "trt.json", "NVIDIA H200", [
-        ("tensorrt-graph", "fp16", "device-resident", 1, 40e-6),
+        ("tensorrt-graph", "fp16", "device-resident", 1, 40e-6, 36e-6),
         ("tensorrt-graph", "fp16", "device-resident", 4096, 1.6e-3),
         ("tensorrt-fp16", "fp16", "end-to-end", 1, 80e-6),
     ])
@@ -54,7 +56,9 @@ def test_report_command_writes_markdown_json_and_plot(files, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", str(trt), str(torch), "--comparison", str(comparison), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
-    assert "| 4096 | tensorrt-graph | fp16 | 1.60 ms |" in md and "4.4x" in md
+    assert "| 4096 | tensorrt-graph | fp16 | 1.60 ms | - |" in md and "4.4x" in md
+    assert "| 1 | tensorrt-graph | fp16 | 40 us | 36 us |" in md  # GPU compute time, where measured
+    assert "| 1 | tensorrt-fp16 | fp16 | 80 us | 96 us |" in md  # end-to-end rows have no GPU column
     assert "| tensorrt-fp16 | fp16 | 60.00% | 5.30 |" in md
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "report.json").read_text())["latency"]
