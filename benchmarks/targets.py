@@ -21,9 +21,11 @@ def tensorrt_graph(runner, x: np.ndarray):
     runner.upload({INPUT_NAME: x})
     graph = runner.capture_graph()
 
+    launch, sync = graph.launch, runner.stream.synchronize
+
     def target():
-        graph.launch()
-        runner.stream.synchronize()
+        launch()
+        sync()
 
     def gpu_time() -> float:
         from model import cuda_rt
