@@ -2,8 +2,9 @@
 
 Each factory returns (target, check, gpu_time) where `target()` runs the model once and waits for
 the device, `check()` returns the host logits of the last run (to verify what was timed), and
-`gpu_time()` (None where the backend's stream is not ours) is the median GPU-side time of one run
-between CUDA events, trtexec's "GPU compute time": the part of the latency the host cannot shave.
+`gpu_time()` is the median GPU-side time of one run between CUDA events on the runner's own
+stream, trtexec's "GPU compute time": the part of the latency the host cannot shave. Only the
+TensorRT target has it (None elsewhere): the report shows "-" for the others.
 """
 from __future__ import annotations
 
@@ -91,21 +92,8 @@ def pytorch(model, x: np.ndarray, precision: str, mode: str):
             forward()
             torch.cuda.synchronize()
 
-    work = graph.replay if mode == "graph" else forward
-
-    def gpu_time() -> float:
-        times = []
-        for _ in range(GPU_TIME_RUNS):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            work()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        return float(np.median(times))
-
     target()
-    return target, lambda: holder["out"].float().cpu().numpy(), gpu_time
+    return target, lambda: holder["out"].float().cpu().numpy(), None
 
 
 def onnxruntime_cuda_graph(onnx_path, x: np.ndarray):
