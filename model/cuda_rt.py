@@ -65,8 +65,8 @@ class Stream:
         self._sync, self._ok = rt.cudaStreamSynchronize, rt.cudaError_t.cudaSuccess
 
     def synchronize(self) -> None:
-        result = self._sync(self.handle)
-        if (result[0] if isinstance(result, tuple) else result) != self._ok:
+        result = self._sync(self.handle)  # cuda-python returns (status,)
+        if result[0] != self._ok:
             check(result)
 
     def free(self) -> None:
@@ -158,7 +158,7 @@ class Graph:
 
     def launch(self) -> None:
         result = self._launch(self._exec, self.stream.handle)
-        if (result[0] if isinstance(result, tuple) else result) != self._ok:
+        if result[0] != self._ok:
             check(result)
 
     def free(self) -> None:

@@ -39,12 +39,11 @@ class BatchProfile:
         """`MIN,OPT,MAX`, e.g. `1,32,4096`; several opt batches as `1,32/4096,4096`."""
         try:
             lo, opts, hi = text.split(",")
-            return cls(int(lo), tuple(int(v) for v in opts.split("/")), int(hi))
-        except ValueError as exc:
-            if "batch profile needs" in str(exc):
-                raise
+            values = int(lo), tuple(int(v) for v in opts.split("/")), int(hi)
+        except ValueError:
             raise ValueError(f"a batch profile is MIN,OPT,MAX with OPT one batch or several joined by '/' "
                              f"(e.g. 1,32/4096,4096), received {text!r}") from None
+        return cls(*values)
 
     def __contains__(self, batch: int) -> bool:
         return self.min <= batch <= self.max

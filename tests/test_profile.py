@@ -38,32 +38,30 @@ def test_nearest_opt_is_nearest_on_a_log_scale(batch, expected):
     assert opts[nearest_opt(batch, opts)] == expected
 
 
-class _Profiles:
-    """The part of a TrtRunner that chooses a profile, over made-up engine profiles (no GPU needed)."""
+def _profiles(ranges, active=0):
+    """A TrtRunner's profile choice over made-up engine profiles (no GPU needed)."""
+    from model.runners.trt_runner import TrtRunner
 
-    def __new__(cls, ranges, active=0):
-        from model.runners.trt_runner import TrtRunner
-
-        runner = TrtRunner(b"")
-        runner.profiles = [{"input": ((lo, 3, 32, 32), (opt, 3, 32, 32), (hi, 3, 32, 32))} for lo, opt, hi in ranges]
-        runner.profile_opts = [opt for _, opt, _ in ranges]
-        runner._active_profile = active
-        return runner
+    runner = TrtRunner(b"")
+    runner.profiles = [{"input": ((lo, 3, 32, 32), (opt, 3, 32, 32), (hi, 3, 32, 32))} for lo, opt, hi in ranges]
+    runner.profile_opts = [opt for _, opt, _ in ranges]
+    runner._active_profile = active
+    return runner
 
 
 @pytest.mark.parametrize("batch, expected", [(1, 0), (32, 0), (256, 0), (2048, 1), (4096, 1)])
 def test_runner_serves_a_batch_from_the_nearest_tuned_profile(batch, expected):
-    runner = _Profiles([(1, 32, 4096), (1, 4096, 4096)])
+    runner = _profiles([(1, 32, 4096), (1, 4096, 4096)])
     assert runner.profile_for({"input": (batch, 3, 32, 32)}) == expected
 
 
 def test_runner_only_considers_profiles_whose_range_holds_the_batch():
-    runner = _Profiles([(1, 32, 64), (65, 4096, 4096)])
+    runner = _profiles([(1, 32, 64), (65, 4096, 4096)])
     assert runner.profile_for({"input": (64, 3, 32, 32)}) == 0
     assert runner.profile_for({"input": (65, 3, 32, 32)}) == 1
 
 
 def test_a_shape_no_profile_holds_stays_on_the_active_profile_for_tensorrt_to_reject():
-    runner = _Profiles([(1, 32, 4096), (1, 4096, 4096)], active=1)
+    runner = _profiles([(1, 32, 4096), (1, 4096, 4096)], active=1)
     assert runner.profile_for({"input": (4097, 3, 32, 32)}) == 1
     assert runner.profile_for({"input": (8, 3, 16, 16)}) == 1

@@ -58,8 +58,9 @@ class TrtRunner(Runner):
         self.profiles = [{n: tuple(tuple(d) for d in self.engine.get_tensor_profile_shape(n, i)) for n in self.inputs}
                          for i in range(self.engine.num_optimization_profiles)]
         first = self.inputs[0]
-        self.profile_shapes = {n: [min((p[n][0] for p in self.profiles), key=lambda s: s[0]), None,
-                                   max((p[n][2] for p in self.profiles), key=lambda s: s[0])] for n in self.inputs}
+        # Per input, the smallest and largest shape any profile accepts.
+        self.shape_range = {n: (min((p[n][0] for p in self.profiles), key=lambda s: s[0]),
+                                max((p[n][2] for p in self.profiles), key=lambda s: s[0])) for n in self.inputs}
         self.profile_opts = [p[first][1][0] for p in self.profiles]
         self.stream = cuda_rt.Stream()
         self.device, self.host = {}, {}
@@ -90,14 +91,14 @@ class TrtRunner(Runner):
         meta = {}
         for n in self.inputs:
             shape = tuple(None if d < 0 else d for d in self.engine.get_tensor_shape(n))
-            lo, _, hi = self.profile_shapes[n]
+            lo, hi = self.shape_range[n]
             meta[n] = TensorMeta(self.dtypes[n], shape, lo[0], hi[0])
         return meta
 
     # -- inference -------------------------------------------------------------------------------
     def _set_shape(self, name: str, shape: tuple) -> None:
         if not self.context.set_input_shape(name, shape):
-            lo, _, hi = self.profile_shapes[name]
+            lo, hi = self.shape_range[name]
             raise InputError(f"Input tensor: {name} | TensorRT rejected shape {shape} | Expected a shape "
                              f"between the profile's min {lo} and max {hi}: {self.logger.errors()[-1:]}")
 
