@@ -61,7 +61,7 @@ def test_device_resident(benchmark, record, runner_pool, model_artifacts, golden
                          framework, precision, mode, bench_batch):
     x = _images(dataset, bench_batch)
     if framework.startswith("tensorrt"):
-        runner = runner_pool(framework)
+        runner = runner_pool(framework).runner_for(bench_batch)  # the engine tuned nearest the batch
         target, check, gpu_time = targets.tensorrt_graph(runner, x)
     elif framework == "pytorch":
         target, check, gpu_time = targets.pytorch(model_artifacts.trained.model, x, precision, mode)

@@ -50,18 +50,23 @@ class ModelArtifacts:
             self._variants[precision] = quantize.variant(self.onnx, precision, self.calib_images)
         return self._variants[precision]
 
-    def engine(self, precision: str = "fp32", typed_graph: bool = False) -> Engine:
+    def engine(self, precision: str = "fp32", typed_graph: bool = False, opt: int | None = None) -> Engine:
         """An engine at `precision`, from the FP32 export with builder flags or, with
         `typed_graph`, from the ONNX variant that carries the precision itself. INT8 is always
-        built from the Q/DQ model (explicit quantization)."""
+        built from the Q/DQ model (explicit quantization). With `opt`, an engine with one profile
+        tuned for that batch; without, one profile per opt batch of the artifacts' profile."""
         typed_graph = typed_graph or precision == "int8"
-        key = (precision, typed_graph)
+        key = (precision, typed_graph, opt)
         if key not in self._engines:
             source = self.onnx_variant(precision) if typed_graph else self.onnx
-            spec = EngineSpec(precision=precision, profile=self.profile, workspace=self.workspace,
-                              typed_graph=typed_graph)
+            profile = self.profile if opt is None else BatchProfile(self.profile.min, (opt,), self.profile.max)
+            spec = EngineSpec(precision=precision, profile=profile, workspace=self.workspace, typed_graph=typed_graph)
             self._engines[key] = engine_for_onnx(source, spec, self.cache_dir)
         return self._engines[key]
+
+    def engine_set(self, precision: str = "fp32", typed_graph: bool = False) -> dict[int, Engine]:
+        """One single-profile engine per opt batch of the profile (what the TensorRT backends run)."""
+        return {opt: self.engine(precision, typed_graph, opt) for opt in self.profile.opts}
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ class Backend:
     framework: str
     precision: str
     make: Callable[[ModelArtifacts], Runner]
-    artifact: Callable[[ModelArtifacts], Path]
+    artifact: Callable[[ModelArtifacts], Path | list[Path]]  # what is deployed: a TensorRT set is several plans
 
 
 def _torch(device: str, precision: str):
@@ -91,11 +96,15 @@ def _ort(device: str, precision: str = "fp32"):
 
 def _trt(precision: str, typed_graph: bool = False):
     def make(a: ModelArtifacts) -> Runner:
-        from model.runners.trt_runner import TrtRunner
+        from model.runners.trt_engine_set import TrtEngineSet
 
-        engine = a.engine(precision, typed_graph)
-        return TrtRunner(engine.plan(), label=precision + ("-typed" if typed_graph else ""))
+        plans = {opt: engine.plan() for opt, engine in a.engine_set(precision, typed_graph).items()}
+        return TrtEngineSet(plans, label=precision + ("-typed" if typed_graph else ""))
     return make
+
+
+def _trt_files(precision: str, typed_graph: bool = False):
+    return lambda a: [e.path for e in a.engine_set(precision, typed_graph).values()]
 
 
 BACKENDS = {b.name: b for b in [
@@ -107,10 +116,9 @@ BACKENDS = {b.name: b for b in [
     Backend("onnxruntime-cpu-int8", "ONNX Runtime", "int8", _ort("cpu", "int8"), lambda a: a.onnx_variant("int8")),
     Backend("onnxruntime-cuda", "ONNX Runtime", "fp32", _ort("cuda"), lambda a: a.onnx),
     Backend("onnxruntime-cuda-fp16", "ONNX Runtime", "fp16", _ort("cuda", "fp16"), lambda a: a.onnx_variant("fp16")),
-    Backend("tensorrt-fp32", "TensorRT", "fp32", _trt("fp32"), lambda a: a.engine("fp32").path),
-    Backend("tensorrt-fp16", "TensorRT", "fp16", _trt("fp16"), lambda a: a.engine("fp16").path),
-    Backend("tensorrt-fp16-typed", "TensorRT", "fp16", _trt("fp16", typed_graph=True),
-            lambda a: a.engine("fp16", typed_graph=True).path),
-    Backend("tensorrt-int8", "TensorRT", "int8", _trt("int8"), lambda a: a.engine("int8").path),
+    Backend("tensorrt-fp32", "TensorRT", "fp32", _trt("fp32"), _trt_files("fp32")),
+    Backend("tensorrt-fp16", "TensorRT", "fp16", _trt("fp16"), _trt_files("fp16")),
+    Backend("tensorrt-fp16-typed", "TensorRT", "fp16", _trt("fp16", typed_graph=True), _trt_files("fp16", typed_graph=True)),
+    Backend("tensorrt-int8", "TensorRT", "int8", _trt("int8"), _trt_files("int8")),
 ]}
 DEFAULT_BACKENDS = list(BACKENDS)

@@ -1,7 +1,9 @@
 """Batch profiles with several opt batches, and how a TensorRT runner picks between them."""
+import numpy as np
 import pytest
 
 from model.profile import DEFAULT_PROFILE, BatchProfile, nearest_opt
+from model.runners.base import BackendUnavailable, TensorMeta
 
 
 @pytest.mark.parametrize("text, profile", [
@@ -65,3 +67,67 @@ def test_a_shape_no_profile_holds_stays_on_the_active_profile_for_tensorrt_to_re
     runner = _profiles([(1, 32, 4096), (1, 4096, 4096)], active=1)
     assert runner.profile_for({"input": (4097, 3, 32, 32)}) == 1
     assert runner.profile_for({"input": (8, 3, 16, 16)}) == 1
+
+
+# -- a set of one-profile engines (what the TensorRT backends run) ------------------------------
+
+class _FakeEngineRunner:
+    def __init__(self, lo, hi, fail=False):
+        self.meta = {"input": TensorMeta(np.dtype(np.float32), (None, 3, 32, 32), lo, hi)}
+        self.fail, self.active = fail, False
+
+    def activate(self):
+        if self.fail:
+            raise BackendUnavailable("no GPU here")
+        self.active = True
+        return self
+
+    def deactivate(self):
+        self.active = False
+
+    def input_metadata(self):
+        return self.meta
+
+
+def _engine_set(ranges):
+    from model.runners.trt_engine_set import TrtEngineSet
+
+    engines = TrtEngineSet({opt: b"" for opt in ranges})
+    engines.runners = {opt: _FakeEngineRunner(lo, hi) for opt, (lo, hi) in ranges.items()}
+    return engines
+
+
+@pytest.mark.parametrize("batch, opt", [(1, 32), (32, 32), (362, 32), (363, 4096), (4096, 4096)])
+def test_engine_set_sends_each_batch_to_the_engine_tuned_nearest_it(batch, opt):
+    engines = _engine_set({32: (1, 4096), 4096: (1, 4096)})
+    assert engines.runner_for(batch) is engines.runners[opt]
+
+
+def test_engine_set_only_uses_engines_whose_range_holds_the_batch():
+    engines = _engine_set({32: (1, 64), 4096: (65, 4096)})
+    assert engines.runner_for(64) is engines.runners[32]
+    assert engines.runner_for(65) is engines.runners[4096]
+    meta = engines._input_metadata()["input"]
+    assert (meta.min_batch, meta.max_batch) == (1, 4096)
+
+
+def test_engine_set_releases_what_it_activated_when_one_engine_fails(monkeypatch):
+    from model.runners.trt_engine_set import TrtEngineSet
+
+    made = []
+
+    def make(self, plan):
+        made.append(_FakeEngineRunner(1, 4096, fail=len(made) == 1))
+        return made[-1]
+
+    monkeypatch.setattr(TrtEngineSet, "_make", make)
+    with pytest.raises(BackendUnavailable, match="no GPU here"):
+        TrtEngineSet({32: b"", 4096: b""}).activate()
+    assert len(made) == 2 and not made[0].active
+
+
+def test_engine_set_needs_a_plan():
+    from model.runners.trt_engine_set import TrtEngineSet
+
+    with pytest.raises(ValueError, match="at least one plan"):
+        TrtEngineSet({})

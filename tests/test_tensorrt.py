@@ -14,8 +14,13 @@ pytestmark = pytest.mark.needs_trt
 
 
 @pytest.fixture(scope="module")
-def trt(runner_pool):
-    return runner_pool("tensorrt-fp32")
+def trt(model_artifacts):
+    """A runner on one engine holding every opt batch's profile (the backends run one engine per
+    opt batch instead: see the engine-set tests below)."""
+    from model.runners.trt_runner import TrtRunner
+
+    with TrtRunner(model_artifacts.engine("fp32").plan(), label="fp32") as runner:
+        yield runner
 
 
 def test_metadata_declares_the_profile(trt, profile):
@@ -40,6 +45,22 @@ def test_each_batch_runs_on_the_profile_tuned_nearest_it(trt, golden, profile):
         out = trt.infer({INPUT_NAME: x})[OUTPUT_NAME]
         assert out.shape == (batch, 100) and compare(ref, out)
         assert trt.profile_opts[trt.active_profile] == profile.opts[nearest_opt(batch, list(profile.opts))]
+
+
+def test_engine_set_serves_each_batch_from_the_engine_tuned_nearest_it(runner_pool, golden, profile):
+    engines = runner_pool("tensorrt-fp32")
+    assert sorted(engines.runners) == sorted(profile.opts)
+    assert all(r.engine.num_optimization_profiles == 1 for r in engines.runners.values())
+    for batch in (32, profile.max, 7):
+        x, ref = golden[batch]
+        out = engines.infer({INPUT_NAME: x})[OUTPUT_NAME]
+        assert out.shape == (batch, 100) and compare(ref, out)
+        assert engines.runner_for(batch) is engines.runners[profile.opts[nearest_opt(batch, list(profile.opts))]]
+
+
+def test_engine_set_declares_the_whole_range(runner_pool, profile):
+    meta = runner_pool("tensorrt-fp32").input_metadata()[INPUT_NAME]
+    assert (meta.min_batch, meta.max_batch) == (profile.min, profile.max)
 
 
 def test_tensorrt_itself_rejects_a_shape_past_the_profile(trt, profile):
