@@ -23,7 +23,7 @@ def ck(r):
     return v[0] if len(v) == 1 else v
 
 
-def build(onnx, precision, opt, level=3, io16=False, lo=1, hi=4096, detail=False):
+def build(onnx, precision, opt, level=3, io16=False, lo=1, hi=4096, detail=False, tactics=None):
     b = trt.Builder(LOG)
     net = b.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
     p = trt.OnnxParser(net, LOG)
@@ -36,6 +36,8 @@ def build(onnx, precision, opt, level=3, io16=False, lo=1, hi=4096, detail=False
     if precision == "int8":
         c.set_flag(trt.BuilderFlag.INT8)
     c.builder_optimization_level = level
+    if tactics:  # extra tactic sources (cuBLAS, cuBLASLt, cuDNN) on top of TensorRT's defaults
+        c.set_tactic_sources(c.get_tactic_sources() | sum(1 << int(getattr(trt.TacticSource, t)) for t in tactics))
     if detail:
         c.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if io16:
@@ -44,7 +46,7 @@ def build(onnx, precision, opt, level=3, io16=False, lo=1, hi=4096, detail=False
     pr = b.create_optimization_profile()
     pr.set_shape("input", (lo, 3, 32, 32), (opt, 3, 32, 32), (hi, 3, 32, 32))
     c.add_optimization_profile(pr)
-    key = precision
+    key = (precision, tuple(tactics or ()))
     cache = c.create_timing_cache(TC.get(key, b""))
     c.set_timing_cache(cache, False)
     t = time.time()
@@ -123,41 +125,47 @@ def left():
     return BUDGET - (time.time() - T0)
 
 
-print("TensorRT", trt.__version__, flush=True)
-# empty-sync overhead
-s = ck(rt.cudaStreamCreate())
-t = time.perf_counter()
-for _ in range(2000):
-    ck(rt.cudaStreamSynchronize(s))
-print(f"cudaStreamSynchronize idle: {1e6*(time.perf_counter()-t)/2000:.2f} us", flush=True)
 
-D = sys.argv[2] if len(sys.argv) > 2 else ".scratch/"
-runs = [  # (label, onnx, precision, opt, level, io16, batches)
-    ("fp16 opt32 L3", "fp32.onnx", "fp16", 32, 3, False, [1, 32, 4096]),
-    ("fp16 opt4096 L3", "fp32.onnx", "fp16", 4096, 3, False, [4096]),
-    ("fp16 opt4096 L5", "fp32.onnx", "fp16", 4096, 5, False, [4096]),
-    ("int8 opt32 L3", "int8.onnx", "int8", 32, 3, False, [32, 4096]),
-    ("int8 opt4096 L5", "int8.onnx", "int8", 4096, 5, False, [4096]),
-    ("fp16 opt1 L5", "fp32.onnx", "fp16", 1, 5, False, [1]),
-    ("fp16 opt32 L5", "fp32.onnx", "fp16", 32, 5, False, [1, 32]),
-    ("fp16 opt32 L5 io16", "fp32.onnx", "fp16", 32, 5, True, [1, 32]),
-    ("fp16 opt4096 L5 io16", "fp32.onnx", "fp16", 4096, 5, True, [4096]),
-    ("int8 opt4096 L5 io16", "int8.onnx", "int8", 4096, 5, True, [4096]),
-    ("fp16typed opt4096 L5", "fp16.onnx", "fp16", 4096, 5, False, [4096]),
-]
-first = True
-for label, onnx, prec, opt, lvl, io16, batches in runs:
-    if left() < 60:
-        print("budget spent; skipping", label, flush=True); continue
-    plan, secs = build(D + onnx, prec, opt, lvl, io16, detail=first)
-    for b in batches:
-        r = measure(plan, b, io16, layers=first and b in (1, 32), inspect=first and b == 32)
-        lay = r.pop("layer_us", None); names = r.pop("layers", None); tac = r.pop("tactics", None)
-        print(f"{label:24s} build {secs:5.1f}s size {len(plan)/1e6:5.2f}MB bs{b:<5d} {r}", flush=True)
-        if names:
-            for nm, tc in zip(names, tac):
-                print("   layer:", nm, "|", tc)
-        if lay:
-            print(f"   per-layer bs{b} (sum {sum(lay.values()):.1f} us):", lay, flush=True)
-    first = False
-print(f"done in {time.time()-T0:.0f}s", flush=True)
+def main():
+    print("TensorRT", trt.__version__, flush=True)
+    # empty-sync overhead
+    s = ck(rt.cudaStreamCreate())
+    t = time.perf_counter()
+    for _ in range(2000):
+        ck(rt.cudaStreamSynchronize(s))
+    print(f"cudaStreamSynchronize idle: {1e6*(time.perf_counter()-t)/2000:.2f} us", flush=True)
+
+    D = sys.argv[2] if len(sys.argv) > 2 else ".scratch/"
+    runs = [  # (label, onnx, precision, opt, level, io16, batches)
+        ("fp16 opt32 L3", "fp32.onnx", "fp16", 32, 3, False, [1, 32, 4096]),
+        ("fp16 opt4096 L3", "fp32.onnx", "fp16", 4096, 3, False, [4096]),
+        ("fp16 opt4096 L5", "fp32.onnx", "fp16", 4096, 5, False, [4096]),
+        ("int8 opt32 L3", "int8.onnx", "int8", 32, 3, False, [32, 4096]),
+        ("int8 opt4096 L5", "int8.onnx", "int8", 4096, 5, False, [4096]),
+        ("fp16 opt1 L5", "fp32.onnx", "fp16", 1, 5, False, [1]),
+        ("fp16 opt32 L5", "fp32.onnx", "fp16", 32, 5, False, [1, 32]),
+        ("fp16 opt32 L5 io16", "fp32.onnx", "fp16", 32, 5, True, [1, 32]),
+        ("fp16 opt4096 L5 io16", "fp32.onnx", "fp16", 4096, 5, True, [4096]),
+        ("int8 opt4096 L5 io16", "int8.onnx", "int8", 4096, 5, True, [4096]),
+        ("fp16typed opt4096 L5", "fp16.onnx", "fp16", 4096, 5, False, [4096]),
+    ]
+    first = True
+    for label, onnx, prec, opt, lvl, io16, batches in runs:
+        if left() < 60:
+            print("budget spent; skipping", label, flush=True); continue
+        plan, secs = build(D + onnx, prec, opt, lvl, io16, detail=first)
+        for b in batches:
+            r = measure(plan, b, io16, layers=first and b in (1, 32), inspect=first and b == 32)
+            lay = r.pop("layer_us", None); names = r.pop("layers", None); tac = r.pop("tactics", None)
+            print(f"{label:24s} build {secs:5.1f}s size {len(plan)/1e6:5.2f}MB bs{b:<5d} {r}", flush=True)
+            if names:
+                for nm, tc in zip(names, tac):
+                    print("   layer:", nm, "|", tc)
+            if lay:
+                print(f"   per-layer bs{b} (sum {sum(lay.values()):.1f} us):", lay, flush=True)
+        first = False
+    print(f"done in {time.time()-T0:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
