@@ -25,8 +25,9 @@ def pytest_addoption(parser):
                     help="comma-separated batch sizes for parity tests (default: the profile's min, 7, 32 "
                          "and the profile's max; each must lie in the profile)")
     group.addoption("--profile", default=DEFAULT_PROFILE.spec(),
-                    help="batch range the runners declare and TensorRT engines are built for, MIN,OPT,MAX; "
-                         "several opt batches joined by '/' give one TensorRT profile each (default %(default)s)")
+                    help="batch range the runners declare and TensorRT engines are built for, MIN,OPT,MAX[,STATIC]: "
+                         "one TensorRT engine per opt batch ('/' between several) and one fixed-shape engine per "
+                         "static batch (default %(default)s)")
     group.addoption("--data", default=data.SYNTHETIC,
                     help="'synthetic' (embedded, default) or a folder holding CIFAR-100's cifar-100-python/")
     group.addoption("--require-gpu", action="store_true",
@@ -133,7 +134,7 @@ def golden(dataset, trained, pytestconfig, profile):
     from model.runners.torch_runner import TorchRunner
 
     holdout = dataset.holdout
-    sizes = sorted(set(pytestconfig.batch_sizes) | {profile.min, 7, 32, profile.max})
+    sizes = sorted(set(pytestconfig.batch_sizes) | {profile.min, 7, 32, profile.max, *profile.static})
     out = {}
     with TorchRunner(trained.model, profile=profile) as ref:
         for n in sizes:

@@ -61,7 +61,7 @@ def test_device_resident(benchmark, record, runner_pool, model_artifacts, golden
                          framework, precision, mode, bench_batch):
     x = _images(dataset, bench_batch)
     if framework.startswith("tensorrt"):
-        runner = runner_pool(framework).runner_for(bench_batch)  # the engine tuned nearest the batch
+        runner = runner_pool(framework).runner_for(bench_batch)  # the engine that serves this batch
         target, check, gpu_time = targets.tensorrt_graph(runner, x)
     elif framework == "pytorch":
         target, check, gpu_time = targets.pytorch(model_artifacts.trained.model, x, precision, mode)
@@ -75,7 +75,8 @@ def test_device_resident(benchmark, record, runner_pool, model_artifacts, golden
     if gpu_time is not None:
         benchmark.extra_info["gpu_compute_median_s"] = gpu_time()
     if framework.startswith("tensorrt"):
-        benchmark.extra_info["tensorrt_profile_opt"] = runner.profile_opts[runner.active_profile]
+        (lo, *_), (hi, *_) = runner.shape_range[INPUT_NAME]
+        benchmark.extra_info["tensorrt_engine"] = {"min": lo, "opt": runner.profile_opts[runner.active_profile], "max": hi}
         runner.release_graph()
 
 

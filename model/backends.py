@@ -50,23 +50,24 @@ class ModelArtifacts:
             self._variants[precision] = quantize.variant(self.onnx, precision, self.calib_images)
         return self._variants[precision]
 
-    def engine(self, precision: str = "fp32", typed_graph: bool = False, opt: int | None = None) -> Engine:
+    def engine(self, precision: str = "fp32", typed_graph: bool = False, profile: BatchProfile | None = None) -> Engine:
         """An engine at `precision`, from the FP32 export with builder flags or, with
         `typed_graph`, from the ONNX variant that carries the precision itself. INT8 is always
-        built from the Q/DQ model (explicit quantization). With `opt`, an engine with one profile
-        tuned for that batch; without, one profile per opt batch of the artifacts' profile."""
+        built from the Q/DQ model (explicit quantization). Built for `profile` (one TensorRT
+        optimization profile per opt batch); by default the artifacts' profile."""
         typed_graph = typed_graph or precision == "int8"
-        key = (precision, typed_graph, opt)
+        profile = profile or self.profile
+        key = (precision, typed_graph, profile)
         if key not in self._engines:
             source = self.onnx_variant(precision) if typed_graph else self.onnx
-            profile = self.profile if opt is None else BatchProfile(self.profile.min, (opt,), self.profile.max)
             spec = EngineSpec(precision=precision, profile=profile, workspace=self.workspace, typed_graph=typed_graph)
             self._engines[key] = engine_for_onnx(source, spec, self.cache_dir)
         return self._engines[key]
 
-    def engine_set(self, precision: str = "fp32", typed_graph: bool = False) -> dict[int, Engine]:
-        """One single-profile engine per opt batch of the profile (what the TensorRT backends run)."""
-        return {opt: self.engine(precision, typed_graph, opt) for opt in self.profile.opts}
+    def engine_set(self, precision: str = "fp32", typed_graph: bool = False) -> dict[BatchProfile, Engine]:
+        """The one-profile engines the TensorRT backends run: one per opt batch and per static batch
+        of the artifacts' profile."""
+        return {p: self.engine(precision, typed_graph, p) for p in self.profile.engine_profiles()}
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def _trt(precision: str, typed_graph: bool = False):
     def make(a: ModelArtifacts) -> Runner:
         from model.runners.trt_engine_set import TrtEngineSet
 
-        plans = {opt: engine.plan() for opt, engine in a.engine_set(precision, typed_graph).items()}
+        plans = {profile: engine.plan() for profile, engine in a.engine_set(precision, typed_graph).items()}
         return TrtEngineSet(plans, label=precision + ("-typed" if typed_graph else ""))
     return make
 

@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--download", action="store_true", help="download CIFAR-100 into --data if it is missing")
     c.add_argument("--batch-sizes", type=_int_list, default=[1, 32, 256], help="latency batch sizes (default 1,32,256)")
     c.add_argument("--profile", type=_profile, default=DEFAULT_PROFILE,
-                   help="batch range every runner declares and TensorRT builds for, MIN,OPT,MAX; several opt "
-                        f"batches joined by '/' give one TensorRT profile each (default {DEFAULT_PROFILE.spec()})")
+                   help="batch range every runner declares and TensorRT builds for, MIN,OPT,MAX[,STATIC]: one "
+                        "TensorRT engine per opt batch ('/' between several) and one fixed-shape engine per "
+                        f"static batch (default {DEFAULT_PROFILE.spec()})")
     c.add_argument("--workspace-mb", type=int, default=DEFAULT_WORKSPACE >> 20,
                    help="TensorRT builder workspace limit in MiB (default %(default)s)")
     c.add_argument("--backends", type=_backend_list, default=DEFAULT_BACKENDS,

@@ -8,7 +8,7 @@ TensorRT or for another GPU) is rebuilt with a warning.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from model import artifacts, cuda_rt, trt_compat
@@ -56,7 +56,8 @@ def _identity(onnx_path: Path, spec: EngineSpec, trt) -> dict:
         "precision": spec.precision,
         "network_flags": network_flags,
         "builder_flags": sorted(str(f) for f in builder_flags),
-        "profile": {**asdict(spec.profile), "opts": list(spec.profile.opts)},  # as JSON reads it back
+        # What the builder is given, as JSON reads it back (static batches are engines of their own).
+        "profile": {"min": spec.profile.min, "opts": list(spec.profile.opts), "max": spec.profile.max},
         "workspace": spec.workspace,
         "optimization_level": spec.optimization_level,
     }

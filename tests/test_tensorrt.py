@@ -7,7 +7,7 @@ import pytest
 
 from model.compare import compare
 from model.engine import EngineSpec, engine_for_onnx
-from model.profile import INPUT_NAME, OUTPUT_NAME, nearest_opt
+from model.profile import INPUT_NAME, OUTPUT_NAME, nearest_opt, serving_profile
 from model.runners.base import InputError
 
 pytestmark = pytest.mark.needs_trt
@@ -47,15 +47,18 @@ def test_each_batch_runs_on_the_profile_tuned_nearest_it(trt, golden, profile):
         assert trt.profile_opts[trt.active_profile] == profile.opts[nearest_opt(batch, list(profile.opts))]
 
 
-def test_engine_set_serves_each_batch_from_the_engine_tuned_nearest_it(runner_pool, golden, profile):
+def test_engine_set_serves_each_batch_from_its_own_engine(runner_pool, golden, profile):
     engines = runner_pool("tensorrt-fp32")
-    assert sorted(engines.runners) == sorted(profile.opts)
+    profiles = profile.engine_profiles()
+    assert list(engines.runners) == profiles
     assert all(r.engine.num_optimization_profiles == 1 for r in engines.runners.values())
-    for batch in (32, profile.max, 7):
+    for p, runner in engines.runners.items():  # each engine was built for its own range
+        assert runner.shape_range[INPUT_NAME] == ((p.min, 3, 32, 32), (p.max, 3, 32, 32))
+    for batch in sorted({32, profile.max, 7, *profile.static}):
         x, ref = golden[batch]
         out = engines.infer({INPUT_NAME: x})[OUTPUT_NAME]
         assert out.shape == (batch, 100) and compare(ref, out)
-        assert engines.runner_for(batch) is engines.runners[profile.opts[nearest_opt(batch, list(profile.opts))]]
+        assert engines.runner_for(batch) is engines.runners[profiles[serving_profile(batch, profiles)]]
 
 
 def test_engine_set_declares_the_whole_range(runner_pool, profile):
