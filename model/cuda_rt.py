@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -114,7 +115,8 @@ class PinnedBuffer:
         self.array = np.frombuffer(raw, dtype=dtype)
 
     def view(self, shape: tuple) -> np.ndarray:
-        return self.array[: int(np.prod(shape))].reshape(shape)
+        # math.prod, not np.prod: this runs twice per inference and np.prod on a tuple cost ~6 us.
+        return self.array[: math.prod(shape)].reshape(shape)
 
     def free(self) -> None:
         if self.ptr:

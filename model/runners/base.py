@@ -31,6 +31,11 @@ def _describe(shape: tuple) -> str:
     return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
 
 
+def _expected(meta: TensorMeta) -> str:
+    # Only built for an error: formatting it on every call cost more than the rest of the checks.
+    return f"Expected {np.dtype(meta.dtype).name} {_describe(meta.shape)} with N in [{meta.min_batch}, {meta.max_batch}]"
+
+
 def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: bool = False) -> dict:
     """The feed made safe to hand to a backend: C-contiguous arrays of the right dtype and shape.
 
@@ -39,26 +44,24 @@ def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: boo
     """
     if not isinstance(feed, dict):
         raise InputError(f"feed must be a dict of name -> numpy array, received {type(feed).__name__}")
-    missing = sorted(set(metadata) - set(feed))
-    extra = sorted(set(feed) - set(metadata))
-    if missing or extra:
+    if feed.keys() != metadata.keys():
+        missing, extra = sorted(set(metadata) - set(feed)), sorted(set(feed) - set(metadata))
         raise InputError(f"feed names {sorted(feed)} do not match the model's inputs {sorted(metadata)}"
                          + (f"; missing {missing}" if missing else "") + (f"; unexpected {extra}" if extra else ""))
     checked = {}
     for name, meta in metadata.items():
         value = feed[name]
-        expected = f"Expected {np.dtype(meta.dtype).name} {_describe(meta.shape)} with N in [{meta.min_batch}, {meta.max_batch}]"
         if not isinstance(value, np.ndarray):
-            raise InputError(f"Input tensor: {name} | Received a {type(value).__name__}, not a numpy array | {expected}")
+            raise InputError(f"Input tensor: {name} | Received a {type(value).__name__}, not a numpy array | {_expected(meta)}")
         if value.dtype != meta.dtype:
-            raise InputError(f"Input tensor: {name} | Received dtype {value.dtype.name} | {expected}"
+            raise InputError(f"Input tensor: {name} | Received dtype {value.dtype.name} | {_expected(meta)}"
                              f" (convert with .astype(np.{np.dtype(meta.dtype).name}))")
         if value.ndim != len(meta.shape) or any(d is not None and d != v for d, v in zip(meta.shape, value.shape)):
-            raise InputError(f"Input tensor: {name} | Received incompatible shape {value.shape} | {expected}")
+            raise InputError(f"Input tensor: {name} | Received incompatible shape {value.shape} | {_expected(meta)}")
         batch = value.shape[0]
         if not meta.min_batch <= batch <= meta.max_batch:
             raise InputError(f"Input tensor: {name} | Received batch {batch} outside the supported range "
-                             f"[{meta.min_batch}, {meta.max_batch}] | {expected}")
+                             f"[{meta.min_batch}, {meta.max_batch}] | {_expected(meta)}")
         if not allow_nonfinite and not np.isfinite(value).all():
             bad = int(value.size - np.isfinite(value).sum())
             raise InputError(f"Input tensor: {name} | Received {bad} NaN/Inf values | Expected finite values "

@@ -22,6 +22,7 @@ class TrtEngineSet(Runner):
         self._plans = plans
         self._label, self._graphs = label, graphs
         self.runners: dict[BatchProfile, TrtRunner] = {}
+        self._serving: dict[int, TrtRunner] = {}  # batch -> runner, decided once per batch
 
     def _make(self, plan: bytes) -> TrtRunner:
         return TrtRunner(plan, label=self._label, graphs=self._graphs, allow_nonfinite=self.allow_nonfinite)
@@ -37,7 +38,7 @@ class TrtEngineSet(Runner):
     def _deactivate(self) -> None:
         for runner in self.runners.values():
             runner.deactivate()
-        self.runners = {}
+        self.runners, self._serving = {}, {}
 
     def _input_metadata(self) -> dict[str, TensorMeta]:
         metas = [r.input_metadata() for r in self.runners.values()]
@@ -48,8 +49,11 @@ class TrtEngineSet(Runner):
 
     def runner_for(self, batch: int) -> TrtRunner:
         """The engine that serves `batch`: built for exactly it, else tuned nearest it."""
-        profiles = list(self.runners)
-        return self.runners[profiles[serving_profile(batch, profiles)]]
+        runner = self._serving.get(batch)
+        if runner is None:
+            profiles = list(self.runners)
+            runner = self._serving[batch] = self.runners[profiles[serving_profile(batch, profiles)]]
+        return runner
 
     def _infer(self, feed):
         batch = next(iter(feed.values())).shape[0]
