@@ -17,7 +17,9 @@ class BatchProfile:
     So an engine gets one optimization profile per opt batch, all spanning min..max, and the
     runner serves each batch from the profile whose opt is nearest.
 
-    `static` batches also get an engine built for that one shape, which serves exactly that batch.
+    `static` batches also get an engine built for that one shape, which serves exactly that batch:
+    on the H200 an FP16 engine built for batch 1 ran it in 41.3 us, the dynamic one tuned for 32 in
+    47.0 us (same process; TensorRT chose fewer reformatting copies and GEMV kernels for it).
     """
     min: int = 1
     opts: tuple[int, ...] = (32, 4096)
