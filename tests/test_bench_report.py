@@ -29,6 +29,7 @@ def files(tmp_path):
         ("tensorrt-graph", "fp16", "device-resident", 1, 40e-6, 36e-6),
         ("tensorrt-graph", "fp16", "device-resident", 4096, 1.6e-3),
         ("tensorrt-fp16", "fp16", "end-to-end", 1, 80e-6),
+        ("tensorrt-fp16", "fp16", "device-resident", 1, 32e-6),
     ])
     torch = _bench_file(tmp_path / "torch.json", "NVIDIA H200", [
         ("pytorch-eager", "fp32", "device-resident", 1, 340e-6),
@@ -48,7 +49,10 @@ def test_merge_computes_speedups_and_percentiles(files):
     assert by[("tensorrt-graph", 1)]["speedup_vs_pytorch_fp32_eager"] == pytest.approx(340 / 40)
     assert by[("tensorrt-graph", 4096)]["images_per_s"] == pytest.approx(4096 / 1.6e-3)
     assert by[("tensorrt-graph", 1)]["p99_ms"] > by[("tensorrt-graph", 1)]["median_ms"]
-    assert by[("tensorrt-fp16", 1)]["speedup_vs_pytorch_fp32_eager"] is None  # no e2e baseline measured
+    e2e = next(r for r in rows if r["backend"] == "tensorrt-fp16" and r["mode"] == "end-to-end")
+    assert e2e["speedup_vs_pytorch_fp32_eager"] is None  # no e2e baseline measured
+    assert e2e["end_to_end_vs_device"] == pytest.approx(80 / 32)
+    assert all(r["end_to_end_vs_device"] is None for r in rows if r["mode"] == "device-resident")
 
 
 def test_report_command_writes_markdown_json_and_plot(files, tmp_path, capsys):
@@ -58,7 +62,9 @@ def test_report_command_writes_markdown_json_and_plot(files, tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "| 4096 | tensorrt-graph | fp16 | 1.60 ms | - |" in md and "4.4x" in md
     assert "| 1 | tensorrt-graph | fp16 | 40 us | 36 us |" in md  # GPU compute time, where measured
-    assert "| 1 | tensorrt-fp16 | fp16 | 80 us | 96 us |" in md  # end-to-end rows have no GPU column
+    # End-to-end rows show the host's share instead: over the same backend's device-resident time.
+    assert "| 1 | tensorrt-fp16 | fp16 | 80 us | 2.50x | 96 us |" in md
+    assert "| 1 | pytorch-eager | fp32 | 340 us | - |" in md  # no GPU time measured for it
     assert "| tensorrt-fp16 | fp16 | 60.00% | 5.30 |" in md
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "report.json").read_text())["latency"]
