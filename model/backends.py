@@ -76,7 +76,7 @@ class Backend:
     framework: str
     precision: str
     make: Callable[[ModelArtifacts], Runner]
-    artifact: Callable[[ModelArtifacts], Path | list[Path]]  # what is deployed: a TensorRT set is several plans
+    artifact: Callable[[ModelArtifacts], list[Path]]  # what is deployed: a TensorRT set is several plans
 
 
 def _torch(device: str, precision: str):
@@ -109,14 +109,14 @@ def _trt_files(precision: str, typed_graph: bool = False):
 
 
 BACKENDS = {b.name: b for b in [
-    Backend("pytorch-cpu", "PyTorch", "fp32", _torch("cpu", "fp32"), lambda a: a.checkpoint),
-    Backend("pytorch-cuda", "PyTorch", "fp32", _torch("cuda", "fp32"), lambda a: a.checkpoint),
-    Backend("pytorch-cuda-fp16", "PyTorch", "fp16", _torch("cuda", "fp16"), lambda a: a.checkpoint),
-    Backend("onnxruntime-cpu", "ONNX Runtime", "fp32", _ort("cpu"), lambda a: a.onnx),
-    Backend("onnxruntime-cpu-fp16", "ONNX Runtime", "fp16", _ort("cpu", "fp16"), lambda a: a.onnx_variant("fp16")),
-    Backend("onnxruntime-cpu-int8", "ONNX Runtime", "int8", _ort("cpu", "int8"), lambda a: a.onnx_variant("int8")),
-    Backend("onnxruntime-cuda", "ONNX Runtime", "fp32", _ort("cuda"), lambda a: a.onnx),
-    Backend("onnxruntime-cuda-fp16", "ONNX Runtime", "fp16", _ort("cuda", "fp16"), lambda a: a.onnx_variant("fp16")),
+    Backend("pytorch-cpu", "PyTorch", "fp32", _torch("cpu", "fp32"), lambda a: [a.checkpoint]),
+    Backend("pytorch-cuda", "PyTorch", "fp32", _torch("cuda", "fp32"), lambda a: [a.checkpoint]),
+    Backend("pytorch-cuda-fp16", "PyTorch", "fp16", _torch("cuda", "fp16"), lambda a: [a.checkpoint]),
+    Backend("onnxruntime-cpu", "ONNX Runtime", "fp32", _ort("cpu"), lambda a: [a.onnx]),
+    Backend("onnxruntime-cpu-fp16", "ONNX Runtime", "fp16", _ort("cpu", "fp16"), lambda a: [a.onnx_variant("fp16")]),
+    Backend("onnxruntime-cpu-int8", "ONNX Runtime", "int8", _ort("cpu", "int8"), lambda a: [a.onnx_variant("int8")]),
+    Backend("onnxruntime-cuda", "ONNX Runtime", "fp32", _ort("cuda"), lambda a: [a.onnx]),
+    Backend("onnxruntime-cuda-fp16", "ONNX Runtime", "fp16", _ort("cuda", "fp16"), lambda a: [a.onnx_variant("fp16")]),
     Backend("tensorrt-fp32", "TensorRT", "fp32", _trt("fp32"), _trt_files("fp32")),
     Backend("tensorrt-fp16", "TensorRT", "fp16", _trt("fp16"), _trt_files("fp16")),
     Backend("tensorrt-fp16-typed", "TensorRT", "fp16", _trt("fp16", typed_graph=True), _trt_files("fp16", typed_graph=True)),

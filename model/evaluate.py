@@ -70,7 +70,6 @@ def measure(backend: Backend, artifacts: ModelArtifacts, holdout: Split, batch_s
             result.top1_agreement = float((predictions == reference_predictions).mean())
         result.latency_ms = time_batches(runner, holdout, batch_sizes, **timing)
         paths = backend.artifact(artifacts)
-        paths = paths if isinstance(paths, list) else [paths]
         result.file, result.file_mb = ", ".join(map(str, paths)), sum(p.stat().st_size for p in paths) / 1e6
         return result, predictions
     finally:
