@@ -73,12 +73,16 @@ def serving_profile(batch: int, profiles: list[BatchProfile]) -> int:
     """Index of the one-profile engine that serves `batch`: of those whose range holds it, the one
     tuned nearest it on a log scale, the narrower range on a tie (a static engine for that batch)."""
     fits = [i for i, p in enumerate(profiles) if batch in p] or list(range(len(profiles)))
-    return min(fits, key=lambda i: (abs(math.log(batch / profiles[i].opts[0])), profiles[i].max - profiles[i].min, i))
+    return min(fits, key=lambda i: (_log_distance(batch, profiles[i].opts[0]), profiles[i].max - profiles[i].min, i))
 
 
 def nearest_opt(batch: int, opts: list[int]) -> int:
     """Index of the opt batch closest to `batch` on a log scale (32 is nearer 256 than 4096 is)."""
-    return min(range(len(opts)), key=lambda i: (abs(math.log(batch / opts[i])), i))
+    return min(range(len(opts)), key=lambda i: (_log_distance(batch, opts[i]), i))
+
+
+def _log_distance(batch: int, opt: int) -> float:
+    return abs(math.log(batch / opt))
 
 
 DEFAULT_PROFILE = BatchProfile(static=(1,))
