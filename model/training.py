@@ -52,8 +52,18 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 500) -> float:
 
 
 def train(dataset: Dataset, config: TrainConfig, progress: bool = True) -> SimpleCNN:
-    torch.manual_seed(config.seed)
+    # Deterministic kernels only while training: left on for the process, they make CUDA PyTorch
+    # raise on cuBLAS matmuls later (it wants CUBLAS_WORKSPACE_CONFIG) in the runs that train first.
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
+    try:
+        return _train(dataset, config, progress)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _train(dataset: Dataset, config: TrainConfig, progress: bool) -> SimpleCNN:
+    torch.manual_seed(config.seed)
     model = SimpleCNN()
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(dataset.train) // config.batch_size)

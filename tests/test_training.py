@@ -44,7 +44,7 @@ def test_cache_key_follows_the_configuration(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "no_sidecar"])
-def test_damaged_checkpoint_is_retrained_not_loaded(tiny, tmp_path, damage, caplog):
+def test_damaged_checkpoint_is_retrained_not_loaded(tiny, tmp_path, damage, caplog, monkeypatch):
     first = training.load_or_train(tiny, TINY_TRAIN, tmp_path, progress=False)
     blob = first.checkpoint.read_bytes()
     if damage == "truncate":
@@ -53,7 +53,11 @@ def test_damaged_checkpoint_is_retrained_not_loaded(tiny, tmp_path, damage, capl
         first.checkpoint.write_bytes(blob[:-100] + bytes(b ^ 0xFF for b in blob[-100:]))
     else:
         first.checkpoint.with_suffix(".json").unlink()
+    calls = []
+    real = training.train
+    monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = training.load_or_train(tiny, TINY_TRAIN, tmp_path, progress=False)
+    assert calls == [1]  # retrained: a damaged or orphaned checkpoint is never loaded
     reloaded = torch.load(again.checkpoint, weights_only=True)  # loads: the file is whole again
     for (name, x), y in zip(first.model.state_dict().items(), reloaded.values()):
         assert torch.equal(x, y), name  # and deterministic retraining gave the same weights
@@ -68,6 +72,18 @@ def test_retrain_flag_forces_training(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
     training.load_or_train(tiny, TINY_TRAIN, tmp_path, retrain=True, progress=False)
     assert calls == [1]
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_training_leaves_the_deterministic_setting_as_it_found_it(tiny, before):
+    # Left on, it makes CUDA PyTorch raise on cuBLAS matmuls in the same process after training.
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(before)
+    try:
+        training.train(tiny, TINY_TRAIN, progress=False)
+        assert torch.are_deterministic_algorithms_enabled() is before
+    finally:
+        torch.use_deterministic_algorithms(was)
 
 
 @pytest.mark.slow
