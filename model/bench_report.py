@@ -63,7 +63,11 @@ def accuracy_by_backend(comparison_paths) -> dict:
     """Accuracy and file size per (framework, precision) from comparison.json files."""
     found = {}
     for path in comparison_paths:
-        for r in json.loads(Path(path).read_text())["results"]:
+        doc = json.loads(Path(path).read_text())
+        if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+            raise ValueError(f"{path} is not a comparison.json from `python -m model compare` (no 'results' list); "
+                             "write one with `python -m model compare --out DIR`")
+        for r in doc["results"]:
             if r["available"]:
                 found[r["backend"]] = {"accuracy": r["accuracy"], "file_mb": r["file_mb"], "precision": r["precision"]}
     return found

@@ -26,6 +26,16 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {value}")
+    return value
+
+
 def _profile(text: str) -> BatchProfile:
     try:
         return BatchProfile.parse(text)
@@ -53,15 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch range every runner declares and TensorRT builds for, MIN,OPT,MAX[,STATIC]: one "
                         "TensorRT engine per opt batch ('/' between several) and one fixed-shape engine per "
                         f"static batch (default {DEFAULT_PROFILE.spec()})")
-    c.add_argument("--workspace-mb", type=int, default=DEFAULT_WORKSPACE >> 20,
+    c.add_argument("--workspace-mb", type=_positive_int, default=DEFAULT_WORKSPACE >> 20,
                    help="TensorRT builder workspace limit in MiB (default %(default)s)")
     c.add_argument("--backends", type=_backend_list, default=DEFAULT_BACKENDS,
                    help=f"comma-separated, from {','.join(BACKENDS)} (default: {','.join(DEFAULT_BACKENDS)})")
     c.add_argument("--out", type=Path, default=Path("out"), help="folder for comparison.json/.md (default out/)")
     c.add_argument("--cache-dir", type=Path, default=artifacts.DEFAULT_CACHE, help="weights/ONNX/engine cache")
-    c.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="training epochs when not cached")
+    c.add_argument("--epochs", type=_positive_int, default=TrainConfig().epochs, help="training epochs when not cached")
     c.add_argument("--retrain", action="store_true", help="train again even if a cached checkpoint matches")
-    c.add_argument("--runs", type=int, default=20, help="timed calls per batch size (default 20)")
+    c.add_argument("--runs", type=_positive_int, default=20, help="timed calls per batch size (default 20)")
     r = sub.add_parser("report", help="merge pytest-benchmark JSON files and comparison.json into one report")
     r.add_argument("benchmarks", nargs="+", type=Path, help="pytest-benchmark JSON files (--benchmark-json)")
     r.add_argument("--comparison", nargs="*", type=Path, default=[], help="comparison.json files from `compare`")
@@ -92,7 +102,7 @@ def compare(args) -> int:
     for name in names:
         print(f"[compare] {name} ...", file=sys.stderr, flush=True)
         result, predictions = measure(BACKENDS[name], arts, dataset.holdout, args.batch_sizes, reference,
-                                      eval_batch=min(500, args.profile.max), runs=args.runs)
+                                      runs=args.runs)
         if name == REFERENCE:
             reference = predictions
             result.top1_agreement = None

@@ -31,8 +31,19 @@ class BackendResult:
 
 
 def predict(runner: Runner, split: Split, batch: int) -> np.ndarray:
-    return np.concatenate([runner.infer({INPUT_NAME: split.x[i : i + batch]})[OUTPUT_NAME].argmax(-1)
-                           for i in range(0, len(split), batch)])
+    """Top-1 predictions for the split in chunks of about `batch`, kept within the batch range the
+    runner accepts: a last chunk below its minimum is topped up with images from the split's start,
+    whose predictions are dropped."""
+    meta = runner.input_metadata()[INPUT_NAME]
+    batch = min(max(batch, meta.min_batch), meta.max_batch)
+    chunks = []
+    for i in range(0, len(split), batch):
+        x = split.x[i : i + batch]
+        count = len(x)
+        if count < meta.min_batch:
+            x = split.x[np.arange(i, i + meta.min_batch) % len(split)]
+        chunks.append(runner.infer({INPUT_NAME: x})[OUTPUT_NAME][:count].argmax(-1))
+    return np.concatenate(chunks)
 
 
 def time_batches(runner: Runner, split: Split, batch_sizes, warmup: int = 3, runs: int = 20,

@@ -76,3 +76,11 @@ def test_not_a_benchmark_file_is_a_clear_error(tmp_path, capsys):
     bogus.write_text("{}")
     assert main(["report", str(bogus), "--out", str(tmp_path / "r")]) == 2
     assert "not a pytest-benchmark JSON file" in capsys.readouterr().err
+
+
+def test_not_a_comparison_file_is_a_clear_error(files, tmp_path, capsys):
+    trt, _, _ = files
+    bogus = tmp_path / "comparison.json"
+    bogus.write_text('{"data": "synthetic"}')
+    assert main(["report", str(trt), "--comparison", str(bogus), "--out", str(tmp_path / "r")]) == 2
+    assert "is not a comparison.json from `python -m model compare`" in capsys.readouterr().err

@@ -49,6 +49,10 @@ def test_markdown_table_lists_every_backend(run):
     (["compare", "--profile", "1,32"], "a batch profile is MIN,OPT,MAX"),
     (["compare", "--profile", "64,32,4096"], "needs 1 <= min <= each distinct opt <= max"),
     (["compare", "--profile", "1,32/x,4096"], "OPT one batch or several joined by '/'"),
+    (["compare", "--runs", "0"], "expected a positive integer, received 0"),
+    (["compare", "--epochs", "0"], "expected a positive integer, received 0"),
+    (["compare", "--workspace-mb", "-1"], "expected a positive integer, received -1"),
+    (["compare", "--runs", "many"], "expected a positive integer, received 'many'"),
 ])
 def test_bad_arguments_exit_with_a_message(capsys, argv, message):
     with pytest.raises(SystemExit) as info:
@@ -78,3 +82,21 @@ def test_profile_reaches_every_runner(trained, dataset, tmp_path):
         with BACKENDS[name].make(arts) as runner:
             meta = runner.input_metadata()["input"]
             assert (meta.min_batch, meta.max_batch) == (2, 16)
+
+
+def test_evaluation_chunks_stay_inside_the_profile(trained, dataset, tmp_path):
+    """The accuracy pass feeds chunks the runner accepts: at least the profile's min (a short last
+    chunk is topped up and the extra predictions dropped), at most its max."""
+    from model.backends import BACKENDS, ModelArtifacts
+    from model.data import Split
+    from model.evaluate import predict
+    from model.profile import BatchProfile
+
+    split = Split(dataset.holdout.x[:20], dataset.holdout.y[:20])  # chunks of 16, then 4 < min 7
+    narrow = ModelArtifacts(trained, tmp_path, profile=BatchProfile(7, (8,), 16), calib_images=dataset.calib.x)
+    wide = ModelArtifacts(trained, tmp_path, calib_images=dataset.calib.x)
+    with BACKENDS["onnxruntime-cpu"].make(narrow) as runner:
+        got = predict(runner, split, 500)
+    with BACKENDS["onnxruntime-cpu"].make(wide) as runner:
+        expected = predict(runner, split, 500)
+    assert got.shape == (20,) and (got == expected).all()

@@ -22,6 +22,8 @@ def _images(n: int, dtype=np.float32) -> np.ndarray:
 BAD_FEEDS = {
     "float64": (lambda p: _images(4, np.float64), lambda p: r"Received dtype float64 \| Expected float32"),
     "int32": (lambda p: _images(4).astype(np.int32), lambda p: r"Received dtype int32"),
+    "byteswapped": (lambda p: _images(4).astype(">f4" if np.little_endian else "<f4"),
+                    lambda p: r"Received dtype float32 \((big|little)-endian, '[<>]f4'\) \| Expected float32"),
     "rank3": (lambda p: _images(1)[0], lambda p: r"Received incompatible shape \(3, 32, 32\)"),
     "rank5": (lambda p: _images(4)[None], lambda p: r"Received incompatible shape \(1, 4, 3, 32, 32\)"),
     "channels": (lambda p: np.zeros((4, 1, 32, 32), np.float32), lambda p: r"incompatible shape \(4, 1, 32, 32\)"),

@@ -31,6 +31,11 @@ def _describe(shape: tuple) -> str:
     return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
 
 
+def _dtype_text(dtype: np.dtype) -> str:
+    # A byte-swapped float32 is still named "float32": say what differs, or the message contradicts itself.
+    return dtype.name if dtype.isnative else f"{dtype.name} ({'big' if dtype.byteorder == '>' else 'little'}-endian, {dtype.str!r})"
+
+
 def _expected(meta: TensorMeta) -> str:
     # Only built for an error: formatting it on every call cost more than the rest of the checks.
     return f"Expected {np.dtype(meta.dtype).name} {_describe(meta.shape)} with N in [{meta.min_batch}, {meta.max_batch}]"
@@ -54,7 +59,7 @@ def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: boo
         if not isinstance(value, np.ndarray):
             raise InputError(f"Input tensor: {name} | Received a {type(value).__name__}, not a numpy array | {_expected(meta)}")
         if value.dtype != meta.dtype:
-            raise InputError(f"Input tensor: {name} | Received dtype {value.dtype.name} | {_expected(meta)}"
+            raise InputError(f"Input tensor: {name} | Received dtype {_dtype_text(value.dtype)} | {_expected(meta)}"
                              f" (convert with .astype(np.{np.dtype(meta.dtype).name}))")
         if value.ndim != len(meta.shape) or any(d is not None and d != v for d, v in zip(meta.shape, value.shape)):
             raise InputError(f"Input tensor: {name} | Received incompatible shape {value.shape} | {_expected(meta)}")
