@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: compare test bench bench-save bench-compare gpu-gate clean
+.PHONY: compare test bench bench-gate gpu-gate clean
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
@@ -18,6 +18,12 @@ test: $(VENV)/.installed      ## the correctness suite
 
 bench: $(VENV)/.installed     ## latency benchmarks (pytest-benchmark)
 	$(PY) -m pytest benchmarks $(ARGS)
+
+bench-gate: $(VENV)/.installed  ## benchmarks vs the stored baseline (.ci/bench-gate)
+	bash .ci/bench-gate $(ARGS)
+
+gpu-gate:                      ## GPU CI: tests with --require-gpu, then the bench gate (builds its own venv)
+	bash .ci/gpu-gate
 
 clean:
 	rm -rf out .pytest_cache

@@ -19,10 +19,10 @@ class Tolerance:
 
 
 # INT8 logits drift by whole units (3.6 at most over 4,096 held-out images on ONNX Runtime CPU),
-# so INT8 is judged on decisions, not values: top-1 agreement, clear decisions never flipped, and
-# the accuracy gate below.
+# so INT8 is judged on decisions, not values: top-1 agreement (in batches under 100 rows, no flip
+# of a clear decision), and the accuracy gate below. FP32 allows no flip at all, near-tie or not.
 TOLERANCES = {
-    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_top1_agreement=1.0, tie_margin=2e-4),
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_top1_agreement=1.0, tie_margin=0.0),
     "fp16": Tolerance(atol=5e-2, rtol=5e-2, min_top1_agreement=0.99, tie_margin=0.1),
     "int8": Tolerance(atol=float("inf"), rtol=0.0, min_top1_agreement=0.90, tie_margin=1.5),
 }

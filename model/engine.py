@@ -114,7 +114,7 @@ def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache_path: Path | None
 
 
 def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec = EngineSpec(),
-                    cache_dir: str | Path = artifacts.DEFAULT_CACHE, rebuild: bool = False) -> Engine:
+                    cache_dir: str | Path = artifacts.DEFAULT_CACHE) -> Engine:
     trt = trt_compat.import_tensorrt()
     reason = cuda_rt.gpu_unavailable_reason()
     if reason:
@@ -125,7 +125,7 @@ def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec = EngineSpec(),
     folder = Path(cache_dir) / "engines"
     plan_path = folder / f"simplecnn-{spec.precision}-{key}.plan"
     sidecar_path = plan_path.with_suffix(".json")
-    problem = "rebuild requested" if rebuild else cached_plan_problem(plan_path, artifacts.read_json(sidecar_path), identity)
+    problem = cached_plan_problem(plan_path, artifacts.read_json(sidecar_path), identity)
     if problem is None:
         return Engine(plan_path, artifacts.read_json(sidecar_path), rebuilt=False)
     if plan_path.exists():

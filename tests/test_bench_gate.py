@@ -58,3 +58,12 @@ def test_gate_records_a_baseline_then_fails_a_regression_and_passes_otherwise(tr
     assert "Comparing against benchmarks from" in out and "Performance has regressed" not in out
     assert list(storage.glob("*/*.json")) == saved  # comparing never adds a baseline
     assert (tmp_path / "benchmarks.json").is_file()
+
+
+def test_gate_that_must_compare_fails_without_a_baseline(tmp_path):
+    env = {**os.environ, "PY": sys.executable, "BENCH_STORAGE": str(tmp_path / "empty"),
+           "BENCH_REQUIRE_BASELINE": "1", "BENCH_JSON": str(tmp_path / "benchmarks.json")}
+    done = subprocess.run(["bash", str(GATE), *ONE_BENCHMARK], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no baseline stored for machine id" in done.stderr and "BENCH_REQUIRE_BASELINE=1" in done.stderr
+    assert not (tmp_path / "empty").exists() and not (tmp_path / "benchmarks.json").exists()  # nothing ran
