@@ -18,6 +18,11 @@ ONE_BENCHMARK = ["-k", "test_end_to_end and onnxruntime-cpu-bs1", "--bench-batch
 TIMINGS = ("min", "max", "mean", "median", "q1", "q3", "stddev", "iqr", "ld15iqr", "hd15iqr", "total")
 
 
+def gate_env(tmp_path: Path, storage: Path, **extra: str) -> dict:
+    return {**os.environ, "PY": sys.executable, "BENCH_STORAGE": str(storage),
+            "BENCH_JSON": str(tmp_path / "benchmarks.json"), **extra}
+
+
 def scale_baseline(path: Path, factor: float) -> None:
     data = json.loads(path.read_text())
     for bench in data["benchmarks"]:
@@ -30,8 +35,7 @@ def scale_baseline(path: Path, factor: float) -> None:
 def test_gate_records_a_baseline_then_fails_a_regression_and_passes_otherwise(trained, cache_dir, tmp_path):
     # `trained` first: the gate's pytest must find the weights cached, not train them again.
     storage = tmp_path / "baselines"
-    env = {**os.environ, "PY": sys.executable, "BENCH_STORAGE": str(storage),
-           "BENCH_JSON": str(tmp_path / "benchmarks.json")}
+    env = gate_env(tmp_path, storage)
 
     def gate() -> subprocess.CompletedProcess:
         return subprocess.run(["bash", str(GATE), *ONE_BENCHMARK, "--cache-dir", str(cache_dir),
@@ -61,8 +65,7 @@ def test_gate_records_a_baseline_then_fails_a_regression_and_passes_otherwise(tr
 
 
 def test_gate_that_must_compare_fails_without_a_baseline(tmp_path):
-    env = {**os.environ, "PY": sys.executable, "BENCH_STORAGE": str(tmp_path / "empty"),
-           "BENCH_REQUIRE_BASELINE": "1", "BENCH_JSON": str(tmp_path / "benchmarks.json")}
+    env = gate_env(tmp_path, tmp_path / "empty", BENCH_REQUIRE_BASELINE="1")
     done = subprocess.run(["bash", str(GATE), *ONE_BENCHMARK], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "no baseline stored for machine id" in done.stderr and "BENCH_REQUIRE_BASELINE=1" in done.stderr

@@ -15,6 +15,14 @@ def tiny():
     return data.synthetic(TINY_DATA)
 
 
+@pytest.fixture
+def training_runs(monkeypatch) -> list:
+    """One entry per real training run load_or_train starts from here on."""
+    calls, real = [], training.train
+    monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
 def test_sidecar_records_the_run(trained):
     meta = trained.sidecar
     assert {"data", "epochs", "seed", "holdout_accuracy", "sha256", "config"} <= set(meta)
@@ -44,7 +52,7 @@ def test_cache_key_follows_the_configuration(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "no_sidecar"])
-def test_damaged_checkpoint_is_retrained_not_loaded(tiny, tmp_path, damage, caplog, monkeypatch):
+def test_damaged_checkpoint_is_retrained_not_loaded(tiny, tmp_path, damage, caplog, training_runs):
     first = training.load_or_train(tiny, TINY_TRAIN, tmp_path, progress=False)
     blob = first.checkpoint.read_bytes()
     if damage == "truncate":
@@ -53,11 +61,9 @@ def test_damaged_checkpoint_is_retrained_not_loaded(tiny, tmp_path, damage, capl
         first.checkpoint.write_bytes(blob[:-100] + bytes(b ^ 0xFF for b in blob[-100:]))
     else:
         first.checkpoint.with_suffix(".json").unlink()
-    calls = []
-    real = training.train
-    monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    runs_before = len(training_runs)
     again = training.load_or_train(tiny, TINY_TRAIN, tmp_path, progress=False)
-    assert calls == [1]  # retrained: a damaged or orphaned checkpoint is never loaded
+    assert len(training_runs) == runs_before + 1  # retrained: a damaged or orphaned checkpoint is never loaded
     reloaded = torch.load(again.checkpoint, weights_only=True)  # loads: the file is whole again
     for (name, x), y in zip(first.model.state_dict().items(), reloaded.values()):
         assert torch.equal(x, y), name  # and deterministic retraining gave the same weights
@@ -65,13 +71,10 @@ def test_damaged_checkpoint_is_retrained_not_loaded(tiny, tmp_path, damage, capl
         assert "does not match its sidecar" in caplog.text
 
 
-def test_retrain_flag_forces_training(tiny, tmp_path, monkeypatch):
+def test_retrain_flag_forces_training(tiny, tmp_path, training_runs):
     training.load_or_train(tiny, TINY_TRAIN, tmp_path, progress=False)
-    calls = []
-    real = training.train
-    monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
     training.load_or_train(tiny, TINY_TRAIN, tmp_path, retrain=True, progress=False)
-    assert calls == [1]
+    assert len(training_runs) == 2  # the first fills the cache, --retrain trains despite it
 
 
 @pytest.mark.parametrize("before", [False, True])
