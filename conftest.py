@@ -1,4 +1,11 @@
-"""Suite-wide options, GPU markers and the costly session fixtures (trained model, ONNX, engines)."""
+"""Suite-wide options, GPU markers and the costly session fixtures, per model.
+
+Tests that take `model_name` (directly or through `model_artifacts`, `golden`, `runner_pool`,
+`backend`) run once per model of the run (`--model`, `--onnx`; default every shipped model).
+Tests that take `backend` run once per backend that applies to the model, each carrying the
+markers that say what it needs; tests that take `batch_size` once per batch of the model's
+profile. SimpleCNN's own fixtures (`dataset`, `trained`) serve its training and data tests.
+"""
 from __future__ import annotations
 
 import os
@@ -8,8 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from model import artifacts, capabilities, data
-from model.profile import DEFAULT_PROFILE, INPUT_NAME, OUTPUT_NAME, BatchProfile
+from model import capabilities, data, options
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -17,51 +23,48 @@ settings.register_profile("dev", max_examples=10, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+PROBE_BATCHES = (7, 32)  # an odd batch and a common one, where the profile holds them
 
 
 def pytest_addoption(parser):
-    group = parser.getgroup("simplecnn")
-    group.addoption("--batch-sizes", default=None,
-                    help="comma-separated batch sizes for parity tests (default: the profile's min, 7, 32 "
-                         "and the profile's max; each must lie in the profile)")
-    group.addoption("--profile", default=DEFAULT_PROFILE.spec(),
-                    help="batch range the runners declare and TensorRT engines are built for, MIN,OPT,MAX[,STATIC]: "
-                         "one TensorRT engine per opt batch ('/' between several) and one fixed-shape engine per "
-                         "static batch (default %(default)s)")
-    group.addoption("--data", default=data.SYNTHETIC,
-                    help="'synthetic' (embedded, default) or a folder holding CIFAR-100's cifar-100-python/")
-    group.addoption("--require-gpu", action="store_true",
-                    help="GPU-marked tests fail instead of skipping when there is no GPU or TensorRT")
-    group.addoption("--cache-dir", default=str(artifacts.DEFAULT_CACHE),
-                    help="where trained weights, ONNX files and engines are cached (default %(default)s)")
+    options.add_to_pytest(parser.getgroup("models"))
 
 
 def pytest_configure(config):
+    from model import zoo
+    from model.spec import SpecError
+
     try:
-        config.profile = profile = BatchProfile.parse(config.getoption("--profile"))
-        text = config.getoption("--batch-sizes")
-        sizes = ([int(s) for s in text.split(",") if s.strip()] if text else
-                 sorted({n for n in (profile.min, 7, 32, profile.max) if n in profile}))
-    except ValueError as exc:
+        specs = options.model_specs(config.getoption("--model"), config.getoption("--onnx"),
+                                    config.getoption("--axis"), default=list(zoo.shipped()))
+    except (SpecError, ValueError) as exc:
         raise pytest.UsageError(str(exc))
-    if not (7 in profile and 32 in profile):
-        raise pytest.UsageError(f"--profile {profile} must include batches 7 and 32 (the suite's fixed probe sizes)")
-    bad = [s for s in sizes if s not in profile]
-    if bad:
-        raise pytest.UsageError(f"--batch-sizes {bad} lie outside the profile ({profile}); widen --profile")
-    config.batch_sizes = sizes
+    override = config.getoption("--profile")
+    config.model_specs = {s.name: s.with_profile(override) for s in specs}
+    sizes = config.getoption("--batch-sizes")
+    config.batch_sizes = {}
+    for name, spec in config.model_specs.items():
+        chosen = sizes or sorted({n for n in (spec.profile.min, *PROBE_BATCHES, spec.profile.max) if n in spec.profile})
+        bad = [s for s in chosen if s not in spec.profile]
+        if bad:
+            raise pytest.UsageError(f"--batch-sizes {bad} lie outside {name}'s profile ({spec.profile}); widen --profile")
+        config.batch_sizes[name] = chosen
 
 
 def _missing_for(item) -> capabilities.Missing | None:
     for marker in item.iter_markers():
         if marker.name == "needs_trt":
-            missing = capabilities.tensorrt()
+            checks = ["tensorrt"]
         elif marker.name == "needs_cuda":
-            missing = capabilities.CHECKS[marker.args[0] if marker.args else "gpu"]()
+            checks = [marker.args[0] if marker.args else "gpu"]
+        elif marker.name == "needs":
+            checks = list(marker.args)
         else:
             continue
-        if missing:
-            return missing
+        for check in checks:
+            missing = capabilities.CHECKS[check]()
+            if missing:
+                return missing
     return None
 
 
@@ -86,23 +89,167 @@ def pytest_runtest_setup(item):
         pytest.fail(f"--require-gpu: {reason}", pytrace=False)
 
 
+def backend_marks(backend) -> list:
+    return [pytest.mark.needs(*backend.needs)] if backend.needs else []
+
+
+def applicable_backends(spec, precisions=("fp32", "fp16", "int8"), include_reference=False):
+    """The backends a test covers for one model: its precisions, PyTorch only with a module."""
+    from model.backends import BACKENDS
+
+    return [b for b in BACKENDS.values()
+            if b.precision in precisions and b.precision in spec.precisions
+            and not (b.module_only and spec.module is None)
+            and (include_reference or b.name != spec.reference)]
+
+
 def pytest_generate_tests(metafunc):
-    if "batch_size" in metafunc.fixturenames:
-        sizes = metafunc.config.batch_sizes
-        metafunc.parametrize("batch_size", sizes, ids=[f"bs{s}" for s in sizes])
+    names = metafunc.fixturenames
+    if "model_name" not in names:
+        return
+    config = metafunc.config
+    marker = metafunc.definition.get_closest_marker("backends")
+    filters = marker.kwargs if marker else {}
+    params = []
+    for model, spec in config.model_specs.items():
+        backends = applicable_backends(spec, **filters) if "backend_name" in names else [None]
+        batches = config.batch_sizes[model] if "batch_size" in names else [None]
+        if "bench_batch" in names:
+            from benchmarks.conftest import bench_batches
+
+            batches = [n for n in bench_batches(config) if n in spec.profile]
+        for b in backends:
+            for n in batches:
+                values, ids = [model], [model]
+                if b is not None:
+                    values.append(b.name)
+                    ids.append(b.name)
+                if n is not None:
+                    values.append(n)
+                    ids.append(f"bs{n}")
+                params.append(pytest.param(*values, marks=backend_marks(b) if b else [], id="-".join(ids)))
+    argnames = ["model_name"] + (["backend_name"] if "backend_name" in names else []) \
+        + (["batch_size"] if "batch_size" in names else []) + (["bench_batch"] if "bench_batch" in names else [])
+    metafunc.parametrize(argnames, params, scope="session")
 
 
-# -- session fixtures: built once, cached on disk across sessions -----------------------------------
+# -- session fixtures: built once per model, cached on disk across sessions -------------------------
 
 @pytest.fixture(scope="session")
 def cache_dir(pytestconfig) -> Path:
     return Path(pytestconfig.getoption("--cache-dir"))
 
 
-@pytest.fixture(scope="session")
-def profile(pytestconfig) -> BatchProfile:
-    return pytestconfig.profile
+class ModelStore:
+    """Per model, everything costly, kept for the whole session: its artifacts, its activated
+    runners, its golden outputs and any other value a test asks to keep (`memo`). A session
+    fixture parametrized by model keeps one value at a time and rebuilds it whenever the model
+    changes between test modules; this keeps all of them."""
 
+    def __init__(self, config, cache_dir: Path) -> None:
+        self.config, self.cache_dir = config, cache_dir
+        self._memo: dict[tuple, object] = {}
+        self._runners: dict[tuple, object] = {}
+
+    def memo(self, model: str, key: str, make):
+        if (model, key) not in self._memo:
+            self._memo[model, key] = make()
+        return self._memo[model, key]
+
+    def artifacts(self, model: str):
+        from model.backends import ModelArtifacts
+
+        return self.memo(model, "artifacts", lambda: ModelArtifacts(
+            self.config.model_specs[model], self.cache_dir, data=self.config.getoption("--data"), progress=False))
+
+    def runner(self, model: str, backend: str):
+        from model.backends import BACKENDS
+
+        if (model, backend) not in self._runners:
+            self._runners[model, backend] = BACKENDS[backend].runner(self.artifacts(model)).activate()
+        return self._runners[model, backend]
+
+    def close(self) -> None:
+        for runner in self._runners.values():
+            runner.deactivate()
+
+
+@pytest.fixture(scope="session")
+def model_store(pytestconfig, cache_dir):
+    store = ModelStore(pytestconfig, cache_dir)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def model_spec(pytestconfig, model_name):
+    return pytestconfig.model_specs[model_name]
+
+
+@pytest.fixture(scope="session")
+def model_artifacts(model_store, model_name):
+    return model_store.artifacts(model_name)
+
+
+@pytest.fixture(scope="session")
+def profile(model_artifacts):
+    return model_artifacts.profile
+
+
+@pytest.fixture(scope="session")
+def onnx_path(model_artifacts) -> Path:
+    return model_artifacts.onnx
+
+
+@pytest.fixture(scope="session")
+def runner_pool(model_store, model_name):
+    """Activated runners of this model by backend name, made on first request, released at session end."""
+    return lambda backend: model_store.runner(model_name, backend)
+
+
+@pytest.fixture(scope="session")
+def reference_runner(runner_pool, model_artifacts):
+    return runner_pool(model_artifacts.reference)
+
+
+@pytest.fixture(scope="session")
+def golden(model_store, model_artifacts, pytestconfig, model_name, reference_runner):
+    """Per batch size: a feed (held-out rows cycled to fill the batch, else seeded sample inputs)
+    and the reference's outputs for it."""
+    from model.evaluate import evaluation_feed
+
+    def make():
+        profile = model_artifacts.profile
+        source, _ = evaluation_feed(model_artifacts)
+        total = len(next(iter(source.values())))
+        sizes = sorted(set(pytestconfig.batch_sizes[model_name]) | {profile.min, profile.max, *profile.static}
+                       | {n for n in PROBE_BATCHES if n in profile})
+        out = {}
+        for n in sizes:
+            feed = {k: np.ascontiguousarray(v[np.arange(n) % total]) for k, v in source.items()}
+            out[n] = (feed, reference_runner.infer(feed))
+        return out
+    return model_store.memo(model_name, "golden", make)
+
+
+@pytest.fixture
+def backend(request, backend_name, runner_pool, model_artifacts):
+    """(activated runner, precision its outputs are judged at). Where this Python cannot build the
+    model's PyTorch module (the GPU kit has no torchvision), ONNX Runtime CPU is the reference and
+    the PyTorch backends skip, saying why."""
+    from model.backends import BACKENDS
+    from model.runners.base import BackendUnavailable
+
+    marker = request.node.get_closest_marker("backends")
+    if backend_name == model_artifacts.reference and not (marker and marker.kwargs.get("include_reference")):
+        pytest.skip(f"{backend_name} is the reference for {model_artifacts.spec.name} here: {model_artifacts._built}")
+    try:
+        return runner_pool(backend_name), BACKENDS[backend_name].precision
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+# -- SimpleCNN's own: its training and data ------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def dataset(pytestconfig):
@@ -113,48 +260,4 @@ def dataset(pytestconfig):
 def trained(dataset, cache_dir):
     from model.training import load_or_train
 
-    return load_or_train(dataset, cache_dir=cache_dir)
-
-
-@pytest.fixture(scope="session")
-def model_artifacts(trained, dataset, cache_dir, profile):
-    from model.backends import ModelArtifacts
-
-    return ModelArtifacts(trained, cache_dir, profile=profile, calib_images=dataset.calib.x)
-
-
-@pytest.fixture(scope="session")
-def onnx_path(model_artifacts) -> Path:
-    return model_artifacts.onnx
-
-
-@pytest.fixture(scope="session")
-def golden(dataset, trained, pytestconfig, profile):
-    """Per batch size: held-out images (cycled to fill the batch) and PyTorch FP32 CPU logits."""
-    from model.runners.torch_runner import TorchRunner
-
-    holdout = dataset.holdout
-    sizes = sorted(set(pytestconfig.batch_sizes) | {profile.min, 7, 32, profile.max, *profile.static})
-    out = {}
-    with TorchRunner(trained.model, profile=profile) as ref:
-        for n in sizes:
-            x = np.ascontiguousarray(holdout.x[np.arange(n) % len(holdout)])
-            out[n] = (x, ref.infer({INPUT_NAME: x})[OUTPUT_NAME])
-    return out
-
-
-@pytest.fixture(scope="session")
-def runner_pool(model_artifacts):
-    """Activated runners by backend name, made on first request and released at session end."""
-    from model.backends import BACKENDS
-
-    pool = {}
-
-    def get(name: str):
-        if name not in pool:
-            pool[name] = BACKENDS[name].make(model_artifacts).activate()
-        return pool[name]
-
-    yield get
-    for runner in pool.values():
-        runner.deactivate()
+    return load_or_train(dataset, cache_dir=cache_dir, progress=False)

@@ -23,7 +23,8 @@ def bench_batches(config) -> list[int]:
 
 
 def pytest_generate_tests(metafunc):
-    if "bench_batch" in metafunc.fixturenames:
+    """Per model, the benchmark batches its profile holds (the root conftest parametrizes the model)."""
+    if "bench_batch" in metafunc.fixturenames and "model_name" not in metafunc.fixturenames:
         sizes = bench_batches(metafunc.config)
         metafunc.parametrize("bench_batch", sizes, ids=[f"bs{n}" for n in sizes])
 
@@ -36,8 +37,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 @pytest.fixture
 def record(benchmark):
     """Fill extra_info after a pedantic run: what ran, and images/s from the median."""
-    def _record(backend: str, precision: str, mode: str, batch: int) -> None:
+    def _record(model: str, backend: str, precision: str, mode: str, batch: int) -> None:
         median = benchmark.stats.stats.median if benchmark.stats else None  # None: --benchmark-disable
-        benchmark.extra_info.update(backend=backend, precision=precision, mode=mode, batch=batch,
+        benchmark.extra_info.update(model=model, backend=backend, precision=precision, mode=mode, batch=batch,
                                     images_per_s=batch / median if median else None)
     return _record

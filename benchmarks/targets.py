@@ -1,7 +1,7 @@
 """Device-resident timing targets: inputs already on the GPU, one synchronized call per run.
 
 Each factory returns (target, check, gpu_time) where `target()` runs the model once and waits for
-the device, `check()` returns the host logits of the last run (to verify what was timed), and
+the device, `check()` returns the host outputs of the last run by name (to verify what was timed), and
 `gpu_time()` is the median GPU-side time of one run between CUDA events on the runner's own
 stream, trtexec's "GPU compute time": the part of the latency the host cannot shave. Only the
 TensorRT target has it (None elsewhere): the report shows "-" for the others.
@@ -13,13 +13,11 @@ import warnings
 
 import numpy as np
 
-from model.profile import INPUT_NAME, OUTPUT_NAME
-
 GPU_TIME_RUNS = 50
 
 
-def tensorrt_graph(runner, x: np.ndarray):
-    runner.upload({INPUT_NAME: x})
+def tensorrt_graph(runner, feed: dict):
+    runner.upload(feed)
     graph = runner.capture_graph()
 
     launch, sync = graph.launch, runner.stream.synchronize
@@ -44,20 +42,20 @@ def tensorrt_graph(runner, x: np.ndarray):
             end.free()
         return float(np.median(times))
 
-    return target, lambda: runner.download()[OUTPUT_NAME], gpu_time
+    return target, runner.download, gpu_time
 
 
-def pytorch(model, x: np.ndarray, precision: str, mode: str):
+def pytorch(model, feed: dict, spec, precision: str, mode: str):
     """mode: eager | graph (torch.cuda.CUDAGraph) | compile (torch.compile, reduce-overhead)."""
     import torch
 
-    from model.runners.torch_runner import disable_tf32
+    from model.runners.torch_runner import as_outputs, disable_tf32
 
     dtype = torch.float16 if precision == "fp16" else torch.float32
     torch.backends.cudnn.benchmark = True
     disable_tf32()  # FP32 is IEEE FP32 on every backend
     net = copy.deepcopy(model).to("cuda", dtype).eval()
-    static_x = torch.from_numpy(x).to("cuda", dtype)
+    static = [torch.from_numpy(feed[n]).to("cuda", dtype if feed[n].dtype.kind == "f" else None) for n in spec.input_names]
     if mode == "compile":
         # reduce-overhead records CUDA graphs itself; its warm-up captures can be empty, which
         # torch reports as a UserWarning (seen on the H200 with torch 2.11). Not an error here:
@@ -68,7 +66,7 @@ def pytorch(model, x: np.ndarray, precision: str, mode: str):
 
     def forward():
         with torch.inference_mode():
-            holder["out"] = net(static_x)
+            holder["out"] = as_outputs(net(*static), spec.output_names)
 
     if mode == "graph":
         stream = torch.cuda.Stream()
@@ -79,7 +77,7 @@ def pytorch(model, x: np.ndarray, precision: str, mode: str):
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), torch.cuda.graph(graph):
-            holder["out"] = net(static_x)
+            holder["out"] = as_outputs(net(*static), spec.output_names)
 
         def target():
             graph.replay()
@@ -93,10 +91,10 @@ def pytorch(model, x: np.ndarray, precision: str, mode: str):
             torch.cuda.synchronize()
 
     target()
-    return target, lambda: holder["out"].float().cpu().numpy(), None
+    return target, lambda: {n: t.float().cpu().numpy() for n, t in holder["out"].items()}, None
 
 
-def onnxruntime_cuda_graph(onnx_path, x: np.ndarray):
+def onnxruntime_cuda_graph(onnx_path, feed: dict, spec):
     """ONNX Runtime CUDA provider with IO binding on device buffers and CUDA graph replay."""
     import onnxruntime as ort
 
@@ -106,15 +104,19 @@ def onnxruntime_cuda_graph(onnx_path, x: np.ndarray):
     session = ort.InferenceSession(str(onnx_path), providers=providers)
     if session.get_providers()[0] != "CUDAExecutionProvider":
         raise RuntimeError(f"ONNX Runtime fell back to {session.get_providers()}")
-    x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
-    y_dev = ort.OrtValue.ortvalue_from_shape_and_type((x.shape[0], 100), np.float32, "cuda", 0)
+    sizes = {d: feed[t.name].shape[i] for t in spec.inputs for i, d in t.dynamic_axes.items()}
     binding = session.io_binding()
-    binding.bind_ortvalue_input(INPUT_NAME, x_dev)
-    binding.bind_ortvalue_output(OUTPUT_NAME, y_dev)
+    inputs = {n: ort.OrtValue.ortvalue_from_numpy(feed[n], "cuda", 0) for n in spec.input_names}
+    outputs = {t.name: ort.OrtValue.ortvalue_from_shape_and_type(
+        tuple(sizes[d] if isinstance(d, str) else d for d in t.shape), np.dtype(t.dtype), "cuda", 0) for t in spec.outputs}
+    for n, value in inputs.items():
+        binding.bind_ortvalue_input(n, value)
+    for n, value in outputs.items():
+        binding.bind_ortvalue_output(n, value)
 
     def target():
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
 
     target()  # the first run captures the graph
-    return target, lambda: y_dev.numpy(), None  # ONNX Runtime runs on its own stream
+    return target, lambda: {n: v.numpy() for n, v in outputs.items()}, None  # ONNX Runtime runs on its own stream

@@ -1,73 +1,177 @@
-"""Every backend the suite knows, how to make its runner, and which file it deploys.
+"""Every backend, declared once, and the artifacts of one model that backends are made from.
 
-Shared by the CLI, the tests and the benchmarks, so they all mean the same thing by a name.
+A backend says what it needs (a capability from model/capabilities.py: a GPU, a library's CUDA
+build, TensorRT, TensorRT's FP16/INT8 builder flags) and which model it applies to (a precision the
+model is offered in; PyTorch needs a PyTorch source). The CLI, the tests, the benchmarks, the skip
+markers and the GPU scripts all take their lists from `BACKENDS`.
 """
 from __future__ import annotations
 
+import io
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from model import artifacts as art
-from model import quantize
+from model import capabilities, quantize
 from model.engine import DEFAULT_WORKSPACE, Engine, EngineSpec, engine_for_onnx
-from model.export import onnx_for_checkpoint
-from model.profile import DEFAULT_PROFILE, BatchProfile
-from model.runners.base import Runner
-from model.training import Trained
+from model.export import cached_onnx, check_onnx, onnx_for_module, onnx_path_for
+from model.profile import BatchProfile
+from model.runners.base import BackendUnavailable, Runner
+from model.spec import BuildContext, Built, Dataset, ModelSpec, SpecError
+
+log = logging.getLogger(__name__)
 
 
 class ModelArtifacts:
-    """The trained model and what is derived from it, each built on first use and cached on disk."""
+    """One model and what is derived from it (weights, ONNX, reduced-precision ONNX, engines),
+    each built on first use and cached on disk."""
 
-    def __init__(self, trained: Trained, cache_dir: str | Path = art.DEFAULT_CACHE,
-                 profile: BatchProfile = DEFAULT_PROFILE, calib_images: np.ndarray | None = None,
-                 workspace: int = DEFAULT_WORKSPACE) -> None:
-        self.trained = trained
+    def __init__(self, spec: ModelSpec, cache_dir: str | Path = art.DEFAULT_CACHE, profile: BatchProfile | None = None,
+                 data: str | None = None, workspace: int = DEFAULT_WORKSPACE, epochs: int | None = None,
+                 retrain: bool = False, progress: bool = True) -> None:
+        self.spec = spec.with_profile(profile)
         self.cache_dir = Path(cache_dir)
-        self.profile = profile
         self.workspace = workspace
-        self.calib_images = calib_images  # for INT8 calibration: never the evaluation split
+        self.context = BuildContext(self.cache_dir, data or "synthetic", epochs, retrain, progress)
         self._engines: dict[tuple, Engine] = {}
         self._variants: dict[str, Path] = {}
 
     @property
+    def profile(self) -> BatchProfile:
+        return self.spec.profile
+
+    @cached_property
+    def dataset(self) -> Dataset | None:
+        return self.spec.dataset(self.context.data) if self.spec.dataset else None
+
+    @cached_property
+    def _built(self) -> Built | BackendUnavailable:
+        """The module (or why this Python cannot build it: the library it needs does not import)."""
+        if self.spec.module is None:
+            return BackendUnavailable(f"{self.spec.name} has no PyTorch source (an ONNX model)")
+        try:
+            built = self.spec.module(self.context)
+        except ImportError as exc:
+            return BackendUnavailable(f"{self.spec.name}'s PyTorch module needs a library this Python lacks: {exc}")
+        built = built if isinstance(built, Built) else Built(built)
+        check_module_outputs(self.spec, built.module)
+        return built
+
+    @property
+    def has_module(self) -> bool:
+        return not isinstance(self._built, BackendUnavailable)
+
+    def built(self) -> Built:
+        if isinstance(self._built, BackendUnavailable):
+            raise self._built
+        return self._built
+
+    @property
+    def module(self):
+        return self.built().module
+
+    @property
+    def reference(self) -> str:
+        """PyTorch FP32 on the CPU where this Python can build the module, else ONNX Runtime CPU FP32."""
+        return "pytorch-cpu" if self.has_module else "onnxruntime-cpu"
+
+    @cached_property
     def checkpoint(self) -> Path:
-        return self.trained.checkpoint
+        """The weights file: the factory's own (a trained checkpoint), else the module's state dict."""
+        built = self.built()
+        if built.checkpoint is not None:
+            return Path(built.checkpoint)
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(built.module.state_dict(), buf)
+        data = buf.getvalue()
+        path = self.cache_dir / "weights" / f"{self.spec.name}-{art.sha256_bytes(data)[:16]}.pt"
+        if not path.exists() or art.sha256_file(path) != art.sha256_bytes(data):
+            art.atomic_write_bytes(path, data)
+        return path
+
+    def _onnx_key(self) -> dict:
+        # Seeded zoo models are keyed by what fixes their weights, so a Python that cannot build the
+        # module (the GPU kit's has no torchvision) finds the export made by one that can.
+        if self.spec.identity and (not self.has_module or self.built().checkpoint is None):
+            return {"model": self.spec.name, "identity": self.spec.identity}
+        return {"model": self.spec.name, "weights": art.sha256_file(self.checkpoint)}
 
     @cached_property
     def onnx(self) -> Path:
-        return onnx_for_checkpoint(self.trained.checkpoint, self.trained.model, self.cache_dir)
+        if self.spec.onnx is not None:
+            path = Path(self.spec.onnx)
+            check_onnx(path, self.spec)
+            return path
+        if self.has_module:
+            return onnx_for_module(self.spec, self.module, self._onnx_key(), self.cache_dir)
+        path = onnx_path_for(self.spec, self._onnx_key(), self.cache_dir)
+        if cached_onnx(path, self.spec) is None:
+            raise BackendUnavailable(f"{self._built} and no export of it is cached at {path}: run "
+                                     f"`python -m model export --model {self.spec.name} --cache-dir {self.cache_dir}` "
+                                     "with a Python that has it, then again here")
+        return path
 
     def onnx_variant(self, precision: str) -> Path:
         """The FP32 export (`fp32`), its typed FP16 graph (`fp16`) or its Q/DQ INT8 model (`int8`)."""
         if precision == "fp32":
             return self.onnx
+        if precision not in self.spec.precisions:
+            raise BackendUnavailable(f"{self.spec.name} is not offered in {precision}: {self.spec.precision_notes}")
         if precision not in self._variants:
-            self._variants[precision] = quantize.variant(self.onnx, precision, self.calib_images)
+            calib = self.spec.calibration_feeds(self.dataset) if precision == "int8" else None
+            self._variants[precision] = quantize.variant(self.onnx, precision, self.spec, calib,
+                                                         folder=self.cache_dir / "onnx")
         return self._variants[precision]
 
     def engine(self, precision: str = "fp32", typed_graph: bool = False, profile: BatchProfile | None = None) -> Engine:
         """An engine at `precision`, from the FP32 export with builder flags or, with
         `typed_graph`, from the ONNX variant that carries the precision itself. INT8 is always
         built from the Q/DQ model (explicit quantization). Built for `profile` (one TensorRT
-        optimization profile per opt batch); by default the artifacts' profile."""
+        optimization profile per opt batch, every other dynamic axis over its full range)."""
         typed_graph = typed_graph or precision == "int8"
         profile = profile or self.profile
         key = (precision, typed_graph, profile)
         if key not in self._engines:
             source = self.onnx_variant(precision) if typed_graph else self.onnx
-            spec = EngineSpec(precision=precision, profile=profile, workspace=self.workspace, typed_graph=typed_graph)
+            spec = EngineSpec(self.spec, precision=precision, profile=profile, workspace=self.workspace,
+                              typed_graph=typed_graph)
             self._engines[key] = engine_for_onnx(source, spec, self.cache_dir)
         return self._engines[key]
 
     def engine_set(self, precision: str = "fp32", typed_graph: bool = False) -> dict[BatchProfile, Engine]:
-        """The one-profile engines the TensorRT backends run: one per opt batch and per static batch
-        of the artifacts' profile."""
+        """The one-profile engines the TensorRT backends run: one per opt batch and per static batch."""
         return {p: self.engine(precision, typed_graph, p) for p in self.profile.engine_profiles()}
+
+
+def check_module_outputs(spec: ModelSpec, module) -> None:
+    """A module must return what its spec declares: the outputs, their dtypes and shapes."""
+    import numpy as np
+    import torch
+
+    from model.runners.torch_runner import as_outputs
+
+    if not isinstance(module, torch.nn.Module):
+        raise SpecError(f"{spec.source or spec.name}: the factory returned a {type(module).__name__}, not a torch.nn.Module")
+    sizes = {a.name: a.min for a in spec.axes}
+    feed = spec.sample(2, **sizes)
+    with torch.inference_mode():
+        try:
+            out = as_outputs(module.eval()(*[torch.from_numpy(feed[n]) for n in spec.input_names]), spec.output_names)
+        except ValueError as exc:
+            raise SpecError(f"{spec.source or spec.name}: {exc}") from None
+    expected = {t.name: t for t in spec.outputs}
+    want_shapes = {n: tuple(2 if d == "batch" else sizes.get(d, d) for d in t.shape) for n, t in expected.items()}
+    for name, tensor in out.items():
+        got = (str(tensor.numpy().dtype), tuple(tensor.shape))
+        want = (np.dtype(expected[name].dtype).name, want_shapes[name])
+        if got != want:
+            raise SpecError(f"{spec.source or spec.name}: output {name!r} is {got[0]} {got[1]} for a batch of 2, "
+                            f"the spec declares {want[0]} {want[1]}")
 
 
 @dataclass(frozen=True)
@@ -75,15 +179,39 @@ class Backend:
     name: str
     framework: str
     precision: str
+    needs: tuple[str, ...]  # capabilities (model/capabilities.py CHECKS) this machine must have
     make: Callable[[ModelArtifacts], Runner]
     artifact: Callable[[ModelArtifacts], list[Path]]  # what is deployed: a TensorRT set is several plans
+    module_only: bool = False  # runs the PyTorch module (a model without one has no such backend)
+
+    def missing(self) -> capabilities.Missing | None:
+        """Why this machine cannot run the backend, or None."""
+        for need in self.needs:
+            missing = capabilities.CHECKS[need]()
+            if missing:
+                return missing
+        return None
+
+    def not_for(self, arts: ModelArtifacts) -> str | None:
+        """Why the backend does not apply to this model here, or None."""
+        if self.precision not in arts.spec.precisions:
+            return f"{arts.spec.name} is not offered in {self.precision}: {arts.spec.precision_notes}"
+        if self.module_only and not arts.has_module:
+            return str(arts._built)
+        return None
+
+    def runner(self, arts: ModelArtifacts) -> Runner:
+        reason = self.not_for(arts)
+        if reason:
+            raise BackendUnavailable(reason)
+        return self.make(arts)
 
 
 def _torch(device: str, precision: str):
     def make(a: ModelArtifacts) -> Runner:
         from model.runners.torch_runner import TorchRunner
 
-        return TorchRunner(a.trained.model, device=device, precision=precision, profile=a.profile)
+        return TorchRunner(a.module, a.spec.input_metadata(), a.spec.output_names, device=device, precision=precision)
     return make
 
 
@@ -91,7 +219,7 @@ def _ort(device: str, precision: str = "fp32"):
     def make(a: ModelArtifacts) -> Runner:
         from model.runners.ort_runner import OrtRunner
 
-        return OrtRunner(a.onnx_variant(precision), device=device, profile=a.profile, label=precision)
+        return OrtRunner(a.onnx_variant(precision), a.spec.input_metadata(), device=device, label=precision)
     return make
 
 
@@ -100,7 +228,7 @@ def _trt(precision: str, typed_graph: bool = False):
         from model.runners.trt_engine_set import TrtEngineSet
 
         plans = {profile: engine.plan() for profile, engine in a.engine_set(precision, typed_graph).items()}
-        return TrtEngineSet(plans, label=precision + ("-typed" if typed_graph else ""))
+        return TrtEngineSet(plans, label=precision + ("-typed" if typed_graph else ""), declared=a.spec.input_metadata())
     return make
 
 
@@ -108,18 +236,22 @@ def _trt_files(precision: str, typed_graph: bool = False):
     return lambda a: [e.path for e in a.engine_set(precision, typed_graph).values()]
 
 
+_WEIGHTS = lambda a: [a.checkpoint]  # noqa: E731
 BACKENDS = {b.name: b for b in [
-    Backend("pytorch-cpu", "PyTorch", "fp32", _torch("cpu", "fp32"), lambda a: [a.checkpoint]),
-    Backend("pytorch-cuda", "PyTorch", "fp32", _torch("cuda", "fp32"), lambda a: [a.checkpoint]),
-    Backend("pytorch-cuda-fp16", "PyTorch", "fp16", _torch("cuda", "fp16"), lambda a: [a.checkpoint]),
-    Backend("onnxruntime-cpu", "ONNX Runtime", "fp32", _ort("cpu"), lambda a: [a.onnx]),
-    Backend("onnxruntime-cpu-fp16", "ONNX Runtime", "fp16", _ort("cpu", "fp16"), lambda a: [a.onnx_variant("fp16")]),
-    Backend("onnxruntime-cpu-int8", "ONNX Runtime", "int8", _ort("cpu", "int8"), lambda a: [a.onnx_variant("int8")]),
-    Backend("onnxruntime-cuda", "ONNX Runtime", "fp32", _ort("cuda"), lambda a: [a.onnx]),
-    Backend("onnxruntime-cuda-fp16", "ONNX Runtime", "fp16", _ort("cuda", "fp16"), lambda a: [a.onnx_variant("fp16")]),
-    Backend("tensorrt-fp32", "TensorRT", "fp32", _trt("fp32"), _trt_files("fp32")),
-    Backend("tensorrt-fp16", "TensorRT", "fp16", _trt("fp16"), _trt_files("fp16")),
-    Backend("tensorrt-fp16-typed", "TensorRT", "fp16", _trt("fp16", typed_graph=True), _trt_files("fp16", typed_graph=True)),
-    Backend("tensorrt-int8", "TensorRT", "int8", _trt("int8"), _trt_files("int8")),
+    Backend("pytorch-cpu", "PyTorch", "fp32", (), _torch("cpu", "fp32"), _WEIGHTS, module_only=True),
+    Backend("pytorch-cuda", "PyTorch", "fp32", ("torch",), _torch("cuda", "fp32"), _WEIGHTS, module_only=True),
+    Backend("pytorch-cuda-fp16", "PyTorch", "fp16", ("torch",), _torch("cuda", "fp16"), _WEIGHTS, module_only=True),
+    Backend("onnxruntime-cpu", "ONNX Runtime", "fp32", (), _ort("cpu"), lambda a: [a.onnx]),
+    Backend("onnxruntime-cpu-fp16", "ONNX Runtime", "fp16", (), _ort("cpu", "fp16"), lambda a: [a.onnx_variant("fp16")]),
+    Backend("onnxruntime-cpu-int8", "ONNX Runtime", "int8", (), _ort("cpu", "int8"), lambda a: [a.onnx_variant("int8")]),
+    Backend("onnxruntime-cuda", "ONNX Runtime", "fp32", ("onnxruntime",), _ort("cuda"), lambda a: [a.onnx]),
+    Backend("onnxruntime-cuda-fp16", "ONNX Runtime", "fp16", ("onnxruntime",), _ort("cuda", "fp16"),
+            lambda a: [a.onnx_variant("fp16")]),
+    Backend("tensorrt-fp32", "TensorRT", "fp32", ("tensorrt",), _trt("fp32"), _trt_files("fp32")),
+    # The FP16 builder flag is gone in TensorRT 11: this backend skips there, the typed one stays.
+    Backend("tensorrt-fp16", "TensorRT", "fp16", ("tensorrt", "tensorrt_builder_flags"), _trt("fp16"), _trt_files("fp16")),
+    Backend("tensorrt-fp16-typed", "TensorRT", "fp16", ("tensorrt",), _trt("fp16", typed_graph=True),
+            _trt_files("fp16", typed_graph=True)),
+    Backend("tensorrt-int8", "TensorRT", "int8", ("tensorrt",), _trt("int8"), _trt_files("int8")),
 ]}
 DEFAULT_BACKENDS = list(BACKENDS)

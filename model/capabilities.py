@@ -76,4 +76,19 @@ def ort_cuda() -> Missing | None:
     return None
 
 
-CHECKS = {"gpu": gpu, "tensorrt": tensorrt, "torch": torch_cuda, "onnxruntime": ort_cuda}
+@lru_cache(maxsize=None)
+def tensorrt_builder_flags() -> Missing | None:
+    """TensorRT's FP16/INT8 builder flags (gone in 11: reduced precision only through typed graphs)."""
+    missing = tensorrt()
+    if missing:
+        return missing
+    from model.trt_compat import import_tensorrt, major
+
+    trt = import_tensorrt()
+    if major(trt) >= 11:
+        return Missing(f"TensorRT {trt.__version__} has no FP16/INT8 builder flags (use the typed backends)", False)
+    return None
+
+
+CHECKS = {"gpu": gpu, "tensorrt": tensorrt, "torch": torch_cuda, "onnxruntime": ort_cuda,
+          "tensorrt_builder_flags": tensorrt_builder_flags}

@@ -1,4 +1,5 @@
-"""`python -m model compare`: the side-by-side comparison of every backend this machine can run."""
+"""`python -m model compare`: the side-by-side comparison of every backend this machine can run,
+for one model or several (`--model`, `--onnx`)."""
 from __future__ import annotations
 
 import argparse
@@ -6,72 +7,21 @@ import logging
 import sys
 from pathlib import Path
 
-from model import artifacts, data, machine, report
+from model import machine, options, report
 from model.backends import BACKENDS, DEFAULT_BACKENDS, ModelArtifacts
 from model.evaluate import measure
-from model.engine import DEFAULT_WORKSPACE
-from model.profile import DEFAULT_PROFILE, BatchProfile
-from model.training import TrainConfig, load_or_train
-
-REFERENCE = "pytorch-cpu"
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, received {text!r}")
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers, received {text!r}")
-    return values
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {value}")
-    return value
-
-
-def _profile(text: str) -> BatchProfile:
-    try:
-        return BatchProfile.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc))
-
-
-def _backend_list(text: str) -> list[str]:
-    names = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = [n for n in names if n not in BACKENDS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown backends {unknown}; choose from {sorted(BACKENDS)}")
-    return names
+from model.spec import ModelSpec, SpecError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("compare", help="train or load SimpleCNN, export, and compare every available backend")
-    c.add_argument("--data", default=data.SYNTHETIC,
-                   help="'synthetic' (embedded, default) or the folder holding CIFAR-100's cifar-100-python/")
-    c.add_argument("--download", action="store_true", help="download CIFAR-100 into --data if it is missing")
-    c.add_argument("--batch-sizes", type=_int_list, default=[1, 32, 256], help="latency batch sizes (default 1,32,256)")
-    c.add_argument("--profile", type=_profile, default=DEFAULT_PROFILE,
-                   help="batch range every runner declares and TensorRT builds for, MIN,OPT,MAX[,STATIC]: one "
-                        "TensorRT engine per opt batch ('/' between several) and one fixed-shape engine per "
-                        f"static batch (default {DEFAULT_PROFILE.spec()})")
-    c.add_argument("--workspace-mb", type=_positive_int, default=DEFAULT_WORKSPACE >> 20,
-                   help="TensorRT builder workspace limit in MiB (default %(default)s)")
-    c.add_argument("--backends", type=_backend_list, default=DEFAULT_BACKENDS,
-                   help=f"comma-separated, from {','.join(BACKENDS)} (default: {','.join(DEFAULT_BACKENDS)})")
-    c.add_argument("--out", type=Path, default=Path("out"), help="folder for comparison.json/.md (default out/)")
-    c.add_argument("--cache-dir", type=Path, default=artifacts.DEFAULT_CACHE, help="weights/ONNX/engine cache")
-    c.add_argument("--epochs", type=_positive_int, default=TrainConfig().epochs, help="training epochs when not cached")
-    c.add_argument("--retrain", action="store_true", help="train again even if a cached checkpoint matches")
-    c.add_argument("--runs", type=_positive_int, default=20, help="timed calls per batch size (default 20)")
+    c = sub.add_parser("compare", help="build or load each model, export it, and compare every available backend")
+    options.add_to_argparse(c)
+    e = sub.add_parser("export", help="write each model's ONNX files (FP32 and its FP16/INT8 variants) into the cache")
+    options.add_to_argparse(e)
+    sub.add_parser("models", help="list the shipped models")
+    sub.add_parser("backends", help="list the backends, what each needs, and whether this machine has it")
     r = sub.add_parser("report", help="merge pytest-benchmark JSON files and comparison.json into one report")
     r.add_argument("benchmarks", nargs="+", type=Path, help="pytest-benchmark JSON files (--benchmark-json)")
     r.add_argument("--comparison", nargs="*", type=Path, default=[], help="comparison.json files from `compare`")
@@ -88,43 +38,89 @@ def report_cmd(args) -> int:
     return 0
 
 
-def compare(args) -> int:
-    outside = [n for n in args.batch_sizes if n not in args.profile]
+def _specs(args) -> list[ModelSpec]:
+    return options.model_specs(args.model, args.onnx, args.axis, default=["simplecnn"])
+
+
+def _artifacts(spec: ModelSpec, args) -> ModelArtifacts:
+    outside = [n for n in args.batch_sizes if n not in (args.profile or spec.profile)]
     if outside:
-        print(f"error: batch sizes {outside} lie outside the profile ({args.profile}); widen --profile", file=sys.stderr)
-        return 2
-    dataset = data.load(args.data, download=args.download)
-    trained = load_or_train(dataset, TrainConfig(epochs=args.epochs), args.cache_dir, retrain=args.retrain)
-    arts = ModelArtifacts(trained, args.cache_dir, profile=args.profile, calib_images=dataset.calib.x,
-                          workspace=args.workspace_mb << 20)
-    names = [REFERENCE] + [n for n in args.backends if n != REFERENCE]
+        raise ValueError(f"--batch-sizes {outside} lie outside {spec.name}'s profile ({args.profile or spec.profile}); "
+                         "widen --profile")
+    return ModelArtifacts(spec, args.cache_dir, profile=args.profile, data=args.data, workspace=args.workspace_mb << 20,
+                          epochs=args.epochs, retrain=args.retrain)
+
+
+def compare_model(arts: ModelArtifacts, args) -> dict:
+    names = [arts.reference] + [n for n in (args.backends or DEFAULT_BACKENDS) if n != arts.reference]
     results, reference = [], None
     for name in names:
-        print(f"[compare] {name} ...", file=sys.stderr, flush=True)
-        result, predictions = measure(BACKENDS[name], arts, dataset.holdout, args.batch_sizes, reference,
-                                      runs=args.runs)
-        if name == REFERENCE:
-            reference = predictions
-            result.top1_agreement = None
+        print(f"[compare] {arts.spec.name}: {name} ...", file=sys.stderr, flush=True)
+        result, outputs = measure(BACKENDS[name], arts, args.batch_sizes, reference, runs=args.runs)
+        if name == arts.reference:
+            reference = outputs
+            result.top1_agreement = result.max_abs_error = None
         results.append(result.to_dict())
-    summary = {
-        "data": dataset.name, "holdout_size": len(dataset.holdout), "batch_sizes": args.batch_sizes,
-        "profile": str(args.profile),
-        "machine": machine.describe(), "training": trained.sidecar, "results": results,
+    dataset = arts.dataset
+    return {
+        "model": arts.spec.name, "source": arts.spec.source, "reference": arts.reference,
+        "data": dataset.name if dataset else "sample inputs (seeded)",
+        "holdout_size": len(dataset) if dataset else None, "batch_sizes": args.batch_sizes,
+        "profile": str(arts.profile), "axes": {a.name: [a.min, a.opt, a.max] for a in arts.spec.axes},
+        "machine": machine.describe(), "training": arts.built().info if arts.has_module else {},
+        "results": results,
     }
-    paths = report.write(args.out, summary)
-    print(report.seed_style(results))
-    print(report.markdown_table(results, args.batch_sizes))
-    print(f"wrote {paths['markdown']} and {paths['json']}")
+
+
+def compare(args) -> int:
+    summaries = [compare_model(_artifacts(spec, args), args) for spec in _specs(args)]
+    for summary in summaries:
+        folder = args.out / summary["model"]
+        paths = report.write(folder, summary)
+        print(f"\n## {summary['model']} (reference: {summary['reference']}; data: {summary['data']})")
+        print(report.seed_style(summary["results"]))
+        print(report.markdown_table(summary["results"], args.batch_sizes))
+        print(f"wrote {paths['markdown']} and {paths['json']}")
     return 0
+
+
+def export(args) -> int:
+    for spec in _specs(args):
+        arts = _artifacts(spec, args)
+        print(f"{spec.name}: fp32 {arts.onnx}")
+        for precision in spec.precisions:
+            if precision != "fp32":
+                print(f"{spec.name}: {precision} {arts.onnx_variant(precision)}")
+    return 0
+
+
+def list_models(_args) -> int:
+    from model import zoo
+
+    for spec in zoo.shipped().values():
+        ins = ", ".join(f"{t.name} {t.dtype} {t.shape}" for t in spec.inputs)
+        print(f"{spec.name}: inputs {ins}; precisions {'/'.join(spec.precisions)}; batch {spec.profile}"
+              + (f"; axes {', '.join(f'{a.name} {a.min}..{a.max}' for a in spec.axes)}" if spec.axes else ""))
+    return 0
+
+
+def list_backends(_args) -> int:
+    for b in BACKENDS.values():
+        missing = b.missing()
+        print(f"{b.name}: {b.framework} {b.precision}, needs {', '.join(b.needs) or 'nothing beyond requirements.txt'}"
+              f" -> {'available' if missing is None else 'not here: ' + missing.reason}")
+    return 0
+
+
+COMMANDS = {"compare": compare, "export": export, "models": list_models, "backends": list_backends, "report": report_cmd}
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        return compare(args) if args.command == "compare" else report_cmd(args)
-    except (RuntimeError, ValueError, OSError) as exc:
+        return COMMANDS[args.command](args)
+    except (RuntimeError, ValueError, OSError, SpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

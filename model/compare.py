@@ -85,5 +85,23 @@ def _agreement(ref: np.ndarray, out: np.ndarray, tol: Tolerance) -> tuple[float,
     return agreement, bool(np.all(gap <= tol.tie_margin)) and (tol.min_top1_agreement < 1.0 or agreement == 1.0)
 
 
+def compare_outputs(reference: dict, outputs: dict, precision: str = "fp32", spec=None) -> Comparison:
+    """Every output against the reference's, each at the model's tolerance for it (`spec`), the
+    first failure reported by output name."""
+    if not isinstance(outputs, dict) or set(outputs) != set(reference):
+        got = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
+        return Comparison(False, f"outputs {got} differ from the reference's {sorted(reference)}")
+    results = {}
+    for name in reference:
+        result = compare(reference[name], outputs[name], precision, spec.tolerance(precision, name) if spec else None)
+        if not result:
+            return Comparison(False, f"output {name}: {result.message}", result.max_abs, result.max_rel,
+                              result.worst_index, result.top1_agreement)
+        results[name] = result
+    worst = max(results.values(), key=lambda r: r.max_abs)
+    return Comparison(True, "; ".join(f"{n}: {r.message}" for n, r in results.items()), worst.max_abs,
+                      worst.max_rel, worst.worst_index, min(r.top1_agreement for r in results.values()))
+
+
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((np.asarray(logits).argmax(-1) == labels).mean())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,7 @@ def cifar100(root: str | Path, download: bool = False, calib_size: int = 1000) -
     )
 
 
+@lru_cache(maxsize=2)  # SimpleCNN's training and its spec's dataset ask for the same data
 def load(data: str = SYNTHETIC, download: bool = False, seed: int = 0) -> Dataset:
     """`synthetic` (the default, made in-process) or a folder holding CIFAR-100."""
     if data == SYNTHETIC:

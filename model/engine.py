@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model import artifacts, cuda_rt, trt_compat
-from model.profile import DEFAULT_PROFILE, INPUT_NAME, BatchProfile
-from model.network import INPUT_SHAPE
+from model.profile import BatchProfile
 from model.runners.base import BackendUnavailable
+from model.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 DEFAULT_WORKSPACE = 1 << 30
@@ -30,8 +30,9 @@ class EngineBuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class EngineSpec:
+    model: ModelSpec  # its name, inputs and dynamic axes; `profile` is the batch range built for
     precision: str = "fp32"  # fp32 | fp16 | int8 (int8 needs a Q/DQ ONNX model)
-    profile: BatchProfile = DEFAULT_PROFILE
+    profile: BatchProfile | None = None  # default: the model's
     workspace: int = DEFAULT_WORKSPACE
     typed_graph: bool = False  # the ONNX carries its precision (FP16 graph or Q/DQ nodes)
     optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL  # 0..5
@@ -50,6 +51,9 @@ class Engine:
 def _identity(onnx_path: Path, spec: EngineSpec, trt) -> dict:
     network_flags, builder_flags = trt_compat.build_flags(trt, spec.precision, spec.typed_graph)
     return {
+        "model": spec.model.name,
+        "shapes": {str(opt): {n: [list(s) for s in shapes] for n, shapes in spec.model.profile_shapes(opt, _batch(spec)).items()}
+                   for opt in _batch(spec).opts},
         "onnx_sha256": artifacts.sha256_file(onnx_path),
         "tensorrt": trt.__version__,
         **cuda_rt.device_identity(),
@@ -57,10 +61,14 @@ def _identity(onnx_path: Path, spec: EngineSpec, trt) -> dict:
         "network_flags": network_flags,
         "builder_flags": sorted(str(f) for f in builder_flags),
         # What the builder is given, as JSON reads it back (static batches are engines of their own).
-        "profile": {"min": spec.profile.min, "opts": list(spec.profile.opts), "max": spec.profile.max},
+        "profile": {"min": _batch(spec).min, "opts": list(_batch(spec).opts), "max": _batch(spec).max},
         "workspace": spec.workspace,
         "optimization_level": spec.optimization_level,
     }
+
+
+def _batch(spec: EngineSpec) -> BatchProfile:
+    return spec.profile or spec.model.profile
 
 
 def cached_plan_problem(plan_path: Path, sidecar: dict | None, identity: dict) -> str | None:
@@ -94,10 +102,11 @@ def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache_path: Path | None
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace)
     trt_compat.apply_builder_flags(trt, config, builder_flags)
     config.builder_optimization_level = spec.optimization_level
-    p = spec.profile
-    for opt in p.opts:  # one optimization profile per opt batch; the runner picks between them
+    batch = _batch(spec)
+    for opt in batch.opts:  # one optimization profile per opt batch; the runner picks between them
         profile = builder.create_optimization_profile()
-        profile.set_shape(INPUT_NAME, (p.min, *INPUT_SHAPE), (opt, *INPUT_SHAPE), (p.max, *INPUT_SHAPE))
+        for name, (lo, mid, hi) in spec.model.profile_shapes(opt, batch).items():
+            profile.set_shape(name, lo, mid, hi)  # every dynamic axis: batch and e.g. sequence
         config.add_optimization_profile(profile)
     if timing_cache_path is not None:
         blob = timing_cache_path.read_bytes() if timing_cache_path.exists() else b""
@@ -113,7 +122,7 @@ def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache_path: Path | None
     return bytes(plan)
 
 
-def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec = EngineSpec(),
+def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec,
                     cache_dir: str | Path = artifacts.DEFAULT_CACHE) -> Engine:
     trt = trt_compat.import_tensorrt()
     reason = cuda_rt.gpu_unavailable_reason()
@@ -123,7 +132,7 @@ def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec = EngineSpec(),
     identity = _identity(onnx_path, spec, trt)
     key = artifacts.config_key(identity)
     folder = Path(cache_dir) / "engines"
-    plan_path = folder / f"simplecnn-{spec.precision}-{key}.plan"
+    plan_path = folder / f"{spec.model.name}-{spec.precision}-{key}.plan"
     sidecar_path = plan_path.with_suffix(".json")
     problem = cached_plan_problem(plan_path, artifacts.read_json(sidecar_path), identity)
     if problem is None:

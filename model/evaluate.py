@@ -1,4 +1,5 @@
-"""The main job's measurements for one backend: held-out accuracy, latency per batch, file size."""
+"""The main job's measurements for one backend on one model: the metric (top-1 on the held-out
+split, where the model has data), agreement with the reference, latency per batch, file size."""
 from __future__ import annotations
 
 import statistics
@@ -8,9 +9,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from model.backends import Backend, ModelArtifacts
-from model.data import Split
-from model.profile import INPUT_NAME, OUTPUT_NAME
 from model.runners.base import BackendUnavailable, Runner
+
+EVAL_SAMPLES = 256  # rows of sample inputs a model without data is compared on
 
 
 @dataclass
@@ -20,8 +21,9 @@ class BackendResult:
     precision: str
     available: bool
     reason: str = ""
-    accuracy: float | None = None
-    top1_agreement: float | None = None  # with the reference backend's predictions
+    accuracy: float | None = None  # the model's metric on its held-out split; None without data
+    top1_agreement: float | None = None  # with the reference's decisions, for classifier outputs
+    max_abs_error: float | None = None  # largest |output - reference| over every output
     latency_ms: dict = field(default_factory=dict)  # batch -> {"mean", "median", "runs"}
     file: str = ""
     file_mb: float | None = None
@@ -30,29 +32,38 @@ class BackendResult:
         return asdict(self)
 
 
-def predict(runner: Runner, split: Split, batch: int) -> np.ndarray:
-    """Top-1 predictions for the split in chunks of about `batch`, kept within the batch range the
-    runner accepts: a last chunk below its minimum is topped up with images from the split's start,
-    whose predictions are dropped."""
-    meta = runner.input_metadata()[INPUT_NAME]
+def evaluation_feed(arts: ModelArtifacts) -> tuple[dict, np.ndarray | None]:
+    """What every backend is scored on: the held-out split with labels, else seeded sample inputs."""
+    if arts.dataset is not None:
+        return arts.dataset.holdout, arts.dataset.labels
+    return arts.spec.sample(EVAL_SAMPLES, seed=7), None
+
+
+def run_chunked(runner: Runner, feed: dict, batch: int) -> dict[str, np.ndarray]:
+    """All outputs for a feed of many rows, in chunks of about `batch` kept within the runner's
+    batch range: a last chunk below its minimum is topped up with rows from the start, whose
+    outputs are dropped."""
+    meta = next(iter(runner.input_metadata().values()))
     batch = min(max(batch, meta.min_batch), meta.max_batch)
-    chunks = []
-    for i in range(0, len(split), batch):
-        x = split.x[i : i + batch]
-        count = len(x)
-        if count < meta.min_batch:
-            x = split.x[np.arange(i, i + meta.min_batch) % len(split)]
-        chunks.append(runner.infer({INPUT_NAME: x})[OUTPUT_NAME][:count].argmax(-1))
-    return np.concatenate(chunks)
+    total = len(next(iter(feed.values())))
+    chunks: dict[str, list] = {}
+    for i in range(0, total, batch):
+        count = min(batch, total - i)
+        rows = np.arange(i, i + max(count, meta.min_batch)) % total
+        out = runner.infer({k: np.ascontiguousarray(v[rows]) for k, v in feed.items()})
+        for name, value in out.items():
+            chunks.setdefault(name, []).append(value[:count])
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 
-def time_batches(runner: Runner, split: Split, batch_sizes, warmup: int = 3, runs: int = 20,
+def time_batches(runner: Runner, arts: ModelArtifacts, batch_sizes, warmup: int = 3, runs: int = 20,
                  budget_s: float = 3.0) -> dict:
     """Wall time of `infer` (host in, host out; the runner syncs before returning) per batch size."""
     out = {}
+    source, _ = evaluation_feed(arts)
+    total = len(next(iter(source.values())))
     for n in batch_sizes:
-        x = np.ascontiguousarray(split.x[np.arange(n) % len(split)])
-        feed = {INPUT_NAME: x}
+        feed = {k: np.ascontiguousarray(v[np.arange(n) % total]) for k, v in source.items()}
         for _ in range(warmup):
             runner.infer(feed)
         times = []
@@ -65,23 +76,30 @@ def time_batches(runner: Runner, split: Split, batch_sizes, warmup: int = 3, run
     return out
 
 
-def measure(backend: Backend, artifacts: ModelArtifacts, holdout: Split, batch_sizes,
-            reference_predictions: np.ndarray | None, eval_batch: int = 500, **timing) -> tuple[BackendResult, np.ndarray | None]:
+def measure(backend: Backend, arts: ModelArtifacts, batch_sizes, reference: dict | None,
+            eval_batch: int = 500, **timing) -> tuple[BackendResult, dict | None]:
+    """One backend's row, and its outputs on the evaluation feed (the reference's become `reference`)."""
     result = BackendResult(backend.name, backend.framework, backend.precision, available=False)
     try:
-        runner = backend.make(artifacts).activate()
+        runner = backend.runner(arts).activate()
     except BackendUnavailable as exc:
         result.reason = str(exc)
         return result, None
     try:
-        predictions = predict(runner, holdout, eval_batch)
+        feed, labels = evaluation_feed(arts)
+        outputs = run_chunked(runner, feed, eval_batch)
         result.available = True
-        result.accuracy = float((predictions == holdout.y).mean())
-        if reference_predictions is not None:
-            result.top1_agreement = float((predictions == reference_predictions).mean())
-        result.latency_ms = time_batches(runner, holdout, batch_sizes, **timing)
-        paths = backend.artifact(artifacts)
+        logits = arts.spec.logits[0] if arts.spec.logits else None
+        if labels is not None and logits:
+            result.accuracy = float((outputs[logits].argmax(-1) == labels).mean())
+        if reference is not None:
+            if logits:
+                result.top1_agreement = float((outputs[logits].argmax(-1) == reference[logits].argmax(-1)).mean())
+            result.max_abs_error = max(float(np.abs(outputs[n].astype(np.float64) - reference[n]).max())
+                                       for n in reference)
+        result.latency_ms = time_batches(runner, arts, batch_sizes, **timing)
+        paths = backend.artifact(arts)
         result.file, result.file_mb = ", ".join(map(str, paths)), sum(p.stat().st_size for p in paths) / 1e6
-        return result, predictions
+        return result, outputs
     finally:
         runner.deactivate()

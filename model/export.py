@@ -1,10 +1,11 @@
-"""PyTorch -> ONNX with a dynamic batch axis on `input` and `output`.
+"""PyTorch -> ONNX for any model spec: named inputs and outputs, every dynamic axis dynamic.
 
-Exporter: the TorchScript exporter (`dynamo=False`), chosen on purpose. For this plain CNN it
-writes opset 17 natively (TensorRT 8.6's parser stops at 17), folds BatchNorm into conv3, writes
-one self-contained file and takes 0.1 s. The dynamo exporter in torch 2.14 builds opset 18 and
-down-converts through the ONNX C API fallback, writes the weights to a side `.onnx.data` file and
-takes ~4 s; nothing in this model needs what it adds. Revisit when torch drops the legacy path.
+Exporter: the TorchScript exporter (`dynamo=False`), chosen on purpose. It writes opset 17 natively
+(TensorRT 8.6's parser stops at 17), folds BatchNorm into the preceding conv, writes one
+self-contained file and takes well under a second for SimpleCNN. The dynamo exporter in torch 2.14
+builds opset 18 and down-converts through the ONNX C API fallback, writes the weights to a side
+`.onnx.data` file and takes ~4 s; nothing in these models needs what it adds. Revisit when torch
+drops the legacy path.
 """
 from __future__ import annotations
 
@@ -16,44 +17,51 @@ import onnx
 import torch
 
 from model import artifacts
-from model.network import INPUT_SHAPE
-from model.profile import INPUT_NAME, OUTPUT_NAME
+from model.spec import ModelSpec, SpecError
 
 OPSET = 17
-BATCH_DIM = "batch"
 log = logging.getLogger(__name__)
 
 
-def check_onnx(path: str | Path) -> onnx.ModelProto:
-    """onnx.checker plus this project's contract: named tensors with a dynamic batch axis."""
+def check_onnx(path: str | Path, spec: ModelSpec) -> onnx.ModelProto:
+    """onnx.checker plus the spec's contract: its inputs and outputs by name, each dynamic axis dynamic."""
     onnx.checker.check_model(str(path), full_check=True)
     model = onnx.load(str(path))
-    for kind, values, name in (("input", model.graph.input, INPUT_NAME), ("output", model.graph.output, OUTPUT_NAME)):
-        names = [v.name for v in values]
-        if names != [name]:
-            raise ValueError(f"{path}: graph {kind}s are {names}, expected [{name!r}]")
-        batch = values[0].type.tensor_type.shape.dim[0]
-        if not batch.dim_param:
-            raise ValueError(f"{path}: {kind} {name!r} has a fixed batch dim {batch.dim_value}, expected a dynamic one")
+    initializers = {i.name for i in model.graph.initializer}
+    for kind, values, declared in (("input", [v for v in model.graph.input if v.name not in initializers], spec.inputs),
+                                   ("output", model.graph.output, spec.outputs)):
+        names, expected = [v.name for v in values], [t.name for t in declared]
+        if names != expected:
+            raise SpecError(f"{path}: graph {kind}s are {names}, expected {expected}")
+        for value, t in zip(values, declared):
+            dims = value.type.tensor_type.shape.dim
+            if len(dims) != len(t.shape):
+                raise SpecError(f"{path}: {kind} {t.name!r} has rank {len(dims)}, expected {len(t.shape)} {t.shape}")
+            for i, d in t.dynamic_axes.items():
+                if not dims[i].dim_param:
+                    raise SpecError(f"{path}: {kind} {t.name!r} has a fixed {d} dim {dims[i].dim_value}, "
+                                    f"expected a dynamic one")
     return model
 
 
-def export_onnx(model: torch.nn.Module, path: str | Path, opset: int = OPSET) -> Path:
+def export_onnx(module: torch.nn.Module, spec: ModelSpec, path: str | Path, opset: int = OPSET) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
-    model = model.eval()
-    dummy = torch.zeros(2, *INPUT_SHAPE)
+    module = module.eval()
+    # Two rows and a non-opt size on every other axis, so no dynamic dim is traced as a constant.
+    sample = spec.sample(2, **{a.name: max(a.min, min(a.max, 3)) for a in spec.axes})
+    args = tuple(torch.from_numpy(sample[n]) for n in spec.input_names)
+    dynamic = {t.name: dict(t.dynamic_axes) for t in (*spec.inputs, *spec.outputs)}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-        torch.onnx.export(
-            model, (dummy,), str(tmp), dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
-        )
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=opset,
+                          input_names=spec.input_names, output_names=spec.output_names, dynamic_axes=dynamic)
     try:
-        check_onnx(tmp)
+        check_onnx(tmp, spec)
     except Exception:
         tmp.unlink(missing_ok=True)
         raise
@@ -61,16 +69,27 @@ def export_onnx(model: torch.nn.Module, path: str | Path, opset: int = OPSET) ->
     return path
 
 
-def onnx_for_checkpoint(checkpoint: str | Path, model: torch.nn.Module,
-                        cache_dir: str | Path = artifacts.DEFAULT_CACHE, opset: int = OPSET) -> Path:
-    """The cached ONNX file for a checkpoint, exported again if missing or failing the checks."""
-    key = artifacts.config_key({"weights": artifacts.sha256_file(checkpoint), "opset": opset,
-                                "torch": torch.__version__.split("+")[0]})
-    path = Path(cache_dir) / "onnx" / f"simplecnn-{key}.onnx"
+def onnx_path_for(spec: ModelSpec, key_inputs: dict, cache_dir: str | Path, opset: int = OPSET) -> Path:
+    # The exporter's torch version is recorded nowhere in the key: the GPU machine's two Pythons
+    # (different torch releases) share one export, and the one without the module's library uses it.
+    key = artifacts.config_key({**key_inputs, "opset": opset, "inputs": [t.__dict__ for t in spec.inputs],
+                                "outputs": [t.__dict__ for t in spec.outputs]})
+    return Path(cache_dir) / "onnx" / f"{spec.name}-{key}.onnx"
+
+
+def cached_onnx(path: Path, spec: ModelSpec) -> Path | None:
+    """The cached export if it is there and passes its checks; a damaged one is reported and ignored."""
     if path.exists():
         try:
-            check_onnx(path)
+            check_onnx(path, spec)
             return path
         except Exception as exc:  # a damaged cache entry is rebuilt, never used
             log.warning("cached ONNX %s failed its checks (%s); exporting again", path, exc)
-    return export_onnx(model, path, opset)
+    return None
+
+
+def onnx_for_module(spec: ModelSpec, module: torch.nn.Module, key_inputs: dict,
+                    cache_dir: str | Path = artifacts.DEFAULT_CACHE, opset: int = OPSET) -> Path:
+    """The cached ONNX export of a module, exported again if missing or failing the checks."""
+    path = onnx_path_for(spec, key_inputs, cache_dir, opset)
+    return cached_onnx(path, spec) or export_onnx(module, spec, path, opset)

@@ -15,7 +15,7 @@ import onnx
 
 from model import artifacts
 from model.export import check_onnx
-from model.profile import INPUT_NAME
+from model.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 CALIB_BATCH = 50
@@ -29,15 +29,15 @@ RECIPES = {"int8": {"format": "QDQ", "per_channel": True, "calibration": "MinMax
 
 
 class _CalibrationReader:
-    def __init__(self, images: np.ndarray) -> None:
-        self._batches = iter([images[i : i + CALIB_BATCH] for i in range(0, len(images), CALIB_BATCH)])
+    def __init__(self, feeds: list[dict]) -> None:
+        self._batches = iter(feeds)
 
     def get_next(self):
-        batch = next(self._batches, None)
-        return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch)}
+        feed = next(self._batches, None)
+        return None if feed is None else {k: np.ascontiguousarray(v) for k, v in feed.items()}
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray) -> Path:
+def quantize_int8(fp32_path: Path, out_path: Path, calib_feeds: list[dict], spec: ModelSpec) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -46,13 +46,13 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray) -> 
     try:
         quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=True)
         quantize_static(
-            str(prep), str(tmp), _CalibrationReader(calib_images),
+            str(prep), str(tmp), _CalibrationReader(calib_feeds),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options=INT8_OPTIONS,
         )
-        check_onnx(tmp)
+        check_onnx(tmp, spec)
         tmp.replace(out_path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -77,7 +77,7 @@ def _sort_topologically(graph: onnx.GraphProto) -> None:
     graph.node.extend(ordered)
 
 
-def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
+def convert_fp16(fp32_path: Path, out_path: Path, spec: ModelSpec) -> Path:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
@@ -85,29 +85,33 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
     tmp = out_path.with_name(f".{out_path.name}.partial")
     onnx.save(model, str(tmp))
     try:
-        check_onnx(tmp)
+        check_onnx(tmp, spec)
         tmp.replace(out_path)
     finally:
         tmp.unlink(missing_ok=True)
     return out_path
 
 
-def variant(fp32_path: Path, precision: str, calib_images: np.ndarray | None = None) -> Path:
-    """The cached `fp16` or `int8` ONNX file derived from an FP32 export."""
+def variant(fp32_path: Path, precision: str, spec: ModelSpec, calib_feeds: list[dict] | None = None,
+            folder: Path | None = None) -> Path:
+    """The cached `fp16` or `int8` ONNX file derived from an FP32 export (kept in `folder`, by
+    default beside it)."""
     if precision not in RECIPES:
         raise ValueError(f"no ONNX variant for precision {precision!r}; expected fp16 or int8")
     key = {"fp32": artifacts.sha256_file(fp32_path), "precision": precision, "recipe": RECIPES[precision]}
     if precision == "int8":
-        if calib_images is None:
-            raise ValueError("INT8 quantization needs calibration images (the dataset's calib split)")
-        key["calib"] = artifacts.sha256_bytes(calib_images.tobytes())
-    path = fp32_path.parent / f"{fp32_path.stem}-{precision}-{artifacts.config_key(key)}.onnx"
+        if not calib_feeds:
+            raise ValueError("INT8 quantization needs calibration inputs (the dataset's calib split or sample inputs)")
+        key["calib"] = artifacts.sha256_bytes(b"".join(np.ascontiguousarray(v).tobytes()
+                                                       for feed in calib_feeds for v in feed.values()))
+    path = (folder or fp32_path.parent) / f"{fp32_path.stem}-{precision}-{artifacts.config_key(key)}.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         try:
-            check_onnx(path)
+            check_onnx(path, spec)
             return path
         except Exception as exc:  # damaged cache entries are rebuilt, never used
             log.warning("cached %s failed its checks (%s); converting again", path, exc)
     if precision == "int8":
-        return quantize_int8(fp32_path, path, calib_images)
-    return convert_fp16(fp32_path, path)
+        return quantize_int8(fp32_path, path, calib_feeds, spec)
+    return convert_fp16(fp32_path, path, spec)

@@ -10,18 +10,24 @@ def _fmt_latency(entry: dict | None) -> str:
     return "-" if not entry else f"{entry['mean']:.3f}"
 
 
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
 def markdown_table(results: list[dict], batch_sizes: list[int]) -> str:
-    head = ["Backend", "Precision", "Accuracy", "Top-1 agreement", *[f"ms/batch @{n}" for n in batch_sizes], "File (MB)"]
+    head = ["Backend", "Precision", "Accuracy", "Top-1 agreement", "Max abs error", *[f"ms/batch @{n}" for n in batch_sizes],
+            "File (MB)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes = []
     for r in results:
         if not r["available"]:
-            lines.append("| " + " | ".join([r["backend"], r["precision"], "n/a", "n/a", *["n/a"] * len(batch_sizes), "n/a"]) + " |")
+            lines.append("| " + " | ".join([r["backend"], r["precision"], *["n/a"] * 3, *["n/a"] * len(batch_sizes), "n/a"]) + " |")
             notes.append(f"- {r['backend']}: not available: {r['reason']}")
             continue
         agreement = "-" if r["top1_agreement"] is None else f"{100 * r['top1_agreement']:.2f}%"
+        error = "-" if r.get("max_abs_error") is None else f"{r['max_abs_error']:.2g}"
         lat = r["latency_ms"]
-        cells = [r["backend"], r["precision"], f"{100 * r['accuracy']:.2f}%", agreement,
+        cells = [r["backend"], r["precision"], _percent(r["accuracy"]), agreement, error,
                  *[_fmt_latency(lat.get(n, lat.get(str(n)))) for n in batch_sizes], f"{r['file_mb']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
@@ -35,7 +41,7 @@ def seed_style(results: list[dict]) -> str:
             blocks.append(f"{r['backend']}\n >>> not available: {r['reason']}")
             continue
         per_batch = ", ".join(f"bs{n}: {v['mean'] / 1e3:.6f} s" for n, v in r["latency_ms"].items())
-        blocks.append(f"{r['backend']} ({r['precision']})\n >>> Accuracy: {100 * r['accuracy']:.2f}%\n"
+        blocks.append(f"{r['backend']} ({r['precision']})\n >>> Accuracy: {_percent(r['accuracy'])}\n"
                       f" >>> Average inference time per batch: {per_batch}\n >>> Model file size: {r['file_mb']:.2f} MB")
     return "\n\n".join(blocks) + "\n"
 
@@ -44,8 +50,9 @@ def write(out_dir: str | Path, summary: dict) -> dict[str, Path]:
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "comparison.json", "markdown": out_dir / "comparison.md"}
     artifacts.atomic_write_json(paths["json"], summary)
-    md = (f"# SimpleCNN: PyTorch vs ONNX Runtime vs TensorRT\n\n"
-          f"Data: {summary['data']} (held-out split, {summary['holdout_size']} images). "
+    held_out = f"held-out split, {summary['holdout_size']} rows" if summary.get("holdout_size") else "no labels"
+    md = (f"# {summary.get('model', 'simplecnn')}: PyTorch vs ONNX Runtime vs TensorRT\n\n"
+          f"Reference: {summary.get('reference', 'pytorch-cpu')}. Data: {summary['data']} ({held_out}). "
           f"Machine: {summary['machine']}.\nLatency: mean wall time of one `infer` call, host arrays in and out.\n\n"
           + markdown_table(summary["results"], summary["batch_sizes"]))
     artifacts.atomic_write_bytes(paths["markdown"], md.encode())

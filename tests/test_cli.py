@@ -11,13 +11,30 @@ def run(tmp_path_factory, trained, cache_dir):
     out = tmp_path_factory.mktemp("compare")
     args = ["compare", "--backends", "onnxruntime-cpu,tensorrt-fp32", "--batch-sizes", "1,7",
             "--runs", "3", "--out", str(out), "--cache-dir", str(cache_dir)]
-    return main(args), out
+    return main(args), out / "simplecnn"
 
 
 def test_exit_code_and_files(run):
     code, out = run
     assert code == 0
     assert (out / "comparison.json").exists() and (out / "comparison.md").exists()
+
+
+def test_every_model_prints_its_table(model_name, model_artifacts, cache_dir, tmp_path, capsys):
+    """`compare --model NAME` for each model of the run: its reference and ONNX Runtime side by side."""
+    spec = model_artifacts.spec
+    if spec.onnx:
+        which = ["--onnx", spec.onnx, *[f"--axis={a.name}={a.min},{a.opt},{a.max}" for a in spec.axes]]
+    else:
+        which = ["--model", spec.source if ".py:" in spec.source else model_name]
+    assert main(["compare", *which, "--backends", "onnxruntime-cpu", "--batch-sizes", "1,7", "--runs", "2",
+                 "--out", str(tmp_path), "--cache-dir", str(cache_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert f"## {model_name} (reference: {model_artifacts.reference}" in printed
+    assert f"| {model_artifacts.reference} |" in printed and "| onnxruntime-cpu |" in printed
+    summary = json.loads((tmp_path / model_name / "comparison.json").read_text())
+    rows = {r["backend"]: r for r in summary["results"]}
+    assert rows["onnxruntime-cpu"]["available"] and rows["onnxruntime-cpu"]["max_abs_error"] < 1e-3
 
 
 def test_json_holds_measured_figures_for_every_available_backend(run):
@@ -43,8 +60,10 @@ def test_markdown_table_lists_every_backend(run):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["compare", "--batch-sizes", "0"], "batch sizes must be positive integers"),
-    (["compare", "--batch-sizes", "a,b"], "comma-separated integers"),
+    (["compare", "--batch-sizes", "0"], "argument --batch-sizes: expected comma-separated positive integers"),
+    (["compare", "--batch-sizes", "a,b"], "argument --batch-sizes: expected comma-separated positive integers"),
+    (["compare", "--batch-sizes", ","], "argument --batch-sizes: expected comma-separated positive integers"),
+    (["compare", "--axis", "seq=1,64"], "argument --axis: an axis range is NAME=MIN,OPT,MAX"),
     (["compare", "--backends", "tensorflow"], "unknown backends"),
     (["compare", "--profile", "1,32"], "a batch profile is MIN,OPT,MAX"),
     (["compare", "--profile", "64,32,4096"], "needs 1 <= min <= each distinct opt <= max"),
@@ -68,35 +87,51 @@ def test_missing_cifar_folder_is_an_error_not_a_crash(tmp_path, capsys):
 
 def test_batch_outside_the_profile_is_refused_before_any_work(capsys, tmp_path):
     assert main(["compare", "--profile", "1,8,16", "--batch-sizes", "1,32", "--cache-dir", str(tmp_path)]) == 2
-    assert "batch sizes [32] lie outside the profile (min=1 opt=8 max=16)" in capsys.readouterr().err
+    assert "--batch-sizes [32] lie outside simplecnn's profile (min=1 opt=8 max=16)" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing trained or exported
 
 
-def test_profile_reaches_every_runner(trained, dataset, tmp_path):
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "resnet-50"], "unknown model 'resnet-50'; shipped models: bert-tiny, "),
+    (["--model", "missing.py:make"], "--model missing.py:make: missing.py is not a file"),
+    (["--onnx", "missing.onnx"], "--onnx missing.onnx: no such file"),
+    (["--axis", "seq=1,8,16"], "--axis gives ranges for --onnx models; no --onnx was given"),
+])
+def test_bad_model_options_name_what_was_wrong(capsys, tmp_path, argv, message):
+    assert main(["compare", *argv, "--cache-dir", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_profile_reaches_every_runner(trained, cache_dir):
     """A narrower profile is what each runner declares, so feeds past it fail the same way everywhere."""
     from model.backends import BACKENDS, ModelArtifacts
     from model.profile import BatchProfile
+    from model.zoo import get
 
-    arts = ModelArtifacts(trained, tmp_path, profile=BatchProfile(2, (8,), 16), calib_images=dataset.calib.x)
+    arts = ModelArtifacts(get("simplecnn"), cache_dir, profile=BatchProfile(2, (8,), 16))
     for name in ("pytorch-cpu", "onnxruntime-cpu"):
-        with BACKENDS[name].make(arts) as runner:
+        with BACKENDS[name].runner(arts) as runner:
             meta = runner.input_metadata()["input"]
             assert (meta.min_batch, meta.max_batch) == (2, 16)
 
 
-def test_evaluation_chunks_stay_inside_the_profile(trained, dataset, tmp_path):
-    """The accuracy pass feeds chunks the runner accepts: at least the profile's min (a short last
-    chunk is topped up and the extra predictions dropped), at most its max."""
+def test_evaluation_chunks_stay_inside_the_profile(model_artifacts, model_spec):
+    """The evaluation pass feeds chunks the runner accepts: at least the profile's min (a short last
+    chunk is topped up and the extra outputs dropped), at most its max."""
+    import numpy as np
+
     from model.backends import BACKENDS, ModelArtifacts
-    from model.data import Split
-    from model.evaluate import predict
+    from model.evaluate import run_chunked
     from model.profile import BatchProfile
 
-    split = Split(dataset.holdout.x[:20], dataset.holdout.y[:20])  # chunks of 16, then 4 < min 7
-    narrow = ModelArtifacts(trained, tmp_path, profile=BatchProfile(7, (8,), 16), calib_images=dataset.calib.x)
-    wide = ModelArtifacts(trained, tmp_path, calib_images=dataset.calib.x)
-    with BACKENDS["onnxruntime-cpu"].make(narrow) as runner:
-        got = predict(runner, split, 500)
-    with BACKENDS["onnxruntime-cpu"].make(wide) as runner:
-        expected = predict(runner, split, 500)
-    assert got.shape == (20,) and (got == expected).all()
+    feed = model_spec.sample(20, seed=3)  # chunks of 16, then 4 < min 7
+    narrow = ModelArtifacts(model_spec, model_artifacts.cache_dir, profile=BatchProfile(7, (8,), 16))
+    narrow._built = model_artifacts._built
+    with BACKENDS["onnxruntime-cpu"].runner(narrow) as runner:
+        got = run_chunked(runner, feed, 500)
+    with BACKENDS["onnxruntime-cpu"].runner(model_artifacts) as runner:
+        expected = run_chunked(runner, feed, 500)
+    for name in model_spec.output_names:
+        assert got[name].shape[0] == 20
+        np.testing.assert_allclose(got[name], expected[name], atol=1e-5, rtol=1e-4)

@@ -106,7 +106,7 @@ def test_engines_whose_range_misses_the_batch_are_passed_over():
 class _FakeEngineRunner:
     def __init__(self, lo, hi, fail=False):
         batch = lo if lo == hi else None  # what TrtRunner declares for a static engine
-        self.meta = {"input": TensorMeta(np.dtype(np.float32), (batch, 3, 32, 32), lo, hi)}
+        self.meta = {"input": TensorMeta(np.dtype(np.float32), (batch, 3, 32, 32), ((lo, hi), None, None, None))}
         self.fail, self.active = fail, False
 
     def activate(self):

@@ -1,13 +1,15 @@
-"""TensorRT-specific behaviour: profile bounds, shape binding, graph replay, and the engine cache."""
+"""TensorRT-specific behaviour, for every model: profile bounds over every dynamic axis, shape
+binding, graph replay, and the engine cache."""
 import logging
+import re
 import shutil
 
 import numpy as np
 import pytest
 
-from model.compare import compare
+from model.compare import compare_outputs
 from model.engine import EngineSpec, engine_for_onnx
-from model.profile import INPUT_NAME, OUTPUT_NAME, nearest_opt, serving_profile
+from model.profile import nearest_opt, serving_profile
 from model.runners.base import InputError
 
 pytestmark = pytest.mark.needs_trt
@@ -19,64 +21,78 @@ def trt(model_artifacts):
     opt batch instead: see the engine-set tests below)."""
     from model.runners.trt_runner import TrtRunner
 
-    with TrtRunner(model_artifacts.engine("fp32").plan(), label="fp32") as runner:
+    with TrtRunner(model_artifacts.engine("fp32").plan(), label="fp32",
+                   declared=model_artifacts.spec.input_metadata()) as runner:
         yield runner
 
 
-def test_metadata_declares_the_profile(trt, profile):
-    meta = trt.input_metadata()[INPUT_NAME]
-    assert meta.shape == (None, 3, 32, 32) and meta.dtype == np.float32
-    assert (meta.min_batch, meta.max_batch) == (profile.min, profile.max)
+def _extreme_shapes(spec, batch: int, which: str) -> dict:
+    return spec.shapes(batch, **{a.name: getattr(a, which) for a in spec.axes})
+
+
+def test_metadata_declares_the_profile_on_every_axis(trt, model_spec, profile):
+    declared = model_spec.input_metadata()
+    for name, meta in trt.input_metadata().items():
+        assert (meta.shape, meta.dtype) == (declared[name].shape, declared[name].dtype), name
+        assert meta.ranges == declared[name].ranges, name
+    assert all((m.min_batch, m.max_batch) == (profile.min, profile.max) for m in trt.input_metadata().values())
+
+
+def _ok(ref, out, spec):
+    return compare_outputs(ref, out, "fp32", spec)
 
 
 @pytest.mark.parametrize("end", ["min", "max"], ids=["profile_min", "profile_max"])
-def test_profile_extremes(trt, golden, profile, end):
-    batch = getattr(profile, end)
-    x, ref = golden[batch]
-    out = trt.infer({INPUT_NAME: x})[OUTPUT_NAME]
-    assert out.shape == (batch, 100) and compare(ref, out)
+def test_profile_extremes(trt, golden, profile, model_spec, end):
+    feed, ref = golden[getattr(profile, end)]
+    assert _ok(ref, trt.infer(feed), model_spec)
 
 
-def test_each_batch_runs_on_the_profile_tuned_nearest_it(trt, golden, profile):
+def test_each_batch_runs_on_the_profile_tuned_nearest_it(trt, golden, profile, model_spec):
     assert trt.engine.num_optimization_profiles == len(profile.opts)
     assert sorted(trt.profile_opts) == sorted(profile.opts)
     for batch in (32, profile.max, 7, profile.max):  # switching away and back
-        x, ref = golden[batch]
-        out = trt.infer({INPUT_NAME: x})[OUTPUT_NAME]
-        assert out.shape == (batch, 100) and compare(ref, out)
+        feed, ref = golden[batch]
+        assert _ok(ref, trt.infer(feed), model_spec)
         assert trt.profile_opts[trt.active_profile] == profile.opts[nearest_opt(batch, list(profile.opts))]
 
 
-def test_engine_set_serves_each_batch_from_its_own_engine(runner_pool, golden, profile):
+def test_engine_set_serves_each_batch_from_its_own_engine(runner_pool, golden, profile, model_spec):
     engines = runner_pool("tensorrt-fp32")
     profiles = profile.engine_profiles()
     assert list(engines.runners) == profiles
     assert all(r.engine.num_optimization_profiles == 1 for r in engines.runners.values())
-    for p, runner in engines.runners.items():  # each engine was built for its own range
-        assert runner.shape_range[INPUT_NAME] == ((p.min, 3, 32, 32), (p.max, 3, 32, 32))
-    for batch in sorted({32, profile.max, 7, *profile.static}):
-        x, ref = golden[batch]
-        out = engines.infer({INPUT_NAME: x})[OUTPUT_NAME]
-        assert out.shape == (batch, 100) and compare(ref, out)
+    for p, runner in engines.runners.items():  # each engine was built for its own range, every axis
+        lo, hi = _extreme_shapes(model_spec, p.min, "min"), _extreme_shapes(model_spec, p.max, "max")
+        assert runner.shape_range == {n: (lo[n], hi[n]) for n in model_spec.input_names}
+    for batch in sorted({n for n in (32, profile.max, 7, *profile.static) if n in golden}):
+        feed, ref = golden[batch]
+        assert _ok(ref, engines.infer(feed), model_spec)
         assert engines.runner_for(batch) is engines.runners[profiles[serving_profile(batch, profiles)]]
 
 
-def test_engine_set_declares_the_whole_range(runner_pool, profile):
-    meta = runner_pool("tensorrt-fp32").input_metadata()[INPUT_NAME]
-    assert (meta.min_batch, meta.max_batch) == (profile.min, profile.max)
+def test_engine_set_declares_the_whole_range(runner_pool, profile, model_spec):
+    metas = runner_pool("tensorrt-fp32").input_metadata()
+    assert {n: m.ranges for n, m in metas.items()} == {n: m.ranges for n, m in model_spec.input_metadata().items()}
 
 
-def test_tensorrt_itself_rejects_a_shape_past_the_profile(trt, profile):
-    with pytest.raises(InputError, match=rf"TensorRT rejected shape .*profile's min \({profile.min}, 3, 32, 32\) "
-                                         rf"and max \({profile.max}, 3, 32, 32\)"):
-        trt.bind({INPUT_NAME: (profile.max + 1, 3, 32, 32)})
+def _past_max(spec, profile) -> dict:
+    return _extreme_shapes(spec, profile.max + 1, "max")
 
 
-def test_runner_recovers_after_a_rejected_shape(trt, golden, profile):
+def test_tensorrt_itself_rejects_a_shape_past_the_profile(trt, profile, model_spec):
+    name = model_spec.input_names[0]
+    lo, hi = _extreme_shapes(model_spec, profile.min, "min")[name], _extreme_shapes(model_spec, profile.max, "max")[name]
+    with pytest.raises(InputError, match=rf"Input tensor: {name} \| TensorRT rejected shape .*profile's min "
+                                         rf"{re.escape(str(lo))} and max {re.escape(str(hi))}"):
+        trt.bind(_past_max(model_spec, profile))
+
+
+def test_runner_recovers_after_a_rejected_shape(trt, golden, profile, model_spec):
     with pytest.raises(InputError):
-        trt.bind({INPUT_NAME: (profile.max + 1, 3, 32, 32)})
-    x, ref = golden[7]
-    assert compare(ref, trt.infer({INPUT_NAME: x})[OUTPUT_NAME])
+        trt.bind(_past_max(model_spec, profile))
+    feed, ref = golden[7]
+    assert _ok(ref, trt.infer(feed), model_spec)
 
 
 def test_input_shape_is_set_only_when_it_changes(trt, golden):
@@ -91,54 +107,54 @@ def test_input_shape_is_set_only_when_it_changes(trt, golden):
         def __getattr__(self, name):
             return getattr(self._context, name)
 
-    trt.bind({INPUT_NAME: golden[7][0].shape})  # start from a known state: bound to 7
+    trt.bind({n: v.shape for n, v in golden[7][0].items()})  # start from a known state: bound to 7
     real = trt.context
     trt.context = counting = Counting(real)
     try:
         for n in (7, 7, 7, 32, 32, 7):
-            trt.infer({INPUT_NAME: golden[n][0]})
+            trt.infer(golden[n][0])
     finally:
         trt.context = real
-    assert counting.calls == 2  # 32, then 7 again: never for a repeated shape
+    assert counting.calls == 2 * len(golden[7][0])  # each input for 32, then for 7 again: never for a repeat
 
 
-def test_cuda_graph_replay_gives_the_same_outputs(trt, golden):
-    x, ref = golden[32]
-    trt.upload({INPUT_NAME: x})
+def test_cuda_graph_replay_gives_the_same_outputs(trt, golden, model_spec):
+    feed, ref = golden[32]
+    trt.upload(feed)
     graph = trt.capture_graph()
     for _ in range(3):
         graph.launch()
-    out = trt.download()[OUTPUT_NAME]
+    out = trt.download()
     trt.release_graph()
-    assert compare(ref, out)
+    assert _ok(ref, out, model_spec)
 
 
-def test_repeated_shape_is_replayed_from_a_graph_with_the_same_answers(trt, golden):
-    x, ref = golden[7]
-    outs = [trt.infer({INPUT_NAME: x})[OUTPUT_NAME] for _ in range(4)]
+def test_repeated_shape_is_replayed_from_a_graph_with_the_same_answers(trt, golden, model_spec):
+    feed, ref = golden[7]
+    outs = [trt.infer(feed) for _ in range(4)]
     assert trt.replaying
-    assert all(compare(ref, out) for out in outs)
-    assert np.array_equal(outs[0], outs[-1])
-    x32, ref32 = golden[32]
-    out32 = trt.infer({INPUT_NAME: x32})[OUTPUT_NAME]  # a new shape drops the graph
-    assert not trt.replaying and compare(ref32, out32)
+    assert all(_ok(ref, out, model_spec) for out in outs)
+    assert all(np.array_equal(outs[0][n], outs[-1][n]) for n in ref)
+    feed32, ref32 = golden[32]
+    out32 = trt.infer(feed32)  # a new shape drops the graph
+    assert not trt.replaying and _ok(ref32, out32, model_spec)
 
 
-def test_graphs_can_be_turned_off(model_artifacts, golden):
+def test_graphs_can_be_turned_off(model_artifacts, golden, model_spec):
     from model.runners.trt_runner import TrtRunner
 
-    x, ref = golden[7]
-    with TrtRunner(model_artifacts.engine("fp32").plan(), graphs=False) as runner:
-        outs = [runner.infer({INPUT_NAME: x})[OUTPUT_NAME] for _ in range(3)]
+    feed, ref = golden[7]
+    with TrtRunner(model_artifacts.engine("fp32").plan(), graphs=False, declared=model_spec.input_metadata()) as runner:
+        outs = [runner.infer(feed) for _ in range(3)]
         assert not runner.replaying
-    assert all(compare(ref, out) for out in outs)
+    assert all(_ok(ref, out, model_spec) for out in outs)
 
 
 # -- the engine cache --------------------------------------------------------------------------
 
 def test_second_request_reuses_the_cached_plan(model_artifacts):
     first = model_artifacts.engine("fp32")
-    again = engine_for_onnx(model_artifacts.onnx, EngineSpec(profile=model_artifacts.profile), model_artifacts.cache_dir)
+    again = engine_for_onnx(model_artifacts.onnx, EngineSpec(model_artifacts.spec), model_artifacts.cache_dir)
     assert again.path == first.path and not again.rebuilt
 
 
@@ -169,12 +185,12 @@ def test_bad_cached_plan_is_rebuilt_never_used(model_artifacts, golden, tmp_path
     plan_path = engines / good.path.name
     _damage(plan_path, plan_path.with_suffix(".json"), how)
     with caplog.at_level(logging.WARNING):
-        engine = engine_for_onnx(model_artifacts.onnx, EngineSpec(profile=model_artifacts.profile), tmp_path)
+        engine = engine_for_onnx(model_artifacts.onnx, EngineSpec(model_artifacts.spec), tmp_path)
     assert engine.rebuilt and engine.path == plan_path
     assert "rebuilding TensorRT engine" in caplog.text
-    x, ref = golden[7]
-    with TrtRunner(engine.plan()) as runner:
-        assert compare(ref, runner.infer({INPUT_NAME: x})[OUTPUT_NAME])
+    feed, ref = golden[7]
+    with TrtRunner(engine.plan(), declared=model_artifacts.spec.input_metadata()) as runner:
+        assert _ok(ref, runner.infer(feed), model_artifacts.spec)
 
 
 def test_engine_key_separates_precisions(model_artifacts):

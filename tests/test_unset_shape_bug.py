@@ -1,47 +1,55 @@
-"""The bug the user hit, reproduced on a real engine and caught by this suite's own checks."""
+"""The bug the user hit, reproduced on a real engine of every model and caught by this suite's own
+checks, for every dynamic axis (the batch, and a sequence axis where the model has one)."""
 import pytest
 
-from model.compare import compare
-from model.profile import INPUT_NAME, OUTPUT_NAME
+from model.compare import compare_outputs
 
 pytestmark = pytest.mark.needs_trt
 
 
-@pytest.fixture(scope="module")
-def naive(model_artifacts):
+@pytest.fixture(scope="module", params=["flat", "max"])
+def naive(request, model_artifacts):
     from tests.naive_trt import NaiveTrtRunner
 
-    runner = NaiveTrtRunner(model_artifacts.engine("fp32").plan())
+    runner = NaiveTrtRunner(model_artifacts.engine("fp32").plan(), mode=request.param)
     yield runner
     runner.close()
 
 
-@pytest.mark.parametrize("batch", [32, 1], ids=["bs32", "bs1"])
-def test_suite_checks_detect_the_naive_runner(naive, golden, batch):
-    x, ref = golden[batch]
-    out = naive.infer(x)
-
-    # What the user saw: a flat buffer, (3200,) for 32 images, (100,) for one.
-    assert out.shape == (batch * 100,)
-    # The suite's shape and parity check catches it...
-    result = compare(ref, out)
-    assert not result
-    assert f"shape mismatch: received ({batch * 100},), expected ({batch}, 100)" in result.message
-    # ...even if someone reshaped the flat buffer: nothing was computed into it.
-    assert not compare(ref, out.reshape(batch, 100))
-    # And TensorRT itself refused: execute_async_v3 returned False (8.6) or logged Error Code 3 (10+),
-    # and the context never resolved the output's shape.
-    assert naive.execute_ok is False or any("Error Code 3" in m for m in naive.logger.errors())
-    assert naive.context_output_dims != (batch, 100)
+def _feeds(spec, golden):
+    """The suite's probe feeds, and one per other dynamic axis at a size off its opt."""
+    feeds = {f"bs{n}": golden[n] for n in (32, 1) if n in golden}
+    for axis in spec.axes:
+        size = max(axis.min, min(axis.max, axis.opt // 2 + 1))
+        feeds[f"{axis.name}{size}"] = (spec.sample(3, seed=11, **{axis.name: size}), None)
+    return feeds
 
 
-def test_the_correct_runner_passes_the_same_checks(runner_pool, golden):
+def test_suite_checks_detect_the_naive_runner(naive, golden, model_spec, reference_runner):
+    for label, (feed, ref) in _feeds(model_spec, golden).items():
+        ref = ref if ref is not None else reference_runner.infer(feed)
+        out = naive.infer(feed)
+        result = compare_outputs(ref, out, "fp32", model_spec)
+        # What the user saw: a flat buffer, or one the profile's max shape; either way caught.
+        assert not result, f"{label}: the naive runner's output passed the checks"
+        assert "shape mismatch" in result.message, f"{label}: {result.message}"
+        # ...even if someone reshaped the buffer to the expected shape: nothing was computed into it.
+        reshaped = {n: out[n].ravel()[: ref[n].size].reshape(ref[n].shape) for n in ref if out[n].size >= ref[n].size}
+        if len(reshaped) == len(ref):
+            assert not compare_outputs(ref, reshaped, "fp32", model_spec), label
+        # And TensorRT itself refused: execute_async_v3 returned False (8.6) or logged Error Code 3 (10+),
+        # and the context never resolved the outputs' shapes.
+        assert naive.execute_ok is False or any("Error Code 3" in m for m in naive.logger.errors()), label
+        assert all(dims != ref[n].shape for n, dims in naive.context_output_dims.items()), label
+
+
+def test_the_correct_runner_passes_the_same_checks(runner_pool, golden, model_spec, reference_runner):
     runner = runner_pool("tensorrt-fp32")
-    x, ref = golden[32]
-    logger = runner.runner_for(32).logger
-    errors_before = len(logger.errors())  # the pooled runner may have been refused before
-    out = runner.infer({INPUT_NAME: x})[OUTPUT_NAME]
-    assert out.shape == (32, 100)
-    assert compare(ref, out)
-    assert logger.errors()[errors_before:] == []
-
+    for label, (feed, ref) in _feeds(model_spec, golden).items():
+        ref = ref if ref is not None else reference_runner.infer(feed)
+        batch = next(iter(feed.values())).shape[0]
+        logger = runner.runner_for(batch).logger
+        errors_before = len(logger.errors())  # the pooled runner may have been refused before
+        result = compare_outputs(ref, runner.infer(feed), "fp32", model_spec)
+        assert result, f"{label}: {result.message}"
+        assert logger.errors()[errors_before:] == [], label

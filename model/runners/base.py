@@ -21,14 +21,31 @@ class BackendUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class TensorMeta:
+    """One input as a runner accepts it. `shape` has None where a dim is dynamic; `ranges` the
+    inclusive (lo, hi) of each dynamic dim (None where fixed); `axes` the name of each dynamic dim,
+    so that inputs sharing an axis (batch, sequence) must agree on its size; `values` the valid
+    value range of an integer input."""
+
     dtype: np.dtype
-    shape: tuple  # None for a dynamic dimension
-    min_batch: int
-    max_batch: int
+    shape: tuple
+    ranges: tuple
+    axes: tuple = ()
+    values: tuple | None = None
+
+    @property
+    def min_batch(self) -> int:
+        return self.ranges[0][0]
+
+    @property
+    def max_batch(self) -> int:
+        return self.ranges[0][1]
 
 
-def _describe(shape: tuple) -> str:
-    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+def _describe(meta: TensorMeta) -> str:
+    names = meta.axes or ("N",) + (None,) * (len(meta.shape) - 1)
+    dims = [str(d) if d is not None else (names[i] if i < len(names) and names[i] else f"d{i}")
+            for i, d in enumerate(meta.shape)]
+    return "(" + ", ".join(dims) + ")"
 
 
 def _dtype_text(dtype: np.dtype) -> str:
@@ -38,14 +55,23 @@ def _dtype_text(dtype: np.dtype) -> str:
 
 def _expected(meta: TensorMeta) -> str:
     # Only built for an error: formatting it on every call cost more than the rest of the checks.
-    return f"Expected {np.dtype(meta.dtype).name} {_describe(meta.shape)} with N in [{meta.min_batch}, {meta.max_batch}]"
+    names = meta.axes or ("N",)
+    ranges = [f"{names[i] if i < len(names) and names[i] else f'd{i}'} in [{r[0]}, {r[1]}]"
+              for i, r in enumerate(meta.ranges) if r is not None]
+    return f"Expected {np.dtype(meta.dtype).name} {_describe(meta)}" + (f" with {', '.join(ranges)}" if ranges else "")
+
+
+def _axis_label(meta: TensorMeta, i: int) -> str:
+    name = meta.axes[i] if i < len(meta.axes) and meta.axes[i] else ("batch" if i == 0 else f"dim {i}")
+    return name
 
 
 def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: bool = False) -> dict:
-    """The feed made safe to hand to a backend: C-contiguous arrays of the right dtype and shape.
+    """The feed made safe to hand to a backend: C-contiguous arrays of the right dtype and shape,
+    every dynamic dim in its range and equal across the inputs that share its axis.
 
-    NaN/Inf policy: rejected unless `allow_nonfinite`, because backends disagree on how they
-    propagate through max-pool and a non-finite image is never a valid CIFAR input.
+    NaN/Inf policy (float inputs): rejected unless `allow_nonfinite`, because backends disagree on
+    how they propagate (through max-pool, softmax) and a non-finite input is never valid data.
     """
     if not isinstance(feed, dict):
         raise InputError(f"feed must be a dict of name -> numpy array, received {type(feed).__name__}")
@@ -53,7 +79,7 @@ def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: boo
         missing, extra = sorted(set(metadata) - set(feed)), sorted(set(feed) - set(metadata))
         raise InputError(f"feed names {sorted(feed)} do not match the model's inputs {sorted(metadata)}"
                          + (f"; missing {missing}" if missing else "") + (f"; unexpected {extra}" if extra else ""))
-    checked = {}
+    checked, sizes = {}, {}
     for name, meta in metadata.items():
         value = feed[name]
         if not isinstance(value, np.ndarray):
@@ -63,11 +89,23 @@ def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: boo
                              f" (convert with .astype(np.{np.dtype(meta.dtype).name}))")
         if value.ndim != len(meta.shape) or any(d is not None and d != v for d, v in zip(meta.shape, value.shape)):
             raise InputError(f"Input tensor: {name} | Received incompatible shape {value.shape} | {_expected(meta)}")
-        batch = value.shape[0]
-        if not meta.min_batch <= batch <= meta.max_batch:
-            raise InputError(f"Input tensor: {name} | Received batch {batch} outside the supported range "
-                             f"[{meta.min_batch}, {meta.max_batch}] | {_expected(meta)}")
-        if not allow_nonfinite and not np.isfinite(value).all():
+        for i, r in enumerate(meta.ranges):
+            if r is None:
+                continue
+            size, label = value.shape[i], _axis_label(meta, i)
+            if not r[0] <= size <= r[1]:
+                raise InputError(f"Input tensor: {name} | Received {label} {size} outside the supported range "
+                                 f"[{r[0]}, {r[1]}] | {_expected(meta)}")
+            seen = sizes.setdefault(label, (name, size))
+            if seen[1] != size:
+                raise InputError(f"Input tensor: {name} | Received {label} {size} | Expected {label} {seen[1]}, "
+                                 f"as in input {seen[0]} (inputs sharing an axis must agree on its size)")
+        if meta.values is not None and value.size:
+            lo, hi = int(value.min()), int(value.max())
+            if lo < meta.values[0] or hi > meta.values[1]:
+                raise InputError(f"Input tensor: {name} | Received values in [{lo}, {hi}] | Expected values in "
+                                 f"[{meta.values[0]}, {meta.values[1]}]")
+        if not allow_nonfinite and value.dtype.kind in "fc" and not np.isfinite(value).all():
             bad = int(value.size - np.isfinite(value).sum())
             raise InputError(f"Input tensor: {name} | Received {bad} NaN/Inf values | Expected finite values "
                              "(pass allow_nonfinite=True to the runner to send them anyway)")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.profile import DEFAULT_PROFILE, BatchProfile
 from model.runners.base import BackendUnavailable, Runner, TensorMeta
 
 # The CUDA provider computes FP32 convolutions in TF32 unless told not to (use_tf32=0); FP32
@@ -17,7 +16,8 @@ PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": [("CUDAExecutionProvider", CUDA_OPTIONS), "CPUExecutionProvider"],
 }
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+               "tensor(int32)": np.int32, "tensor(bool)": np.bool_, "tensor(double)": np.float64}
 
 
 def preload_cuda_libraries(ort) -> None:
@@ -31,7 +31,7 @@ def preload_cuda_libraries(ort) -> None:
 
 
 class OrtRunner(Runner):
-    def __init__(self, onnx_path, device: str = "cpu", profile: BatchProfile = DEFAULT_PROFILE,
+    def __init__(self, onnx_path, metadata: dict[str, TensorMeta], device: str = "cpu",
                  label: str = "fp32", **kwargs) -> None:
         super().__init__(**kwargs)
         if device not in PROVIDERS:
@@ -39,7 +39,7 @@ class OrtRunner(Runner):
         self.name = f"onnxruntime-{device}-{label}"
         self.onnx_path = str(onnx_path)
         self.device = device
-        self.profile = profile
+        self._declared = metadata
         self.session = None
 
     def _activate(self) -> None:
@@ -65,11 +65,13 @@ class OrtRunner(Runner):
         self.session = None
 
     def _input_metadata(self) -> dict[str, TensorMeta]:
-        meta = {}
-        for arg in self.session.get_inputs():
-            shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
-            meta[arg.name] = TensorMeta(np.dtype(_ORT_DTYPES[arg.type]), shape, self.profile.min, self.profile.max)
-        return meta
+        """The spec's metadata, after checking the session takes exactly those inputs."""
+        found = {a.name: (np.dtype(_ORT_DTYPES.get(a.type, np.void)), tuple(d if isinstance(d, int) else None for d in a.shape))
+                 for a in self.session.get_inputs()}
+        declared = {n: (m.dtype, m.shape) for n, m in self._declared.items()}
+        if found != declared:
+            raise ValueError(f"{self.onnx_path}: the session's inputs {found} differ from the spec's {declared}")
+        return self._declared
 
     def _infer(self, feed):
         names = [o.name for o in self.session.get_outputs()]

@@ -1,4 +1,4 @@
-"""PyTorch eager, on the CPU or a CUDA device, FP32 or (CUDA only) FP16."""
+"""PyTorch eager, on the CPU or a CUDA device, FP32 or (CUDA only) FP16, for any model spec."""
 from __future__ import annotations
 
 import copy
@@ -6,8 +6,6 @@ import copy
 import numpy as np
 import torch
 
-from model.network import INPUT_SHAPE
-from model.profile import DEFAULT_PROFILE, INPUT_NAME, OUTPUT_NAME, BatchProfile
 from model.runners.base import BackendUnavailable, Runner, TensorMeta
 
 
@@ -18,17 +16,34 @@ def disable_tf32() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
 
 
+def as_outputs(result, names: list[str]) -> dict:
+    """A module's return value (a tensor, a tuple/list, or a dict) as {declared output name: tensor};
+    anything that does not line up with the declared outputs is an error naming both."""
+    if isinstance(result, torch.Tensor):
+        result = (result,)
+    if isinstance(result, dict):
+        if set(result) != set(names):
+            raise ValueError(f"the module returned outputs {sorted(result)}, the spec declares {names}")
+        return {n: result[n] for n in names}
+    if isinstance(result, (tuple, list)) and all(isinstance(r, torch.Tensor) for r in result):
+        if len(result) != len(names):
+            raise ValueError(f"the module returned {len(result)} tensors, the spec declares {len(names)} outputs {names}")
+        return dict(zip(names, result))
+    raise ValueError(f"the module returned a {type(result).__name__}; expected tensors for the outputs {names}")
+
+
 class TorchRunner(Runner):
-    def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
-                 profile: BatchProfile = DEFAULT_PROFILE, **kwargs) -> None:
+    def __init__(self, model: torch.nn.Module, metadata: dict[str, TensorMeta], outputs: list[str],
+                 device: str = "cpu", precision: str = "fp32", **kwargs) -> None:
         super().__init__(**kwargs)
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"TorchRunner precision must be fp32 or fp16, received {precision!r}")
         self.name = f"pytorch-{device.split(':')[0]}-{precision}"
         self._source = model
+        self._declared = metadata
+        self.outputs = list(outputs)
         self.device = torch.device(device)
         self.precision = precision
-        self.profile = profile
         self.model = None
 
     def _activate(self) -> None:
@@ -48,14 +63,20 @@ class TorchRunner(Runner):
             torch.cuda.empty_cache()
 
     def _input_metadata(self) -> dict[str, TensorMeta]:
-        return {INPUT_NAME: TensorMeta(np.dtype(np.float32), (None, *INPUT_SHAPE), self.profile.min, self.profile.max)}
+        return self._declared
 
-    def forward_device(self, x: torch.Tensor) -> torch.Tensor:
-        """Device tensor in, device logits out; no validation, no copies (for device-resident timing)."""
+    def to_device(self, feed: dict) -> list[torch.Tensor]:
+        """Host arrays as device tensors in the module's argument order; floats at the run's precision."""
+        return [torch.from_numpy(feed[n]).to(self.device, self.dtype if feed[n].dtype.kind == "f" else None)
+                for n in self._declared]
+
+    def forward_device(self, *args: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Device tensors in, device outputs out; no validation, no copies (for device-resident timing)."""
         with torch.inference_mode():
-            return self.model(x)
+            return as_outputs(self.model(*args), self.outputs)
 
     def _infer(self, feed):
-        x = torch.from_numpy(feed[INPUT_NAME]).to(self.device, self.dtype, non_blocking=False)
-        out = self.forward_device(x).float().cpu()  # .cpu() waits for the device
-        return {OUTPUT_NAME: out.numpy().copy()}
+        out = self.forward_device(*self.to_device(feed))
+        # .cpu() waits for the device; float32 out whatever the run's precision, as the spec declares.
+        return {n: t.float().cpu().numpy().copy() if t.is_floating_point() else t.cpu().numpy().copy()
+                for n, t in out.items()}

@@ -8,24 +8,28 @@ a static engine built for exactly that batch, else the one tuned nearest it.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from model.profile import BatchProfile, serving_profile
 from model.runners.base import Runner, TensorMeta
 from model.runners.trt_runner import TrtRunner
 
 
 class TrtEngineSet(Runner):
-    def __init__(self, plans: dict[BatchProfile, bytes], label: str = "fp32", graphs: bool = True, **kwargs) -> None:
+    def __init__(self, plans: dict[BatchProfile, bytes], label: str = "fp32", graphs: bool = True,
+                 declared: dict[str, TensorMeta] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         if not plans:
             raise ValueError("an engine set needs at least one plan")
         self.name = f"tensorrt-{label}"
         self._plans = plans
-        self._label, self._graphs = label, graphs
+        self._label, self._graphs, self._declared = label, graphs, declared
         self.runners: dict[BatchProfile, TrtRunner] = {}
         self._serving: dict[int, TrtRunner] = {}  # batch -> runner, decided once per batch
 
     def _make(self, plan: bytes) -> TrtRunner:
-        return TrtRunner(plan, label=self._label, graphs=self._graphs, allow_nonfinite=self.allow_nonfinite)
+        return TrtRunner(plan, label=self._label, graphs=self._graphs, declared=self._declared,
+                         allow_nonfinite=self.allow_nonfinite)
 
     def _activate(self) -> None:
         try:
@@ -44,8 +48,11 @@ class TrtEngineSet(Runner):
         metas = [r.input_metadata() for r in self.runners.values()]
         # Shapes from a dynamic engine (batch None), not from one built for a single batch.
         widest = max(metas, key=lambda m: max(t.max_batch - t.min_batch for t in m.values()))
-        return {n: TensorMeta(m.dtype, m.shape, min(x[n].min_batch for x in metas), max(x[n].max_batch for x in metas))
-                for n, m in widest.items()}
+
+        def span(n: str, i: int):
+            ranges = [x[n].ranges[i] for x in metas if x[n].ranges[i] is not None] if widest[n].ranges[i] else []
+            return (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
+        return {n: replace(m, ranges=tuple(span(n, i) for i in range(len(m.shape)))) for n, m in widest.items()}
 
     def runner_for(self, batch: int) -> TrtRunner:
         """The engine that serves `batch`: built for exactly it, else tuned nearest it."""

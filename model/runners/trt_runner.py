@@ -26,10 +26,14 @@ class TrtRunner(Runner):
     the engine and the copy out are captured as one CUDA graph and replayed for that shape, so a
     small batch costs one launch instead of four driver calls."""
 
-    def __init__(self, plan: bytes, label: str = "fp32", graphs: bool = True, **kwargs) -> None:
+    def __init__(self, plan: bytes, label: str = "fp32", graphs: bool = True,
+                 declared: dict[str, TensorMeta] | None = None, **kwargs) -> None:
+        """`declared`: the model's own input metadata, whose dtypes and axis names the runner
+        accepts (TensorRT narrows int64 inputs to int32; the runner converts while staging)."""
         super().__init__(**kwargs)
         self.name = f"tensorrt-{label}"
         self._plan = plan
+        self._declared = declared or {}
         self.use_graphs = graphs
         self._bound_shape = None
         self._graph = None  # device-only replay (benchmarks)
@@ -92,7 +96,14 @@ class TrtRunner(Runner):
         for n in self.inputs:
             shape = tuple(None if d < 0 else d for d in self.engine.get_tensor_shape(n))
             lo, hi = self.shape_range[n]
-            meta[n] = TensorMeta(self.dtypes[n], shape, lo[0], hi[0])
+            # The batch always has a range, also in an engine built for one batch (its set spans them all).
+            ranges = tuple((lo[i], hi[i]) if d is None or i == 0 else None for i, d in enumerate(shape))
+            declared = self._declared.get(n)
+            dtype = declared.dtype if declared is not None else self.dtypes[n]
+            if np.dtype(dtype) != self.dtypes[n] and not (np.dtype(dtype) == np.int64 and self.dtypes[n] == np.int32):
+                raise RuntimeError(f"engine input {n!r} is {self.dtypes[n]}, the model declares {np.dtype(dtype)}")
+            meta[n] = TensorMeta(np.dtype(dtype), shape, ranges, declared.axes if declared is not None else (),
+                                 declared.values if declared is not None else None)
         return meta
 
     # -- inference -------------------------------------------------------------------------------
@@ -158,7 +169,8 @@ class TrtRunner(Runner):
         """Bind the feed's shapes and stage it in the pinned input buffers."""
         out_shapes = self.bind({n: feed[n].shape for n in self.inputs})
         for n in self.inputs:
-            np.copyto(self.host[n].view(feed[n].shape), feed[n])
+            # int64 ids into an int32 engine input: the feed check bounded their values already.
+            np.copyto(self.host[n].view(feed[n].shape), feed[n], casting="unsafe")
         return out_shapes
 
     def _copy_inputs_to_device(self) -> None:

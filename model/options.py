@@ -1,0 +1,152 @@
+"""Options declared once, used by the CLI (`python -m model compare`) and by pytest (conftest.py).
+
+Each option has one parser, so a bad value gets the same error naming the option in both places;
+where the two want another default (pytest covers every shipped model, the CLI the user's one),
+the declaration says so.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model import artifacts, data
+from model.engine import DEFAULT_WORKSPACE
+from model.profile import BatchProfile
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, received {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, received {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {value}")
+    return value
+
+
+def profile(text: str) -> BatchProfile:
+    try:
+        return BatchProfile.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def name_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected one or more comma-separated names, received {text!r}")
+    return names
+
+
+def axis(text: str):
+    from model.sources import parse_axis
+    from model.spec import SpecError
+
+    try:
+        return parse_axis(text)
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def backend_list(text: str) -> list[str]:
+    from model.backends import BACKENDS
+
+    names = name_list(text)
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown backends {unknown}; choose from {sorted(BACKENDS)}")
+    return names
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    kwargs: dict
+    cli: dict | None = field(default_factory=dict)  # overrides for the CLI; None: pytest only
+    pytest: dict | None = field(default_factory=dict)  # overrides for pytest; None: CLI only
+
+
+OPTIONS = [
+    Option("--model", dict(type=name_list, default=None, metavar="NAME[,NAME...]",
+                           help="shipped model names, or path/to/file.py:factory returning (module, spec); "
+                                "several separated by commas"),
+           cli=dict(default=["simplecnn"], help="models to compare (default simplecnn): shipped names or "
+                                                "path/to/file.py:factory; several separated by commas"),
+           pytest=dict(help="models to test (default: every shipped model): shipped names or path/to/file.py:factory")),
+    Option("--onnx", dict(type=Path, action="append", default=None, metavar="PATH",
+                          help="an ONNX model without PyTorch source (repeatable); its inputs, outputs and dynamic "
+                               "axes are read from the file, the range of each non-batch axis from --axis")),
+    Option("--axis", dict(type=axis, action="append", default=None, metavar="NAME=MIN,OPT,MAX",
+                          help="range of a dynamic axis other than the batch, for --onnx models (repeatable)")),
+    Option("--profile", dict(type=profile, default=None,
+                             help="batch range every runner declares and TensorRT builds for, MIN,OPT,MAX[,STATIC]: one "
+                                  "TensorRT engine per opt batch ('/' between several) and one fixed-shape engine per "
+                                  "static batch (default: each model's own; SimpleCNN's is 1,32/4096,4096,1)")),
+    Option("--batch-sizes", dict(type=int_list, default=None),
+           cli=dict(default=[1, 32, 256], help="latency batch sizes (default 1,32,256)"),
+           pytest=dict(help="comma-separated batch sizes for parity tests (default per model: its profile's min, "
+                            "7, 32 and max; each must lie in the profile)")),
+    Option("--data", dict(default=data.SYNTHETIC,
+                          help="SimpleCNN's data: 'synthetic' (embedded, default) or the folder holding CIFAR-100's "
+                               "cifar-100-python/")),
+    Option("--cache-dir", dict(type=Path, default=artifacts.DEFAULT_CACHE,
+                               help="where weights, ONNX files and engines are cached (default %(default)s)")),
+    Option("--download", dict(action="store_true", help="download CIFAR-100 into --data if it is missing"), pytest=None),
+    Option("--workspace-mb", dict(type=positive_int, default=DEFAULT_WORKSPACE >> 20,
+                                  help="TensorRT builder workspace limit in MiB (default %(default)s)"), pytest=None),
+    Option("--backends", dict(type=backend_list, default=None,
+                              help="comma-separated backend names (default: all); see `python -m model backends`"),
+           pytest=None),
+    Option("--out", dict(type=Path, default=Path("out"),
+                         help="folder for comparison.json/.md, one subfolder per model (default out/)"), pytest=None),
+    Option("--epochs", dict(type=positive_int, default=None, help="SimpleCNN training epochs when not cached"),
+           pytest=None),
+    Option("--retrain", dict(action="store_true", help="train again even if a cached checkpoint matches"), pytest=None),
+    Option("--runs", dict(type=positive_int, default=20, help="timed calls per batch size (default 20)"), pytest=None),
+    Option("--require-gpu", dict(action="store_true",
+                                 help="GPU-marked tests fail instead of skipping when there is no GPU or TensorRT"),
+           cli=None),
+]
+
+
+def _kwargs(option: Option, where: str) -> dict | None:
+    extra = getattr(option, where)
+    return None if extra is None else {**option.kwargs, **extra}
+
+
+def add_to_argparse(parser: argparse.ArgumentParser) -> None:
+    for option in OPTIONS:
+        kwargs = _kwargs(option, "cli")
+        if kwargs is not None:
+            parser.add_argument(option.flag, **kwargs)
+
+
+def add_to_pytest(group) -> None:
+    """pytest's parser takes argparse's keywords; values arrive parsed by the same functions."""
+    for option in OPTIONS:
+        kwargs = _kwargs(option, "pytest")
+        if kwargs is not None:
+            group.addoption(option.flag, **kwargs)
+
+
+def model_specs(names: list[str] | None, onnx_paths: list[Path] | None, axes: list | None,
+                default: list[str]) -> list:
+    """The ModelSpecs a run covers: named (shipped or file.py:factory) and ONNX files."""
+    from model.sources import from_onnx, resolve
+
+    specs = [resolve(n) for n in (names if names is not None else ([] if onnx_paths else default))]
+    specs += [from_onnx(str(p), list(axes or [])) for p in onnx_paths or []]
+    if axes and not onnx_paths:
+        raise ValueError("--axis gives ranges for --onnx models; no --onnx was given")
+    return specs
