@@ -61,8 +61,12 @@ def injected_copy(checkout: Path, host_us: float, host_backend: str, gpu_fractio
 
 
 def _with_cache(args_list: list[str], checkout: Path) -> list[str]:
-    # Every side, the copy included, uses the checkout's trained weights and engines.
-    return args_list if "--cache-dir" in args_list else [*args_list, "--cache-dir", str(checkout / ".cache")]
+    # Every side, the copy included, uses the checkout's trained weights and engines. One token: as two,
+    # pytest would take the path for a test path before conftest.py declares the option, and load
+    # the checkout's conftest.py into the copy's session.
+    if any(a.startswith("--cache-dir") for a in args_list):
+        return args_list
+    return [*args_list, f"--cache-dir={checkout / '.cache'}"]
 
 
 def run(args, progress=print) -> dict:
