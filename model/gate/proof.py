@@ -32,7 +32,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("proof", help="A/A comparisons and injected slowdowns: false-failure and detection counts")
     p.add_argument("--checkout", type=_checkout, default=Path.cwd(), help="checkout to prove on (default: cwd)")
     p.add_argument("--trials", type=_positive_int, default=10, help="A/A and injection trials (default %(default)s)")
-    p.add_argument("--full-trials", type=int, default=0, help="extra A/A trials over every benchmark (no -k)")
+    p.add_argument("--full-trials", type=int, default=0,
+                   help="how many of the trials run every benchmark (no -k) on A and B; their A/A comparison covers "
+                        "the -k selection too, so they count in both A/A figures")
     p.add_argument("--host-us", type=float, default=0.0, help="busy-wait added after each end-to-end infer() (us)")
     p.add_argument("--host-backend", default="tensorrt", help="backend-name prefix of the runners slowed (default %(default)s)")
     p.add_argument("--detect-host", action="append", default=[], metavar="NODEID",
@@ -80,7 +82,7 @@ def run(args, progress=print) -> dict:
     copy = injected_copy(checkout, args.host_us, args.host_backend, args.gpu_fraction) if detect else None
     results = {"aa": [], "full": [], "host": [], "gpu": [], "sdr": {}, "seconds": [], "planned": args.trials}
     start = time.perf_counter()
-    plan = [("aa", t) for t in range(args.trials)] + [("full", t) for t in range(args.full_trials)]
+    plan = [("full" if t < args.full_trials else "aa", t) for t in range(args.trials)]
     for kind, t in plan:
         elapsed = time.perf_counter() - start
         per = max(results["seconds"]) if results["seconds"] else 0.0
@@ -93,7 +95,7 @@ def run(args, progress=print) -> dict:
         b = sampling.Side("B", checkout, aa_args if kind == "aa" else common)
         sides = [a, b]
         c = None
-        if kind == "aa" and copy is not None:
+        if copy is not None:
             c = sampling.Side("C", copy, common, targets=detect)
             sides.append(c)
         progress(f"== {kind} trial {t + 1}")
@@ -102,15 +104,22 @@ def run(args, progress=print) -> dict:
         report.write(raw, verdicts, settings, env)
         bad = [v.name for v in verdicts if v.verdict == REGRESSED]
         improved = [v.name for v in verdicts if v.verdict == IMPROVED]
-        results[kind].append({"regressed": bad, "improved": improved, "n": len(verdicts),
-                              "too_noisy": sum(v.verdict.startswith("too") for v in verdicts)})
-        if kind == "aa":
-            for v in verdicts:
-                if args.sdr_k in v.name:
-                    results["sdr"].setdefault(v.name, []).append((v.clock, v.noise_floor, v.sdr))
+        row = {"regressed": bad, "improved": improved, "n": len(verdicts),
+               "too_noisy": sum(v.verdict.startswith("too") for v in verdicts)}
+        results["aa"].append(row)
+        if kind == "full":
+            results["full"].append(row)
+        for v in verdicts:
+            if args.sdr_k in v.name:
+                results["sdr"].setdefault(v.name, []).append((v.clock, v.noise_floor, v.sdr))
         line = (f"   A/A: {len(bad)} regressed, {len(improved)} improved of {len(verdicts)}"
                 f"{' (' + ', '.join(bad + improved) + ')' if bad or improved else ''}")
         if c is not None:
+            if t == 0:  # what the GPU padding achieved (model/gate/inject.py logs it)
+                for log in sorted(raw.glob("C-*.log")):
+                    for text in log.read_text(errors="replace").splitlines():
+                        if text.startswith("[gate proof]"):
+                            progress(f"   {log.name}: {text}")
             injected, _, _ = decide(a, c, settings, family_size=len(verdicts))
             report.write(raw / "injected", injected, settings, env)
             by = {v.name: v for v in injected}
@@ -131,7 +140,8 @@ def run(args, progress=print) -> dict:
 
 def summary(args, results: dict) -> tuple[str, bool]:
     lines, ok = ["== gate proof summary"], True
-    for kind, label in (("aa", f"A/A (-k {args.keyword!r})"), ("full", "A/A (every benchmark)")):
+    full = f", {len(results['full'])} of them over every benchmark" if results["full"] else ""
+    for kind, label in (("aa", f"A/A (-k {args.keyword!r}{full})"), ("full", "A/A (every benchmark)")):
         trials = results[kind]
         if not trials:
             continue
