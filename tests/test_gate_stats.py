@@ -57,6 +57,16 @@ def test_process_to_process_noise_raises_the_floor_instead_of_failing():
     assert v.verdict == UNCHANGED, v
 
 
+def test_one_head_process_inside_the_base_range_is_not_a_regression():
+    # Pooled, the head is 30% slower and significant, but its first process ran like the base:
+    # one odd process (or one odd pair of base processes) must not decide alone.
+    base = [[1.0, 1.01, 0.99] * 10, [1.02, 1.03, 1.01] * 10]
+    head = [[1.01, 1.02, 1.0] * 10, [1.6, 1.61, 1.59] * 10]
+    v = one(base, head, min_effect=0.05, floor_factor=0.1)
+    assert v.significant and v.change > v.sdr and v.separated == 0 and v.verdict == UNCHANGED, v
+    assert one(base, [head[1], head[1]], min_effect=0.05, floor_factor=0.1).verdict == REGRESSED
+
+
 def test_too_few_samples_or_one_process_are_too_noisy_never_a_pass():
     few = one([[1.0, 1.1], [1.05]], [[2.0], [2.1, 2.2]])
     assert math.isinf(few.resolution) and few.verdict == TOO_NOISY and "too few samples" in few.notes[0]

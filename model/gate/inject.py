@@ -76,7 +76,7 @@ class PaddedGraph:
         want, nbytes, self._buffer = fraction * graph_s, 1 << 20, None
         for _ in range(8):  # memset time is affine in its size: a few secant steps land on the target
             self._alloc(nbytes)
-            got = _gpu_seconds(stream, self._pad)
+            got = max(_gpu_seconds(stream, self._pad), 1e-7)  # CUDA events resolve ~0.5 us
             nbytes = max(4096, min(1 << 34, int(nbytes * want / got) // 256 * 256))
         self._alloc(nbytes)
         added = _gpu_seconds(stream, self.launch) - graph_s

@@ -4,7 +4,9 @@ Samples come in groups, one group per fresh process. A test on the pooled sample
 two processes of the same code differ by more than the rounds inside one process do (memory layout,
 clocks, whatever ran beside it), and pooled rounds hide that. So a change must also exceed the
 *noise floor*, the spread between processes of the same code, measured on each side (and, for a
-stored baseline, when it was recorded). The *smallest detectable regression* (SDR) is the largest
+stored baseline, when it was recorded), and every head process must sit on the same side of every
+base process (per-process medians fully separated), so one odd process cannot decide alone.
+The *smallest detectable regression* (SDR) is the largest
 of: the minimum effect worth failing for, `floor_factor` x the noise floor, and the smallest slowdown
 of the base's own samples the test would call significant at the corrected alpha (the resolution
 that the number and spread of samples allow). A benchmark whose SDR exceeds `max_detectable` is
@@ -49,6 +51,7 @@ class Verdict:
     sdr: float                  # smallest detectable regression
     verdict: str = UNCHANGED
     significant: bool = False
+    separated: int = 0          # +1: every head process slower than every base process; -1 faster; 0 overlap
     samples: tuple[int, int] = (0, 0)
     processes: tuple[int, int] = (0, 0)
     notes: list[str] = field(default_factory=list)
@@ -123,6 +126,8 @@ def judge(benchmarks: dict[str, dict], settings: Settings = Settings(), family_s
         bm, hm = float(np.median(base)), float(np.median(head))
         v = Verdict(name, b["clock"], bm, hm, hm / bm, p, floor, res, sdr,
                     samples=(len(base), len(head)), processes=(len(b["base"]), len(b["head"])))
+        base_meds, head_meds = [float(np.median(g)) for g in b["base"]], [float(np.median(g)) for g in b["head"]]
+        v.separated = 1 if min(head_meds) > max(base_meds) else -1 if max(head_meds) < min(base_meds) else 0
         if floor is None:
             v.notes.append("no noise floor: needs at least two processes on one side")
         if math.isinf(res):
@@ -131,9 +136,9 @@ def judge(benchmarks: dict[str, dict], settings: Settings = Settings(), family_s
     padded = [v.p_value for v in verdicts] + [1.0] * (m - len(verdicts))
     for v, significant in zip(verdicts, holm(padded, settings.alpha)):
         v.significant = significant
-        if significant and v.ratio > 1 + v.sdr:
+        if significant and v.ratio > 1 + v.sdr and v.separated == 1:
             v.verdict = REGRESSED
-        elif significant and v.ratio < 1 / (1 + v.sdr):
+        elif significant and v.ratio < 1 / (1 + v.sdr) and v.separated == -1:
             v.verdict = IMPROVED
         elif v.sdr > settings.max_detectable:
             v.verdict = TOO_NOISY
