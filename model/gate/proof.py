@@ -1,20 +1,22 @@
 """`python -m model.gate proof`: does the gate stay quiet on unchanged code and catch real slowdowns?
 
-Each trial runs its own fresh processes, interleaved: A and B are the unchanged checkout, C a copy
-with injected slowdowns (model/gate/inject.py, appended to the copy's benchmarks/conftest.py only).
-A vs B is one A/A comparison; A vs C one injection comparison on the benchmarks named by --detect-*.
-A trial's A processes serve both of its comparisons: within each family (A/A trials, detections)
-the trials share no process, so the counts are counts of independent trials; across families they
-are paired, which is what a real pull request is (one base, one head). The injection comparison is
-corrected for the A/A family's size, so the few benchmarks C runs are not judged more leniently.
-The host and GPU injections touch disjoint benchmarks (end-to-end vs device-resident), so one copy
+A chain of fresh processes of the unchanged checkout (M) and, spread between them, a chain of a
+patched copy with injected slowdowns (C; model/gate/inject.py, appended to the copy's
+benchmarks/conftest.py only) which runs only the benchmarks named by --detect-*. Comparison i takes
+2m consecutive M processes in the roles A B B A (m = --processes): an A/A comparison of unchanged
+code, exactly what the gate runs on a pull request. Detection i compares that comparison's A side
+with m consecutive C processes, on the --detect-* benchmarks, corrected for the A/A family's size.
+With --step 2m (the default) no process serves two comparisons: the counts are of independent
+trials. A smaller step lets neighbouring comparisons share processes, roles rotating (a process that
+was head is base in the next); each comparison is still a valid one, and the false-failure count
+an unbiased count of comparisons, but the trials are not independent: the summary says so. The
+host and GPU injections touch disjoint benchmarks (end-to-end vs device-resident), so one copy
 carries both.
 """
 from __future__ import annotations
 
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,10 +33,11 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("proof", help="A/A comparisons and injected slowdowns: false-failure and detection counts")
     p.add_argument("--checkout", type=_checkout, default=Path.cwd(), help="checkout to prove on (default: cwd)")
-    p.add_argument("--trials", type=_positive_int, default=10, help="A/A and injection trials (default %(default)s)")
-    p.add_argument("--full-trials", type=int, default=0,
-                   help="how many of the trials run every benchmark (no -k) on A and B; their A/A comparison covers "
-                        "the -k selection too, so they count in both A/A figures")
+    p.add_argument("--trials", type=_positive_int, default=10, help="A/A and injection comparisons (default %(default)s)")
+    p.add_argument("--step", type=int, default=0,
+                   help="main-chain processes between the starts of neighbouring comparisons (default 2 x --processes: "
+                        "independent comparisons; 1 shares processes between neighbours, see model/gate/proof.py)")
+    p.add_argument("--focus", default="", help="substring of benchmark names whose A/A failures the summary counts apart")
     p.add_argument("--host-us", type=float, default=0.0, help="busy-wait added after each end-to-end infer() (us)")
     p.add_argument("--host-backend", default="tensorrt", help="backend-name prefix of the runners slowed (default %(default)s)")
     p.add_argument("--detect-host", action="append", default=[], metavar="NODEID",
@@ -71,68 +74,102 @@ def _with_cache(args_list: list[str], checkout: Path) -> list[str]:
     return [*args_list, f"--cache-dir={checkout / '.cache'}"]
 
 
+def merged(label: str, parts: list[sampling.Side]) -> sampling.Side:
+    """One side made of several single-process sides."""
+    side = sampling.Side(label, parts[0].checkout)
+    for part in parts:
+        side.machine_infos += part.machine_infos
+        for name, groups in part.groups.items():
+            if side.clocks.setdefault(name, part.clocks[name]) != part.clocks[name]:
+                raise sampling.SamplingError(f"benchmark {name}: timed on different clocks in different processes")
+            side.groups.setdefault(name, []).extend(groups)
+    return side
+
+
+def schedule(trials: int, processes: int, step: int) -> tuple[list, list, int, int]:
+    """Windows of the main chain (unchanged code) and of the injected copy's chain.
+
+    Comparison i takes main processes [i*step, i*step + 2m) in the roles A B B A ... (m = processes
+    per side); detection i takes copy processes [i*cstep, i*cstep + m). step = 2m: no process serves
+    two comparisons (independent trials); a smaller step lets neighbouring comparisons share
+    processes, with rotating roles, to save device time."""
+    roles = sampling.interleaved(["A", "B"], processes)
+    cstep = processes if step >= 2 * processes else max(1, step // 2)
+    main = [[(i * step + j, r) for j, r in enumerate(roles)] for i in range(trials)]
+    copy = [[i * cstep + j for j in range(processes)] for i in range(trials)]
+    return main, copy, (trials - 1) * step + 2 * processes, (trials - 1) * cstep + processes
+
+
 def run(args, progress=print) -> dict:
     from model.gate.cli import decide, settings_of
 
     settings = settings_of(args)
     checkout = args.checkout
     common = _with_cache(list(args.pytest_args), checkout)
-    aa_args = [*(["-k", args.keyword] if args.keyword else []), *common]
+    main_args = [*(["-k", args.keyword] if args.keyword else []), *common]
     detect = [*args.detect_host, *args.detect_gpu]
     copy = injected_copy(checkout, args.host_us, args.host_backend, args.gpu_fraction) if detect else None
-    results = {"aa": [], "full": [], "host": [], "gpu": [], "sdr": {}, "seconds": [], "planned": args.trials}
+    step = args.step or 2 * args.processes
+    windows, cwindows, n_main, n_copy = schedule(args.trials, args.processes, step)
+    if copy is None:
+        n_copy = 0
+    # Copy processes spread evenly between the main ones, so both chains see the same drift.
+    order = sorted([(j / n_main, "M", j) for j in range(n_main)] + [((k + 0.5) / max(n_copy, 1), "C", k) for k in range(n_copy)])
+    progress(f"plan: {n_main} processes of the checkout, {n_copy} of the injected copy, {args.trials} comparisons "
+             f"(step {step}: {'independent' if step >= 2 * args.processes else 'neighbouring comparisons share processes'})")
+    done: dict[tuple[str, int], sampling.Side] = {}
+    seconds = {"M": [], "C": []}
     start = time.perf_counter()
-    plan = [("full" if t < args.full_trials else "aa", t) for t in range(args.trials)]
-    for kind, t in plan:
+    for _, kind, j in order:
         elapsed = time.perf_counter() - start
-        per = max(results["seconds"]) if results["seconds"] else 0.0
-        if args.budget_s and elapsed + per > args.budget_s:
-            progress(f"budget: {elapsed:.0f} s spent, a trial takes ~{per:.0f} s; not starting {kind} trial {t + 1}")
+        if args.budget_s and seconds[kind] and elapsed + max(seconds[kind]) > args.budget_s:
+            progress(f"budget: {elapsed:.0f} s spent; starting no more processes")
+            break
+        side = (sampling.Side(f"M{j + 1}", checkout, main_args) if kind == "M"
+                else sampling.Side(f"C{j + 1}", copy, common, targets=detect))
+        stem = args.out / "raw" / side.label
+        side.add(sampling.run_process(side, args.python, stem.with_suffix(".json"), stem.with_suffix(".log")))
+        seconds[kind].append(side.seconds[-1])
+        done[(kind, j)] = side
+        if kind == "C" and j == 0:  # what the GPU padding achieved (model/gate/inject.py logs it)
+            for text in stem.with_suffix(".log").read_text(errors="replace").splitlines():
+                if text.startswith("[gate proof]"):
+                    progress(f"   C1: {text}")
+    results = {"aa": [], "host": [], "gpu": [], "sdr": {}, "seconds": seconds, "planned": args.trials,
+               "elapsed": time.perf_counter() - start, "step": step}
+    for i, window in enumerate(windows):
+        if not all(("M", j) in done for j, _ in window):
             continue
-        t0 = time.perf_counter()
-        raw = args.out / f"{kind}-{t + 1}"
-        a = sampling.Side("A", checkout, aa_args if kind == "aa" else common)
-        b = sampling.Side("B", checkout, aa_args if kind == "aa" else common)
-        sides = [a, b]
-        c = None
-        if copy is not None:
-            c = sampling.Side("C", copy, common, targets=detect)
-            sides.append(c)
-        progress(f"== {kind} trial {t + 1}")
-        sampling.measure(sides, args.processes, raw, args.python, progress=lambda s: None)
+        a = merged("A", [done[("M", j)] for j, r in window if r == "A"])
+        b = merged("B", [done[("M", j)] for j, r in window if r == "B"])
         verdicts, env, _ = decide(a, b, settings)
-        report.write(raw, verdicts, settings, env)
+        report.write(args.out / f"aa-{i + 1}", verdicts, settings, env)
         bad = [v.name for v in verdicts if v.verdict == REGRESSED]
         improved = [v.name for v in verdicts if v.verdict == IMPROVED]
-        row = {"regressed": bad, "improved": improved, "n": len(verdicts),
-               "too_noisy": sum(v.verdict.startswith("too") for v in verdicts)}
-        results["aa"].append(row)
-        if kind == "full":
-            results["full"].append(row)
+        focus = [n for n in bad if args.focus in n]
+        results["aa"].append({"regressed": bad, "improved": improved, "n": len(verdicts), "focus": focus,
+                              "n_focus": sum(args.focus in v.name for v in verdicts),
+                              "too_noisy": sum(v.verdict.startswith("too") for v in verdicts)})
         for v in verdicts:
             if args.sdr_k in v.name:
                 results["sdr"].setdefault(v.name, []).append((v.clock, v.noise_floor, v.sdr))
-        line = (f"   A/A: {len(bad)} regressed, {len(improved)} improved of {len(verdicts)}"
+        line = (f"A/A {i + 1}: {len(bad)} regressed, {len(improved)} improved of {len(verdicts)}"
                 f"{' (' + ', '.join(bad + improved) + ')' if bad or improved else ''}")
-        if c is not None:
-            if t == 0:  # what the GPU padding achieved (model/gate/inject.py logs it)
-                for log in sorted(raw.glob("C-*.log")):
-                    for text in log.read_text(errors="replace").splitlines():
-                        if text.startswith("[gate proof]"):
-                            progress(f"   {log.name}: {text}")
+        cw = cwindows[i]
+        if copy is not None and all(("C", k) in done for k in cw):
+            c = merged("C", [done[("C", k)] for k in cw])
             injected, _, _ = decide(a, c, settings, family_size=len(verdicts))
-            report.write(raw / "injected", injected, settings, env)
+            report.write(args.out / f"injected-{i + 1}", injected, settings, env)
             by = {v.name: v for v in injected}
             for key, names in (("host", args.detect_host), ("gpu", args.detect_gpu)):
                 for name in names:
                     v = by.get(name)
                     if v is None:
-                        raise sampling.SamplingError(f"--detect-{key} {name}: no such benchmark ran in both A and C "
-                                                     f"(ran: {sorted(by)})")
+                        raise sampling.SamplingError(f"--detect-{key} {name}: no such benchmark ran in both the "
+                                                     f"checkout and the copy (ran: {sorted(by)})")
                     results[key].append(v.verdict == REGRESSED)
                     line += f"; {key} {name.split('::')[-1]}: {100 * v.change:+.1f}% (SDR {100 * v.sdr:.1f}%) {v.verdict}"
-        results["seconds"].append(time.perf_counter() - t0)
-        progress(line + f"  [{results['seconds'][-1]:.0f} s]")
+        progress(line)
     if copy is not None:
         shutil.rmtree(copy.parent, ignore_errors=True)
     return results
@@ -140,15 +177,16 @@ def run(args, progress=print) -> dict:
 
 def summary(args, results: dict) -> tuple[str, bool]:
     lines, ok = ["== gate proof summary"], True
-    full = f", {len(results['full'])} of them over every benchmark" if results["full"] else ""
-    for kind, label in (("aa", f"A/A (-k {args.keyword!r}{full})"), ("full", "A/A (every benchmark)")):
-        trials = results[kind]
-        if not trials:
-            continue
+    trials = results["aa"]
+    if trials:
         fails = sum(bool(t["regressed"]) for t in trials)
-        lines.append(f"{label}: {fails} gate failures in {len(trials)} comparisons "
+        sel = f"-k {args.keyword!r}" if args.keyword else "every benchmark"
+        lines.append(f"A/A ({sel}): {fails} gate failures in {len(trials)} comparisons "
                      f"({sum(len(t['regressed']) for t in trials)} of {sum(t['n'] for t in trials)} verdicts regressed, "
                      f"{sum(len(t['improved']) for t in trials)} improved, {sum(t['too_noisy'] for t in trials)} too noisy)")
+        if args.focus:
+            lines.append(f"A/A on the {trials[0]['n_focus']} benchmarks named *{args.focus}*: "
+                         f"{sum(bool(t['focus']) for t in trials)} failures in {len(trials)} comparisons")
         ok &= fails == 0
     for key, label in (("host", f"+{args.host_us:g} us host per infer"), ("gpu", f"+{100 * args.gpu_fraction:g}% GPU time")):
         hits = results[key]
@@ -156,8 +194,11 @@ def summary(args, results: dict) -> tuple[str, bool]:
             lines.append(f"{label}: detected in {sum(hits)} of {len(hits)} trials")
             ok &= sum(hits) >= 0.9 * len(hits)
     if len(results["aa"]) < results["planned"]:
-        lines.append(f"only {len(results['aa'])} of {results['planned']} trials ran (budget)")
+        lines.append(f"only {len(results['aa'])} of {results['planned']} comparisons completed (budget)")
         ok = False
+    if results["step"] < 2 * args.processes:
+        lines.append(f"step {results['step']}: neighbouring comparisons share processes (roles rotate); each comparison "
+                     "is a valid A B B A comparison, but the counts are not of independent trials")
     if results["sdr"]:
         lines.append(f"smallest detectable regression, median (max) over the A/A trials, benchmarks with {args.sdr_k!r}:")
         for name, rows in sorted(results["sdr"].items()):
@@ -166,8 +207,11 @@ def summary(args, results: dict) -> tuple[str, bool]:
             lines.append(f"  {name.split('::')[-1]:<48} {rows[0][0]:>4} clock  noise floor "
                          f"{100 * statistics.median(floors) if floors else float('nan'):5.1f}%  "
                          f"SDR {100 * statistics.median(sdrs):5.1f}% ({100 * max(sdrs):.1f}%)")
-    lines.append(f"trial time: median {statistics.median(results['seconds']):.0f} s, total {sum(results['seconds']):.0f} s"
-                 if results["seconds"] else "no trial ran")
+    for kind, label in (("M", "checkout"), ("C", "injected copy")):
+        secs = results["seconds"][kind]
+        if secs:
+            lines.append(f"{label} processes: {len(secs)}, median {statistics.median(secs):.1f} s, total {sum(secs):.0f} s")
+    lines.append(f"elapsed {results['elapsed']:.0f} s")
     lines.append("PROOF " + ("PASSED" if ok else "FAILED") + ": 0 A/A failures and >= 90% detection required")
     return "\n".join(lines), ok
 
