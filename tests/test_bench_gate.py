@@ -61,7 +61,8 @@ def test_stored_baseline_keeps_every_process_and_its_aa_spread(tmp_path):
 
 
 def test_gate_that_must_compare_fails_without_a_baseline(tmp_path):
-    env = {**os.environ, "PY": sys.executable, "BENCH_STORAGE": str(tmp_path / "empty"), "BENCH_REQUIRE_BASELINE": "1",
+    inherited = {k: v for k, v in os.environ.items() if k not in ("BENCH_BASE", "GATE_ARGS")}  # CI sets them
+    env = {**inherited, "PY": sys.executable, "BENCH_STORAGE": str(tmp_path / "empty"), "BENCH_REQUIRE_BASELINE": "1",
            "GATE_OUT": str(tmp_path / "gate")}
     done = subprocess.run(["bash", str(GATE), "-k", SELECTION], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
