@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GATE = ROOT / ".ci" / "bench-gate"
 SELECTION = "end_to_end and onnxruntime-cpu and bs1"
 INJECTED = "benchmarks/test_latency.py::test_end_to_end[onnxruntime-cpu-int8-bs1]"
-HOST_DELAY_US = 2000
+HOST_DELAY_US = 10_000  # the noise floor here reached 128% (SDR 256%) at a load of 8 on 2 cores
 
 
 def test_gate_passes_unchanged_benchmarks_and_fails_the_injected_slowdown(trained, cache_dir, tmp_path):
