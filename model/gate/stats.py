@@ -140,6 +140,10 @@ def judge(benchmarks: dict[str, dict], settings: Settings = Settings(), family_s
             v.verdict = REGRESSED
         elif significant and v.ratio < 1 / (1 + v.sdr) and v.separated == -1:
             v.verdict = IMPROVED
+        elif significant and not 1 / (1 + v.sdr) <= v.ratio <= 1 + v.sdr:
+            # A change beyond the SDR that not every process shows: neither a pass nor a failure.
+            v.verdict = TOO_NOISY
+            v.notes.append("the change exceeds the SDR, but the processes of the two sides overlap")
         elif v.sdr > settings.max_detectable:
             v.verdict = TOO_NOISY
         else:
