@@ -101,14 +101,22 @@ def schedule(trials: int, processes: int, step: int) -> tuple[list, list, int, i
 
 
 def run(args, progress=print) -> dict:
+    detect = [*args.detect_host, *args.detect_gpu]
+    copy = injected_copy(args.checkout, args.host_us, args.host_backend, args.gpu_fraction) if detect else None
+    try:
+        return _run(args, progress, copy, detect)
+    finally:  # a failed process must not leave the copy behind
+        if copy is not None:
+            shutil.rmtree(copy.parent, ignore_errors=True)
+
+
+def _run(args, progress, copy: Path | None, detect: list[str]) -> dict:
     from model.gate.cli import decide, settings_of
 
     settings = settings_of(args)
     checkout = args.checkout
     common = _with_cache(list(args.pytest_args), checkout)
     main_args = [*(["-k", args.keyword] if args.keyword else []), *common]
-    detect = [*args.detect_host, *args.detect_gpu]
-    copy = injected_copy(checkout, args.host_us, args.host_backend, args.gpu_fraction) if detect else None
     step = args.step or 2 * args.processes
     windows, cwindows, n_main, n_copy = schedule(args.trials, args.processes, step)
     if copy is None:
@@ -170,8 +178,6 @@ def run(args, progress=print) -> dict:
                     results[key].append(v.verdict == REGRESSED)
                     line += f"; {key} {name.split('::')[-1]}: {100 * v.change:+.1f}% (SDR {100 * v.sdr:.1f}%) {v.verdict}"
         progress(line)
-    if copy is not None:
-        shutil.rmtree(copy.parent, ignore_errors=True)
     return results
 
 
