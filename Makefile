@@ -19,7 +19,7 @@ test: $(VENV)/.installed      ## the correctness suite
 bench: $(VENV)/.installed     ## latency benchmarks (pytest-benchmark)
 	$(PY) -m pytest benchmarks $(ARGS)
 
-bench-gate: $(VENV)/.installed  ## benchmarks vs the stored baseline (.ci/bench-gate)
+bench-gate: $(VENV)/.installed  ## regression gate (.ci/bench-gate): BENCH_BASE=DIR compares with that checkout, else the stored baseline
 	bash .ci/bench-gate $(ARGS)
 
 gpu-gate:                      ## GPU CI: tests with --require-gpu, then the bench gate (builds its own venv)

@@ -7,7 +7,7 @@ Every timed target synchronizes before it returns.
 import numpy as np
 import pytest
 
-from benchmarks import targets
+from benchmarks import samples, targets
 from model.backends import BACKENDS
 from model.compare import compare_outputs
 
@@ -75,7 +75,7 @@ def test_device_resident(benchmark, record, runner_pool, model_artifacts, model_
     name = framework if framework.startswith("tensorrt") else f"{framework}-{mode}"
     record(model_name, name, precision, "device-resident", bench_batch)
     if gpu_time is not None:
-        benchmark.extra_info["gpu_compute_median_s"] = gpu_time()
+        samples.record_gpu_times(benchmark, gpu_time())
     if framework.startswith("tensorrt"):
         (lo, *_), (hi, *_) = runner.shape_range[model_spec.input_names[0]]
         benchmark.extra_info["tensorrt_engine"] = {"min": lo, "opt": runner.profile_opts[runner.active_profile], "max": hi}

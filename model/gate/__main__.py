@@ -1,0 +1,5 @@
+import sys
+
+from model.gate.cli import main
+
+sys.exit(main())

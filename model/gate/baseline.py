@@ -1,0 +1,42 @@
+"""Stored-baseline mode, for when only one commit is at hand (a push to main): `record` keeps every
+process's raw samples and the A/A spread measured between those processes; `check` compares a new
+run with them, the stored spread entering the noise floor instead of a fixed percentage. The
+spread between processes minutes apart is what this mode can measure; drift over days is not, which
+is why pull requests use the same-job comparison."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from model.gate.sampling import Side
+from model.gate.stats import process_spread
+
+FORMAT = "model.gate baseline v1"
+
+
+def save(side: Side, path: Path) -> dict:
+    if len(side.machine_infos) < 2:
+        raise ValueError(f"a baseline needs at least two processes to measure its A/A spread; received "
+                         f"{len(side.machine_infos)}")
+    data = {"format": FORMAT, "machine_info": side.machine_infos[0], "processes": len(side.machine_infos),
+            "benchmarks": {name: {"clock": side.clocks[name], "groups": groups, "aa_spread": process_spread(groups)}
+                           for name, groups in side.groups.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return data
+
+
+def load(path: Path) -> Side:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"baseline {path} does not exist; record one first: "
+                                f"python -m model.gate record --baseline {path}") from None
+    if data.get("format") != FORMAT:
+        raise ValueError(f"baseline {path}: format {data.get('format')!r}, expected {FORMAT!r}; record it again")
+    side = Side("baseline", Path(path).parent)
+    side.machine_infos = [data["machine_info"]]
+    for name, b in data["benchmarks"].items():
+        side.clocks[name], side.groups[name] = b["clock"], b["groups"]
+    side.stored_spread = {name: b["aa_spread"] for name, b in data["benchmarks"].items()}
+    return side

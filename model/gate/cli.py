@@ -1,0 +1,132 @@
+"""python -m model.gate compare | record | check | proof  (see README, "The benchmark regression gate")."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from model.gate import baseline, environment, report, sampling
+from model.gate.stats import Settings, judge
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
+def _checkout(text: str) -> Path:
+    path = Path(text).resolve()
+    if not (path / "benchmarks").is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a checkout of this project (no benchmarks/ folder in {path})")
+    return path
+
+
+def _common(p: argparse.ArgumentParser, processes: int) -> None:
+    p.add_argument("--processes", type=_positive_int, default=processes,
+                   help="fresh processes per side, interleaved A B B A ... (default %(default)s)")
+    p.add_argument("-k", dest="keyword", default=None, help="pytest -k expression selecting the benchmarks")
+    p.add_argument("--python", default=sys.executable,
+                   help="interpreter that runs the benchmark processes (default: this one)")
+    p.add_argument("--out", type=Path, default=Path("out/gate"), help="logs, raw JSON and the verdict (default %(default)s)")
+    p.add_argument("--alpha", type=float, default=Settings.alpha, help="family-wise error rate, Holm (default %(default)s)")
+    p.add_argument("--min-effect", type=float, default=Settings.min_effect,
+                   help="smallest relative change that may fail the gate (default %(default)s)")
+    p.add_argument("--floor-factor", type=float, default=Settings.floor_factor,
+                   help="a change must exceed this many noise floors (default %(default)s)")
+    p.add_argument("--max-detectable", type=float, default=Settings.max_detectable,
+                   help="a benchmark whose smallest detectable regression exceeds this is too noisy to gate "
+                        "(default %(default)s)")
+    p.add_argument("--fail-too-noisy", action="store_true",
+                   help=f"exit {report.EXIT_TOO_NOISY} when a benchmark is too noisy to gate (default: report it)")
+    p.add_argument("pytest_args", nargs="*", help="after --: more pytest arguments for every process (e.g. --require-gpu)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m model.gate", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compare", help="same-job mode: base and head checkouts measured here, interleaved")
+    c.add_argument("--base", type=_checkout, required=True, help="checkout of the base commit")
+    c.add_argument("--head", type=_checkout, required=True, help="checkout of the head commit")
+    _common(c, processes=2)
+    r = sub.add_parser("record", help="stored-baseline mode: measure this checkout and store samples + A/A spread")
+    r.add_argument("--baseline", type=Path, required=True, help="file to write")
+    r.add_argument("--checkout", type=_checkout, default=Path.cwd(), help="checkout to measure (default: cwd)")
+    _common(r, processes=4)
+    k = sub.add_parser("check", help="stored-baseline mode: measure this checkout against a recorded baseline")
+    k.add_argument("--baseline", type=Path, required=True, help="file written by `record`")
+    k.add_argument("--checkout", type=_checkout, default=Path.cwd(), help="checkout to measure (default: cwd)")
+    _common(k, processes=2)
+    from model.gate import proof
+
+    proof.add_parser(sub)
+    return ap
+
+
+def settings_of(args) -> Settings:
+    return Settings(alpha=args.alpha, min_effect=args.min_effect, floor_factor=args.floor_factor,
+                    max_detectable=args.max_detectable)
+
+
+def pytest_args(args) -> list[str]:
+    return [*(["-k", args.keyword] if args.keyword else []), *args.pytest_args]
+
+
+def decide(base: sampling.Side, head: sampling.Side, settings: Settings, family_size: int = 0):
+    """Verdicts for the benchmarks both sides measured, the common environment, and the rest by side."""
+    env = environment.require_same({base.label: base.machine_infos, head.label: head.machine_infos})
+    common = [n for n in base.groups if n in head.groups]
+    for name in common:
+        if base.clocks[name] != head.clocks[name]:
+            raise sampling.SamplingError(f"benchmark {name}: {base.label} timed it on the {base.clocks[name]} clock, "
+                                         f"{head.label} on the {head.clocks[name]} clock; compare like with like")
+    verdicts = judge({n: {"clock": base.clocks[n], "base": base.groups[n], "head": head.groups[n],
+                          "stored_spread": base.stored_spread.get(n)} for n in common}, settings, family_size)
+    only = {base.label: [n for n in base.groups if n not in head.groups],
+            head.label: [n for n in head.groups if n not in base.groups]}
+    return verdicts, env, only
+
+
+def finish(args, verdicts, env, only) -> int:
+    settings = settings_of(args)
+    print(report.table(verdicts))
+    print(report.summary(verdicts, settings, only))
+    report.write(args.out, verdicts, settings, env, {"only": only})
+    print(f"verdict table: {args.out / 'gate.md'}, data: {args.out / 'gate.json'}")
+    return report.exit_code(verdicts, args.fail_too_noisy)
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "proof":
+        from model.gate import proof
+
+        return proof.main(args)
+    settings = settings_of(args)
+    out = args.out
+    if args.command == "compare":
+        base = sampling.Side("base", args.base, pytest_args(args))
+        head = sampling.Side("head", args.head, pytest_args(args))
+        print(f"== same-job comparison: base {args.base} vs head {args.head}, {args.processes} processes each")
+        sampling.measure([base, head], args.processes, out / "raw", args.python)
+        if not base.groups:
+            print("error: no benchmark ran (all deselected or skipped); nothing to gate", file=sys.stderr)
+            return 2
+        return finish(args, *decide(base, head, settings))
+    head = sampling.Side("head", args.checkout, pytest_args(args))
+    if args.command == "record":
+        if args.processes < 2:
+            print("error: --processes must be at least 2 for record: the A/A spread is measured between processes",
+                  file=sys.stderr)
+            return 2
+        sampling.measure([head], args.processes, out / "raw", args.python)
+        data = baseline.save(head, args.baseline)
+        print(f"baseline of {len(data['benchmarks'])} benchmarks from {args.processes} processes written to {args.baseline}")
+        for name, b in data["benchmarks"].items():
+            print(f"  {name} ({b['clock']} clock): A/A spread {100 * b['aa_spread']:.1f}%")
+        return 0
+    stored = baseline.load(args.baseline)
+    print(f"== against the baseline {args.baseline}, {args.processes} processes of {args.checkout}")
+    sampling.measure([head], args.processes, out / "raw", args.python)
+    return finish(args, *decide(stored, head, settings))

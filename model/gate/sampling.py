@@ -1,0 +1,98 @@
+"""Raw samples from fresh processes: `pytest benchmarks` run in a checkout, one process at a time.
+
+Each process is a new interpreter with the checkout as cwd (and first on PYTHONPATH), so it imports
+that checkout's own code. Sides are interleaved A B B A A B ..., so that a drift of the machine
+(clocks, a neighbour job) falls on both sides alike. From pytest-benchmark's JSON (which always
+holds every round's time) each benchmark gives one group of samples per process: the per-round GPU
+compute times (CUDA events) where the benchmark recorded them in extra_info["gpu_compute_samples_s"],
+else the per-round wall times.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.samples import GPU_SAMPLES_KEY
+
+
+class SamplingError(RuntimeError):
+    pass
+
+
+@dataclass
+class Side:
+    """One side of a comparison: a checkout and what its processes measured."""
+    label: str
+    checkout: Path
+    pytest_args: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=lambda: ["benchmarks"])  # pytest paths or node ids
+    groups: dict[str, list] = field(default_factory=dict)   # benchmark -> one sample list per process
+    clocks: dict[str, str] = field(default_factory=dict)    # benchmark -> "gpu" | "wall"
+    machine_infos: list[dict] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)      # wall time of each process
+    stored_spread: dict[str, float] = field(default_factory=dict)  # a stored baseline's A/A spread
+
+    def add(self, result: dict) -> None:
+        self.machine_infos.append(result["machine_info"])
+        for name, (clock, samples) in samples_by_benchmark(result).items():
+            if self.clocks.setdefault(name, clock) != clock:
+                raise SamplingError(f"{self.label}: benchmark {name} was timed on the {clock} clock in one process "
+                                    f"and on the {self.clocks[name]} clock in another")
+            self.groups.setdefault(name, []).append(samples)
+
+
+def samples_by_benchmark(result: dict) -> dict[str, tuple[str, list[float]]]:
+    out = {}
+    for bench in result["benchmarks"]:
+        gpu = (bench.get("extra_info") or {}).get(GPU_SAMPLES_KEY)
+        if gpu:
+            out[bench["fullname"]] = ("gpu", [float(s) for s in gpu])
+        else:
+            data = bench["stats"].get("data")
+            if not data:
+                raise SamplingError(f"benchmark {bench['fullname']}: the JSON holds no per-round data "
+                                    "(was it written with --benchmark-json?)")
+            out[bench["fullname"]] = ("wall", [float(s) for s in data])
+    return out
+
+
+def interleaved(sides: list, processes: int) -> list:
+    """A B B A A B ... for two sides; for more sides, forward then backward, so each side's mean
+    position in time is the same."""
+    order = []
+    for i in range(processes):
+        order.extend(sides if i % 2 == 0 else sides[::-1])
+    return order
+
+
+def run_process(side: Side, python: str, json_path: Path, log_path: Path, timeout_s: float = 3600) -> dict:
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [python, "-m", "pytest", *side.targets, "-q", "-p", "no:cacheprovider", "--benchmark-save-data",
+           f"--benchmark-json={json_path}", *side.pytest_args]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(side.checkout), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env.pop("PYTHONSAFEPATH", None)
+    with open(log_path, "w") as log:
+        start = time.perf_counter()
+        done = subprocess.run(cmd, cwd=side.checkout, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
+        side.seconds.append(time.perf_counter() - start)
+    if done.returncode != 0:
+        tail = "".join(Path(log_path).read_text(errors="replace").splitlines(keepends=True)[-25:])
+        raise SamplingError(f"{side.label}: `{' '.join(cmd)}` in {side.checkout} exited {done.returncode} "
+                            f"(log {log_path}):\n{tail}")
+    return json.loads(json_path.read_text())
+
+
+def measure(sides: list[Side], processes: int, out_dir: Path, python: str = sys.executable, progress=print) -> None:
+    """Run `processes` fresh processes per side, interleaved, and add their samples to each side."""
+    counts: dict[str, int] = {}
+    order = interleaved(sides, processes)
+    for step, side in enumerate(order, 1):
+        n = counts[side.label] = counts.get(side.label, 0) + 1
+        stem = out_dir / f"{side.label}-{n}"
+        side.add(run_process(side, python, stem.with_suffix(".json"), stem.with_suffix(".log")))
+        progress(f"  [{step}/{len(order)}] {side.label} process {n}: {side.seconds[-1]:.1f} s")
