@@ -21,7 +21,7 @@ from model.gate.stats import REGRESSED
 ROOT = Path(__file__).resolve().parent.parent
 GATE = ROOT / ".ci" / "bench-gate"
 SELECTION = "end_to_end and onnxruntime-cpu and bs1"
-INJECTED = "benchmarks/test_latency.py::test_end_to_end[onnxruntime-cpu-int8-bs1]"
+INJECTED = "benchmarks/test_latency.py::test_end_to_end[simplecnn-onnxruntime-cpu-int8-bs1]"
 HOST_DELAY_US = 10_000  # the noise floor here reached 128% (SDR 256%) at a load of 8 on 2 cores
 
 
@@ -30,7 +30,8 @@ def test_gate_passes_unchanged_benchmarks_and_fails_the_injected_slowdown(traine
     copy = injected_copy(ROOT, HOST_DELAY_US, "onnxruntime-cpu-int8", 0.0)
     try:
         done = subprocess.run([sys.executable, "-m", "model.gate", "compare", "--base", str(ROOT), "--head", str(copy),
-                               "-k", SELECTION, "--out", str(tmp_path), "--", f"--cache-dir={cache_dir}"],
+                               "-k", SELECTION, "--out", str(tmp_path), "--", f"--cache-dir={cache_dir}",
+                               "--model=simplecnn"],
                               cwd=ROOT, capture_output=True, text=True, timeout=600)
     finally:
         shutil.rmtree(copy.parent, ignore_errors=True)

@@ -34,8 +34,8 @@ def host_delay_fixture(seconds: float, backend_prefix: str):
             if name.startswith(backend_prefix) and id(runner) not in slowed:
                 infer = runner.infer
 
-                def delayed(feed):
-                    out = infer(feed)
+                def delayed(feed, **kwargs):
+                    out = infer(feed, **kwargs)
                     busy_wait(seconds)
                     return out
 
