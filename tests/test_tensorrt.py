@@ -181,3 +181,68 @@ def test_engine_key_separates_precisions(model_artifacts):
     assert model_artifacts.engine("fp32").path != model_artifacts.engine("fp16").path
     fp32, fp16 = model_artifacts.engine("fp32").sidecar, model_artifacts.engine("fp16").sidecar
     assert fp32["identity"]["precision"] == "fp32" and fp16["identity"]["precision"] == "fp16"
+
+
+# -- the host path and zero-copy feeds (model/runners/host_staging.py, device_arrays.py) ---------
+
+@pytest.fixture(scope="module")
+def trt_fp32_set(runner_pool):
+    return runner_pool("tensorrt-fp32")
+
+
+@pytest.mark.parametrize("batch", [7, 4096], ids=["bs7-graph-path", "bs4096-pipelined"])
+def test_gpu_feed_gives_the_same_answers(trt_fp32_set, golden, batch):
+    from model import cuda_rt
+
+    x, ref = golden[batch]
+    tensor = cuda_rt.DeviceArray.from_host(x)
+    try:
+        for _ in range(3):  # the second call at a shape captures a graph: replays must agree
+            out = trt_fp32_set.infer({INPUT_NAME: tensor})[OUTPUT_NAME]
+            assert compare(ref, out)
+        device_out = trt_fp32_set.infer({INPUT_NAME: tensor}, outputs="device")[OUTPUT_NAME]
+        assert compare(ref, cuda_rt.to_host(device_out))
+    finally:
+        tensor.free()
+
+
+@pytest.mark.parametrize("batch", [7, 300, 4096])
+def test_pinned_feed_and_device_outputs_give_the_same_answers(trt_fp32_set, golden, batch):
+    from model import cuda_rt
+
+    x, ref = golden.get(batch) or (golden[4096][0][:batch], golden[4096][1][:batch])
+    buffers = trt_fp32_set.pinned_inputs(batch)
+    buffers[INPUT_NAME][:] = x
+    assert compare(ref, trt_fp32_set.infer(buffers)[OUTPUT_NAME])
+    assert compare(ref, cuda_rt.to_host(trt_fp32_set.infer({INPUT_NAME: x}, outputs="device")[OUTPUT_NAME]))
+
+
+def test_subbatches_chunks_and_threads_do_not_change_the_answers(model_artifacts, golden):
+    """Small units force many sub-batches (two engine shapes per call) and uploads at 4096."""
+    from model.runners.trt_runner import TrtRunner
+
+    x, ref = golden[4096]
+    options = {"subbatch_bytes": 3 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3}
+    with TrtRunner(model_artifacts.engine("fp32").plan(), **options) as runner:
+        assert compare(ref, runner.infer({INPUT_NAME: x})[OUTPUT_NAME])
+        assert compare(ref[:4001], runner.infer({INPUT_NAME: x[:4001]})[OUTPUT_NAME])
+
+
+def test_a_nan_in_a_late_chunk_is_refused_and_the_next_call_is_right(trt_fp32_set, golden):
+    x, ref = golden[4096]
+    bad = x.copy()
+    bad[-1, 0, 0, 0] = np.nan
+    with pytest.raises(InputError, match=r"Input tensor: input \| Received 1 NaN/Inf values"):
+        trt_fp32_set.infer({INPUT_NAME: bad})
+    assert compare(ref, trt_fp32_set.infer({INPUT_NAME: x})[OUTPUT_NAME])
+
+
+def test_host_memory_behind_a_gpu_interface_is_refused_by_cuda_pointer_attributes(trt_fp32_set, golden):
+    x, _ = golden[7]
+
+    class HostBehindCai:
+        __cuda_array_interface__ = {"shape": x.shape, "typestr": "<f4", "data": (x.ctypes.data, False),
+                                    "version": 3, "strides": None, "stream": None}
+
+    with pytest.raises(InputError, match=r"Input tensor: input \| Received host memory behind __cuda_array_interface__ v3"):
+        trt_fp32_set.infer({INPUT_NAME: HostBehindCai()})
