@@ -1,8 +1,13 @@
 """Latency of every backend x precision x batch size, end-to-end and device-resident.
 
-end-to-end:      `runner.infer(host numpy) -> host numpy`, validation and copies included.
-device-resident: inputs already on the GPU, CUDA graph replay where the backend supports it.
-Every timed target synchronizes before it returns.
+end-to-end:        `runner.infer(pageable host numpy) -> host numpy`, validation and copies included.
+end-to-end-pinned: the same from the runner's own pinned buffers (`pinned_inputs`), where it has them.
+end-to-end-gpu:    `runner.infer(array already on the GPU) -> host numpy` (a torch CUDA tensor where
+                   CUDA PyTorch is installed, else a cuda-python buffer exposing __cuda_array_interface__).
+gpu-in-out:        GPU array in, `outputs="device"` out: what `infer` adds to the device-resident run.
+device-resident:   inputs already on the GPU, CUDA graph replay where the backend supports it.
+Every timed target synchronizes before it returns. Each record carries the bytes it moves
+(`input_bytes`, `output_bytes`) so the report can set its PCIe floor beside it.
 """
 import numpy as np
 import pytest
@@ -32,6 +37,10 @@ def backend(request):
     return request.param[0]
 
 
+def _moved(benchmark, x: np.ndarray, out) -> None:
+    benchmark.extra_info.update(input_bytes=int(x.nbytes), output_bytes=int(np.asarray(out).nbytes))
+
+
 def test_end_to_end(benchmark, record, runner_pool, dataset, backend, bench_batch):
     if "-cpu" in backend and bench_batch > CPU_MAX_BATCH:
         pytest.skip(f"CPU backends are benchmarked up to batch {CPU_MAX_BATCH}")
@@ -39,6 +48,71 @@ def test_end_to_end(benchmark, record, runner_pool, dataset, backend, bench_batc
     feed = {INPUT_NAME: _images(dataset, bench_batch)}
     _pedantic(benchmark, lambda: runner.infer(feed), bench_batch, iterations=1)
     record(backend, BACKENDS[backend].precision, "end-to-end", bench_batch)
+    _moved(benchmark, feed[INPUT_NAME], runner.infer(feed)[OUTPUT_NAME])
+
+
+@pytest.fixture(params=backend_params(), ids=lambda p: p[0])
+def gpu_backend(request):
+    name = request.param[0]
+    if "-cpu" in name:
+        pytest.skip("pinned and GPU inputs are measured on GPU backends")
+    return name
+
+
+def _gpu_tensor(x: np.ndarray):
+    """An array on the GPU as users would hold one: a torch CUDA tensor, or (no CUDA PyTorch, as in
+    the TensorRT kit's Python) a cuda-python buffer exposing __cuda_array_interface__."""
+    from model import capabilities
+
+    if capabilities.torch_cuda() is None:
+        import torch
+
+        return torch.from_numpy(x).cuda(), lambda: None
+    from model import cuda_rt
+
+    array = cuda_rt.DeviceArray.from_host(x)
+    return array, array.free
+
+
+def _checked_against_host(runner, x, out, golden_logits, precision: str) -> None:
+    result = compare(golden_logits(x), out, precision)
+    assert result, f"the timed call computes something else: {result.message}"
+
+
+def test_end_to_end_pinned(benchmark, record, runner_pool, dataset, golden_logits, gpu_backend, bench_batch):
+    runner = runner_pool(gpu_backend)
+    x = _images(dataset, bench_batch)
+    try:
+        feed = runner.pinned_inputs(bench_batch)
+    except NotImplementedError as exc:
+        pytest.skip(str(exc))
+    feed[INPUT_NAME][:] = x
+    _checked_against_host(runner, x, runner.infer(feed)[OUTPUT_NAME], golden_logits, BACKENDS[gpu_backend].precision)
+    _pedantic(benchmark, lambda: runner.infer(feed), bench_batch, iterations=1)
+    record(gpu_backend, BACKENDS[gpu_backend].precision, "end-to-end-pinned", bench_batch)
+    _moved(benchmark, x, runner.infer(feed)[OUTPUT_NAME])
+
+
+@pytest.mark.parametrize("outputs", ["host", "device"], ids=["to-host", "to-device"])
+def test_end_to_end_from_gpu(benchmark, record, runner_pool, dataset, golden_logits, gpu_backend, bench_batch, outputs):
+    from model import cuda_rt
+
+    runner = runner_pool(gpu_backend)
+    x = _images(dataset, bench_batch)
+    tensor, free = _gpu_tensor(x)
+    try:
+        feed = {INPUT_NAME: tensor}
+        out = runner.infer(feed, outputs=outputs)[OUTPUT_NAME]
+        host_out = out if outputs == "host" else cuda_rt.to_host(out)
+        _checked_against_host(runner, x, host_out, golden_logits, BACKENDS[gpu_backend].precision)
+        _pedantic(benchmark, lambda: runner.infer(feed, outputs=outputs), bench_batch, iterations=1)
+        mode = "end-to-end-gpu" if outputs == "host" else "gpu-in-out"
+        record(gpu_backend, BACKENDS[gpu_backend].precision, mode, bench_batch)
+        benchmark.extra_info.update(input_bytes=0, output_bytes=int(host_out.nbytes) if outputs == "host" else 0,
+                                    gpu_input=type(tensor).__module__ + "." + type(tensor).__name__)
+    finally:
+        del tensor
+        free()
 
 
 DEVICE = [

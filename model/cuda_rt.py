@@ -90,6 +90,39 @@ def synchronize_stream(handle: int) -> None:
     check(_runtime().cudaStreamSynchronize(handle))
 
 
+def _cupy_runtime():
+    try:
+        from cupy.cuda import runtime
+    except ImportError:
+        return None
+    return runtime
+
+
+def locate_pointer(ptr: int) -> tuple[str, int]:
+    """`pointer_location` through cuda-python, else through CuPy's runtime (the GPU machine's
+    own Python has CuPy and CUDA PyTorch but maybe not cuda-python)."""
+    try:
+        return pointer_location(ptr)
+    except BackendUnavailable:
+        runtime = _cupy_runtime()
+        if runtime is None:
+            raise BackendUnavailable("locating a GPU pointer needs cuda-python or CuPy (pip install cuda-python)") from None
+        attrs = runtime.pointerGetAttributes(ptr)
+        return {2: "device", 3: "managed"}.get(int(attrs.type), "host"), int(attrs.device)
+
+
+def synchronize_foreign_stream(handle: int) -> None:
+    """Wait on the host for a producer's stream (1: the legacy default stream), through
+    cuda-python or CuPy, for backends that run on streams of their own (ONNX Runtime)."""
+    try:
+        synchronize_stream(handle)
+    except BackendUnavailable:
+        runtime = _cupy_runtime()
+        if runtime is None:
+            raise BackendUnavailable("waiting for a producer's CUDA stream needs cuda-python or CuPy") from None
+        runtime.streamSynchronize(handle)
+
+
 def current_device() -> int:
     return int(check(_runtime().cudaGetDevice()))
 

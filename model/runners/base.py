@@ -134,6 +134,12 @@ def _check_gpu_array(name: str, value, meta: TensorMeta, gpu: GpuTarget) -> GpuA
 OUTPUT_PLACES = ("host", "device")
 
 
+def check_pinned_batch(name: str, batch: int, meta: TensorMeta) -> None:
+    if not meta.min_batch <= batch <= meta.max_batch:
+        raise InputError(f"Input tensor: {name} | Received batch {batch} for pinned_inputs outside the supported "
+                         f"range [{meta.min_batch}, {meta.max_batch}] | {_expected(meta)}")
+
+
 class Runner:
     """Subclasses set `name` and implement `_activate`, `_deactivate`, `_input_metadata`,
     `_infer(feed, outputs)`. A runner on a GPU sets `self._gpu` (a `GpuTarget`) when it activates:

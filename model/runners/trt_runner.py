@@ -18,7 +18,8 @@ import numpy as np
 from model import cuda_rt, trt_compat
 from model.profile import nearest_opt
 from model.runners import host_staging
-from model.runners.base import BackendUnavailable, InputError, Runner, TensorMeta, check_feed, nonfinite_error
+from model.runners.base import (BackendUnavailable, InputError, Runner, TensorMeta, check_feed, check_pinned_batch,
+                                nonfinite_error)
 from model.runners.device_arrays import DeviceView, GpuArray, GpuTarget
 
 log = logging.getLogger(__name__)
@@ -206,9 +207,7 @@ class TrtRunner(Runner):
         self._require_active()
         out = {}
         for n, meta in self._metadata.items():
-            if not meta.min_batch <= batch <= meta.max_batch:
-                raise InputError(f"Input tensor: {n} | Received batch {batch} for pinned_inputs outside the supported "
-                                 f"range [{meta.min_batch}, {meta.max_batch}]")
+            check_pinned_batch(n, batch, meta)
             out[n] = self._handed.get((n, batch))
             if out[n] is None:
                 out[n] = self._handed[(n, batch)] = self.host[n].view((batch, *meta.shape[1:]))
