@@ -221,7 +221,7 @@ def fake_runner(gpu: FakeGpu, **options) -> TrtRunner:
     full = (MAX_BATCH, *IMAGE)
     runner.profiles = [{INPUT_NAME: ((1, *IMAGE), full, full)}]
     runner.shape_range = {INPUT_NAME: ((1, *IMAGE), full)}
-    runner.profile_opts, runner._active_profile, runner._min_batch, runner._batch_major = [MAX_BATCH], 0, 1, True
+    runner.profile_opts, runner._active_profile, runner._batch_major = [MAX_BATCH], 0, True
     runner.host = {INPUT_NAME: FakePinned(math.prod(full)), OUTPUT_NAME: FakePinned(MAX_BATCH * CLASSES)}
     runner.device = {INPUT_NAME: FakeDeviceBuffer(gpu, math.prod(full) * 4), OUTPUT_NAME: FakeDeviceBuffer(gpu, MAX_BATCH * CLASSES * 4)}
     runner.stream, runner.copy_stream = FakeStream(gpu, "engine stream"), FakeStream(gpu, "copy stream")

@@ -88,7 +88,6 @@ class TrtRunner(Runner):
         self.copy_stream = cuda_rt.Stream()  # uploads of the pipelined path, beside the engine's stream
         self._producer_event = self._make_event()
         self._gpu = GpuTarget(cuda_rt.current_device(), cuda_rt.pointer_location, self.stream.ptr)
-        self._min_batch = self.shape_range[first][0][0]
         self.device, self.host = {}, {}
         self._active_profile = 0  # a new context starts on profile 0
         # Buffers sized once for the largest shapes any profile allows, so no inference call allocates.
@@ -162,14 +161,15 @@ class TrtRunner(Runner):
         batch = next(iter(shapes.values()))[0]
         return fits[nearest_opt(batch, [self.profile_opts[i] for i in fits])]
 
-    def bind(self, shapes: dict[str, tuple]) -> dict[str, tuple]:
-        """Set input shapes (only when they change); returns the output shapes TensorRT resolved."""
+    def bind(self, shapes: dict[str, tuple], profile: int | None = None) -> dict[str, tuple]:
+        """Set input shapes (only when they change), on `profile` or the one `profile_for` picks;
+        returns the output shapes TensorRT resolved."""
         key = tuple(sorted(shapes.items()))
-        if key != self._bound_shape:
+        if key != self._bound_shape or (profile is not None and profile != self._active_profile):
             self.release_graph()  # a captured graph is only valid for the shapes it was captured with
             self._io_key = None
             self._bound_shape = None  # until every shape below is accepted
-            self._select_profile(self.profile_for(shapes))
+            self._select_profile(self.profile_for(shapes) if profile is None else profile)
             for n, shape in shapes.items():
                 self._set_shape(n, shape)
             self._bound_shape = key
@@ -311,8 +311,10 @@ class TrtRunner(Runner):
         row_bytes = {n: (feed[n].nbytes // batch if n in host else
                          math.prod(feed[n].shape[1:]) * self.dtypes[n].itemsize) for n in self.inputs}
         base = {n: self.device[n].ptr if n in host else feed[n].ptr for n in self.inputs}
+        # The profile the whole batch calls for serves every sub-batch: no switch (and sync) mid-call.
+        profile = self.profile_for({n: feed[n].shape for n in self.inputs})
         subbatches = host_staging.plan(batch, sum(row_bytes[n] for n in host), self._stager.workers,
-                                       chunk_bytes=self.chunk_bytes, min_rows=self._min_batch,
+                                       chunk_bytes=self.chunk_bytes, min_rows=self.profiles[profile][self.inputs[0]][0][0],
                                        subbatch_bytes=self.subbatch_bytes if self._batch_major else 0)
         items = [host_staging.Staged(feed[n], None if self._own_pinned(n, feed[n]) else self.host[n].view(feed[n].shape),
                                      not self.allow_nonfinite and host_staging.finite_dtype(feed[n].dtype)) for n in host]
@@ -334,7 +336,7 @@ class TrtRunner(Runner):
                     landed = self._event(2 * i)
                     landed.record(self.copy_stream)
                     self.stream.wait(landed)
-                shapes = self.bind({n: (sb.rows, *feed[n].shape[1:]) for n in self.inputs})
+                shapes = self.bind({n: (sb.rows, *feed[n].shape[1:]) for n in self.inputs}, profile)
                 if out_shapes is None:
                     out_shapes = {n: (batch, *s[1:]) for n, s in shapes.items()}
                     out_row = {n: math.prod(s[1:]) * self.dtypes[n].itemsize for n, s in shapes.items()}
