@@ -127,7 +127,9 @@ def test_a_dlpack_device_is_trusted_without_a_pointer_lookup():
 
 
 def test_a_cuda_array_interface_v3_stream_is_kept_for_the_runner_to_wait_on():
-    assert _check(FakeCai(stream=1))["input"].stream == 1
+    assert _check(FakeCai(stream=7))["input"].stream == 7
+    assert _check(FakeCai(stream=None))["input"].stream is None
+    assert _check(FakeCai(version=2))["input"].stream == 1  # v2 says nothing: the legacy default stream
 
 
 def _images(n=4, dtype=np.float32):

@@ -226,3 +226,18 @@ def test_the_cost_tool_measures_both_paths():
     plan = host_staging.plan(256, ROW_BYTES, host_staging.Stager().workers)
     assert large["calls"]["h2d"] == sum(len(sb.chunks) for sb in plan) and large["calls"]["execute"] == len(plan)
     assert all(r["engine_set_us"] > 0 and r["runner_us"] > 0 and r["check_us"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("batch", [22, 32, 85])
+def test_graph_path_feeds_are_shared_with_the_workers_and_checked_whole(fake, batch):
+    gpu, make = fake
+    runner = make(staging_threads=3)
+    x = _images(batch)
+    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
+    x[-1, 0, 0, 0] = np.nan  # in the last piece, a worker's
+    with pytest.raises(InputError, match=r"Received 1 NaN/Inf values"):
+        runner.infer({"input": x})
+    x[-1, 0, 0, 0] = 0
+    x[0, 0, 0, 0] = np.inf  # in the first, the calling thread's
+    with pytest.raises(InputError, match=r"Received 1 NaN/Inf values"):
+        runner.infer({"input": x})

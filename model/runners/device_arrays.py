@@ -105,7 +105,9 @@ def _from_cai(value, cai) -> GpuArray:
         raise InterfaceError(f"__cuda_array_interface__ lacks {missing}")
     if cai.get("mask") is not None:
         raise InterfaceError("__cuda_array_interface__ carries a mask (masked arrays are not supported)")
-    stream = cai.get("stream")
+    # v2 carries no stream: its producers (PyTorch's default stream among them) order their work
+    # on the legacy default stream (1), which the runner then waits for on the device.
+    stream = cai.get("stream") if version >= 3 else 1
     if stream == 0:  # the interface forbids it: it cannot say which default stream is meant
         raise InterfaceError("__cuda_array_interface__ stream is 0, which the interface disallows (use 1, 2 or a handle)")
     try:

@@ -25,6 +25,10 @@ GRAPH_MAX_BYTES = 1 << 20  # host input at or below this: one pass on the callin
 CHUNK_BYTES = 1 << 20  # one upload (and one worker task) moves about this much
 SUBBATCH_BYTES = 12 << 20  # one engine run takes about this much input (0: the whole batch in one run)
 MAX_WORKERS = 8  # the H200 host's copies saturate memory bandwidth well before 8 threads
+# On the graph path, a feed of at least SPLIT_BYTES is staged in pieces of at least PIECE_BYTES,
+# the calling thread taking the first while workers take the rest (batch 32 is 384 KiB: 3 pieces).
+SPLIT_BYTES = 256 << 10
+PIECE_BYTES = 128 << 10
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,23 @@ class Stager:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="trt-staging")
         return [self._pool.submit(stage_rows, items, a, b) for sb in subbatches for a, b in sb.chunks]
+
+    def stage_now(self, items: list[Staged], rows: int, nbytes: int, split_bytes: int = SPLIT_BYTES) -> int:
+        """Stage rows `0:rows` of every item before returning (the graph path): on this thread alone
+        below `split_bytes`, else shared with the workers. Returns what `stage_rows` returns."""
+        parts = min(self.workers, nbytes // PIECE_BYTES, rows) if nbytes >= split_bytes else 1
+        if parts <= 1:
+            return stage_rows(items, 0, rows)
+        pieces = split(0, rows, parts)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="trt-staging")
+        futures = [self._pool.submit(stage_rows, items, a, b) for a, b in pieces[1:]]
+        try:
+            found = [stage_rows(items, *pieces[0])] + [f.result() for f in futures]
+        except BaseException:
+            self.abandon(futures)
+            raise
+        return next((index for index in found if index >= 0), -1)
 
     @staticmethod
     def abandon(futures: list[Future]) -> None:

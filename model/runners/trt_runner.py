@@ -42,12 +42,13 @@ class TrtRunner(Runner):
 
     def __init__(self, plan: bytes, label: str = "fp32", graphs: bool = True, *, staging_threads: int | None = None,
                  graph_max_bytes: int = host_staging.GRAPH_MAX_BYTES, subbatch_bytes: int = host_staging.SUBBATCH_BYTES,
-                 chunk_bytes: int = host_staging.CHUNK_BYTES, **kwargs) -> None:
+                 chunk_bytes: int = host_staging.CHUNK_BYTES, split_bytes: int = host_staging.SPLIT_BYTES, **kwargs) -> None:
         super().__init__(**kwargs)
         self.name = f"tensorrt-{label}"
         self._plan = plan
         self.use_graphs = graphs
         self.graph_max_bytes, self.subbatch_bytes, self.chunk_bytes = graph_max_bytes, subbatch_bytes, chunk_bytes
+        self.split_bytes = split_bytes
         self._stager = host_staging.Stager(staging_threads)
         self._bound_shape = None
         self._graph = None  # device-only replay (benchmarks)
@@ -223,13 +224,14 @@ class TrtRunner(Runner):
                 self.stream.wait(self._producer_event)
 
     def _stage_whole(self, name: str, value: np.ndarray) -> None:
-        """A small host input into the pinned buffer and checked in one pass on this thread."""
-        if self._own_pinned(name, value):
-            rows = value
-        else:
-            rows = self.host[name].view(value.shape)
-            np.copyto(rows, value)
-        if not self.allow_nonfinite and host_staging.finite_dtype(value.dtype) and not np.isfinite(rows).all():
+        """A small host input copied into the pinned buffer and checked while in cache (from
+        `SPLIT_BYTES` on, shared with the staging workers)."""
+        own = self._own_pinned(name, value)
+        check = not self.allow_nonfinite and host_staging.finite_dtype(value.dtype)
+        if own and not check:
+            return
+        item = host_staging.Staged(value, None if own else self.host[name].view(value.shape), check)
+        if self._stager.stage_now([item], value.shape[0], value.nbytes, self.split_bytes) >= 0:
             raise nonfinite_error(name, value)
 
     def _infer(self, feed, outputs="host"):
