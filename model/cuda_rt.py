@@ -152,6 +152,12 @@ class DeviceBuffer:
         check(rt.cudaMemcpyAsync(self.ptr + offset, host.ctypes.data, host.nbytes,
                                  rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle))
 
+    def copy_from_device_async(self, ptr: int, nbytes: int, stream: Stream) -> None:
+        """`nbytes` of device memory at `ptr` into the start of this buffer."""
+        self._fits(nbytes, 0)
+        rt = _runtime()
+        check(rt.cudaMemcpyAsync(self.ptr, ptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream.handle))
+
     def copy_to_host_async(self, host: np.ndarray, stream: Stream, offset: int = 0) -> None:
         """This buffer from byte `offset` on into `host` (C-contiguous)."""
         self._fits(host.nbytes, offset)

@@ -47,21 +47,33 @@ def _calls(gpu, fn):
 
 # -- planning -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("batch, row_bytes, workers, sub, chunk, min_rows", [
-    (4096, ROW_BYTES, 8, 12 << 20, 1 << 20, 1), (4096, ROW_BYTES, 2, 12 << 20, 1 << 20, 1), (257, ROW_BYTES, 8, 1 << 20, 1 << 18, 1),
-    (301, ROW_BYTES, 3, 1 << 20, 1 << 18, 1), (5, ROW_BYTES, 8, 1, 1, 2), (4096, 0, 8, 12 << 20, 1 << 20, 1),
-    (1000, ROW_BYTES, 8, 0, 1 << 20, 1), (7, 10, 1, 1 << 20, 1 << 20, 1),
-], ids=["4096", "4096-2workers", "257-small-units", "301-odd", "min-rows-2", "nothing-to-stage", "no-subbatches", "tiny"])
-def test_plan_covers_the_batch_in_order(batch, row_bytes, workers, sub, chunk, min_rows):
-    plan = host_staging.plan(batch, row_bytes, workers, chunk_bytes=chunk, subbatch_bytes=sub, min_rows=min_rows)
+def test_row_alignment_keeps_every_tensor_256_byte_aligned():
+    assert host_staging.row_alignment([ROW_BYTES, 400]) == 16  # SimpleCNN: 12 KiB in, 100 float32 out
+    assert host_staging.row_alignment([ROW_BYTES]) == 1 and host_staging.row_alignment([6, 10]) == 128
+    assert all(16 * k * size % 256 == 0 for size in (ROW_BYTES, 400) for k in range(1, 5))
+
+
+@pytest.mark.parametrize("batch, row_bytes, workers, sub, chunk, min_rows, align", [
+    (4096, ROW_BYTES, 8, 12 << 20, 1 << 20, 1, 16), (4096, ROW_BYTES, 2, 12 << 20, 1 << 20, 1, 1),
+    (257, ROW_BYTES, 8, 1 << 20, 1 << 18, 1, 1), (301, ROW_BYTES, 3, 1 << 20, 1 << 18, 1, 1),
+    (4001, ROW_BYTES, 8, 12 << 20, 1 << 20, 1, 16), (301, ROW_BYTES, 3, 1 << 20, 1 << 18, 20, 16),
+    (5, ROW_BYTES, 8, 1, 1, 2, 1), (4096, 0, 8, 12 << 20, 1 << 20, 1, 16),
+    (1000, ROW_BYTES, 8, 0, 1 << 20, 1, 16), (7, 10, 1, 1 << 20, 1 << 20, 1, 1),
+], ids=["4096", "4096-2workers", "257-small-units", "301-odd", "4001-aligned", "301-aligned-min-rows-20",
+        "min-rows-2", "nothing-to-stage", "no-subbatches", "tiny"])
+def test_plan_covers_the_batch_in_order(batch, row_bytes, workers, sub, chunk, min_rows, align):
+    plan = host_staging.plan(batch, row_bytes, workers, chunk_bytes=chunk, subbatch_bytes=sub, min_rows=min_rows,
+                             row_align=align)
     assert plan[0].start == 0 and plan[-1].stop == batch
     assert all(a.stop == b.start for a, b in zip(plan, plan[1:]))
+    assert all(sb.start % align == 0 for sb in plan)  # every sub-batch's tensors stay aligned
     rows = [sb.rows for sb in plan]
-    assert max(rows) - min(rows) <= 1 and min(rows) >= min_rows  # at most two engine shapes
+    assert len(set(rows)) <= 3 and min(rows) >= min_rows  # at most three engine shapes
+    assert max(rows[:-1] or rows) - min(rows[:-1] or rows) <= align  # near-equal but for the remainder
     if sub == 0:
         assert len(plan) == 1
-    else:
-        assert len(plan) == max(1, min(batch * row_bytes // sub, batch // min_rows))
+    elif align == 1 and min_rows == 1:
+        assert len(plan) == max(1, min(batch * row_bytes // sub, batch))
     for sb in plan:
         assert sb.chunks[0][0] == sb.start and sb.chunks[-1][1] == sb.stop
         assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(sb.chunks, sb.chunks[1:] + ((sb.stop, None),)))
@@ -92,11 +104,12 @@ def test_large_batch_is_uploaded_in_chunks_and_run_in_subbatches(fake, batch, op
     out, calls = _calls(gpu, lambda: runner.infer({"input": x})["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(x))
     plan = host_staging.plan(batch, ROW_BYTES, runner._stager.workers, chunk_bytes=runner.chunk_bytes,
-                             subbatch_bytes=runner.subbatch_bytes)
+                             subbatch_bytes=runner.subbatch_bytes, row_align=runner._row_align)
+    assert all(sb.start % 16 == 0 for sb in plan)
     assert calls["h2d"] == sum(len(sb.chunks) for sb in plan)  # one upload per chunk
     assert calls["execute"] == calls["d2h"] == len(plan)  # one engine run and one download per sub-batch
     assert calls["event_record"] == 2 * len(plan) and calls["stream_wait"] == len(plan)
-    assert calls["set_input_shape"] <= 2  # equal sub-batches: at most two shapes per call
+    assert calls["set_input_shape"] <= 3  # near-equal sub-batches: at most three shapes per call
     assert not runner.replaying
 
 
@@ -149,7 +162,7 @@ def test_a_pinned_feed_is_uploaded_without_staging(fake, monkeypatch):
     out, calls = _calls(gpu, lambda: runner.infer(buffers)["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(x))
     assert staged and all(p is None for task in staged for p in task)  # checked for NaN/Inf, never copied
-    plan = host_staging.plan(1000, ROW_BYTES, runner._stager.workers, subbatch_bytes=1 << 20)
+    plan = host_staging.plan(1000, ROW_BYTES, runner._stager.workers, subbatch_bytes=1 << 20, row_align=runner._row_align)
     assert calls["h2d"] == sum(len(sb.chunks) for sb in plan) and calls["execute"] == len(plan) > 1
 
 
@@ -176,10 +189,11 @@ def test_small_batch_replays_a_graph_from_the_second_call(fake):
 
 
 class FakeDeviceTensor:
-    """Data placed in the fake GPU's memory, exposed as a CUDA producer would."""
+    """Data placed in the fake GPU's memory (`offset` bytes into an allocation), exposed as a CUDA
+    producer would."""
 
-    def __init__(self, gpu, host: np.ndarray) -> None:
-        self.ptr = gpu.alloc(host.nbytes)
+    def __init__(self, gpu, host: np.ndarray, offset: int = 0) -> None:
+        self.ptr = gpu.alloc(host.nbytes + offset) + offset
         gpu.bytes_at(self.ptr, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
         self.__cuda_array_interface__ = {"shape": host.shape, "typestr": "<f4", "data": (self.ptr, False),
                                          "version": 3, "strides": None, "stream": None}
@@ -192,8 +206,19 @@ def test_gpu_feed_is_read_where_it_is(fake, batch):
     x = _images(batch)
     out, calls = _calls(gpu, lambda: runner.infer({"input": FakeDeviceTensor(gpu, x)})["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(x))
-    assert calls["h2d"] == 0 and calls["execute"] == 1 and calls["d2h"] == 1
+    assert calls["h2d"] == calls["d2d"] == 0 and calls["execute"] == 1 and calls["d2h"] == 1
     assert runner.context.addresses["input"] != runner.device["input"].ptr
+
+
+@pytest.mark.parametrize("batch", [7, 4096])
+def test_a_gpu_feed_tensorrt_cannot_address_is_copied_on_the_device_first(fake, batch):
+    gpu, make = fake
+    runner = make()
+    x = _images(batch)
+    out, calls = _calls(gpu, lambda: runner.infer({"input": FakeDeviceTensor(gpu, x, offset=4)})["output"])
+    np.testing.assert_array_equal(out, tool.stand_in_model(x))
+    assert calls["d2d"] == 1 and calls["h2d"] == 0
+    assert runner.context.addresses["input"] == runner.device["input"].ptr
 
 
 @pytest.mark.parametrize("batch", [7, 4096])
@@ -223,7 +248,7 @@ def test_the_cost_tool_measures_both_paths():
     small, large = rows
     assert (small["path"], large["path"]) == ("graph", "pipelined")
     assert small["calls"]["h2d"] == small["calls"]["execute"] == 0  # a replay is one launch
-    plan = host_staging.plan(256, ROW_BYTES, host_staging.Stager().workers)
+    plan = host_staging.plan(256, ROW_BYTES, host_staging.Stager().workers, row_align=16)
     assert large["calls"]["h2d"] == sum(len(sb.chunks) for sb in plan) and large["calls"]["execute"] == len(plan)
     assert all(r["engine_set_us"] > 0 and r["runner_us"] > 0 and r["check_us"] > 0 for r in rows)
 

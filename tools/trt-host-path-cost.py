@@ -28,6 +28,7 @@ from model.profile import INPUT_NAME, OUTPUT_NAME, BatchProfile  # noqa: E402
 from model.runners import trt_runner as trt_runner_module  # noqa: E402
 from model.runners.base import TensorMeta, check_feed  # noqa: E402
 from model.runners.device_arrays import GpuTarget  # noqa: E402
+from model.runners.host_staging import ADDRESS_ALIGN, row_alignment  # noqa: E402
 from model.runners.trt_engine_set import TrtEngineSet  # noqa: E402
 from model.runners.trt_runner import TrtRunner  # noqa: E402
 
@@ -49,7 +50,7 @@ class FakeGpu:
         self.memory: dict[int, np.ndarray] = {}  # base address -> bytes
         self._next = 0x7F0000000000
         self.writes: list[tuple[int, int, "FakeStream", int]] = []
-        self.calls = {"h2d": 0, "d2h": 0, "execute": 0, "set_input_shape": 0, "set_tensor_address": 0,
+        self.calls = {"h2d": 0, "d2h": 0, "d2d": 0, "execute": 0, "set_input_shape": 0, "set_tensor_address": 0,
                       "event_record": 0, "stream_wait": 0}
         self.host_seen: dict[int, int] = {}  # stream id -> sequence the host has waited for
 
@@ -129,6 +130,15 @@ class FakeDeviceBuffer:
             self.gpu.bytes_at(self.ptr + offset, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
             self.gpu.write(self.ptr + offset, host.nbytes, stream)
 
+    def copy_from_device_async(self, ptr: int, nbytes: int, stream: FakeStream) -> None:
+        assert nbytes <= self.nbytes
+        self.gpu.calls["d2d"] += 1
+        stream.op()
+        if self.gpu.simulate:
+            self.gpu.check_read(ptr, nbytes, stream, "a copy on the device")
+            self.gpu.bytes_at(self.ptr, nbytes)[:] = self.gpu.bytes_at(ptr, nbytes)
+            self.gpu.write(self.ptr, nbytes, stream)
+
     def copy_to_host_async(self, host: np.ndarray, stream: FakeStream, offset: int = 0) -> None:
         assert host.flags.c_contiguous and offset + host.nbytes <= self.nbytes
         self.gpu.calls["d2h"] += 1
@@ -171,6 +181,8 @@ class FakeContext:
 
     def set_tensor_address(self, name: str, ptr: int) -> bool:
         self.gpu.calls["set_tensor_address"] += 1
+        if ptr % ADDRESS_ALIGN:  # as TensorRT: addresses aligned to 256 bytes
+            return False
         self.addresses[name] = ptr
         return True
 
@@ -222,6 +234,7 @@ def fake_runner(gpu: FakeGpu, **options) -> TrtRunner:
     runner.profiles = [{INPUT_NAME: ((1, *IMAGE), full, full)}]
     runner.shape_range = {INPUT_NAME: ((1, *IMAGE), full)}
     runner.profile_opts, runner._active_profile, runner._batch_major = [MAX_BATCH], 0, True
+    runner._row_align = row_alignment([math.prod(IMAGE) * 4, CLASSES * 4])
     runner.host = {INPUT_NAME: FakePinned(math.prod(full)), OUTPUT_NAME: FakePinned(MAX_BATCH * CLASSES)}
     runner.device = {INPUT_NAME: FakeDeviceBuffer(gpu, math.prod(full) * 4), OUTPUT_NAME: FakeDeviceBuffer(gpu, MAX_BATCH * CLASSES * 4)}
     runner.stream, runner.copy_stream = FakeStream(gpu, "engine stream"), FakeStream(gpu, "copy stream")

@@ -43,34 +43,50 @@ class SubBatch:
         return self.stop - self.start
 
 
-def split(start: int, stop: int, parts: int) -> list[tuple[int, int]]:
-    """`start:stop` in `parts` contiguous ranges whose lengths differ by at most one (longer first),
-    so a batch runs at no more than two engine shapes."""
-    count = stop - start
-    parts = max(1, min(parts, count))
-    q, r = divmod(count, parts)
+ADDRESS_ALIGN = 256  # TensorRT takes tensor addresses aligned to 256 bytes (IExecutionContext::setTensorAddress)
+
+
+def row_alignment(row_bytes: list[int], align: int = ADDRESS_ALIGN) -> int:
+    """The fewest rows after which every tensor's offset is `align`-aligned again (SimpleCNN: its
+    400-byte output rows need 16; its 12 KiB input rows need 1)."""
+    rows = 1
+    for size in row_bytes:
+        rows = math.lcm(rows, align // math.gcd(size, align))
+    return rows
+
+
+def split(start: int, stop: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
+    """`start:stop` in `parts` contiguous ranges, each starting `align` rows apart from `start` and
+    of near-equal length (in units of `align` rows, longer first; the last takes the remainder),
+    so a batch runs at no more than three engine shapes (two when `align` divides it)."""
+    units = math.ceil((stop - start) / align)
+    parts = max(1, min(parts, units))
+    q, r = divmod(units, parts)
     out, at = [], start
     for i in range(parts):
-        size = q + (i < r)
-        out.append((at, at + size))
-        at += size
+        end = min(stop, at + (q + (i < r)) * align)
+        out.append((at, end))
+        at = end
     return out
 
 
 def plan(batch: int, row_bytes: int, workers: int, *, chunk_bytes: int = CHUNK_BYTES,
-         subbatch_bytes: int = SUBBATCH_BYTES, min_rows: int = 1) -> list[SubBatch]:
+         subbatch_bytes: int = SUBBATCH_BYTES, min_rows: int = 1, row_align: int = 1) -> list[SubBatch]:
     """How a batch of `batch` rows of `row_bytes` host bytes each is uploaded and run.
 
     Sub-batches: about `subbatch_bytes` of input each (one when it is 0), never fewer rows than the
-    engine accepts (`min_rows`). Chunks: about `chunk_bytes` each, and at least `workers` over the
-    whole batch so every worker has a share; one chunk per sub-batch when nothing is staged."""
+    engine accepts (`min_rows`), each starting a multiple of `row_align` rows in (so every tensor's
+    address stays aligned for TensorRT). Chunks: about `chunk_bytes` each, and at least `workers`
+    over the whole batch so every worker has a share; one chunk per sub-batch when nothing is staged."""
     if batch < 1:
         raise ValueError(f"a batch to plan needs at least one row, received {batch}")
     total = batch * row_bytes
     parts = 1
     if subbatch_bytes > 0:
-        parts = max(1, min(total // subbatch_bytes, batch // max(1, min_rows)))
-    subs = split(0, batch, parts)
+        parts = max(1, min(total // subbatch_bytes, batch // max(1, min_rows, row_align)))
+    subs = split(0, batch, parts, row_align)
+    if len(subs) > 1 and subs[-1][1] - subs[-1][0] < min_rows:  # a remainder the engine cannot take
+        subs = subs[:-2] + [(subs[-2][0], batch)]
     out = []
     for start, stop in subs:
         if row_bytes == 0:

@@ -105,6 +105,8 @@ class TrtRunner(Runner):
         # do not, say a batch statistic, runs each large batch at once).
         widest_batch = self.profiles[widest][first][2][0]
         self._batch_major = all(tuple(self.context.get_tensor_shape(n))[:1] == (widest_batch,) for n in self.outputs)
+        self._row_align = host_staging.row_alignment(
+            [math.prod(tuple(self.context.get_tensor_shape(n))[1:]) * self.dtypes[n].itemsize for n in names])
         self._set_addresses()
 
     def _deactivate(self) -> None:
@@ -244,15 +246,13 @@ class TrtRunner(Runner):
         """Copy in, engine, copy out for the whole batch; the second call with the same shapes,
         addresses and output place captures them as one CUDA graph, replayed from then on."""
         out_shapes = self.bind({n: feed[n].shape for n in self.inputs})
-        uploads, addresses = [], []
+        uploads = []
         for n in self.inputs:
-            value = feed[n]
-            if isinstance(value, GpuArray):
-                addresses.append(value.ptr)
-            else:
-                self._stage_whole(n, value)
+            if not isinstance(feed[n], GpuArray):
+                self._stage_whole(n, feed[n])
                 uploads.append(n)
-                addresses.append(self.device[n].ptr)
+        self._wait_for_producers(feed)
+        addresses = [self._device_address(n, feed[n]) for n in self.inputs]
         key = (self._bound_shape, tuple(addresses), outputs)
         if key != self._io_key:
             self._drop_io_graph()
@@ -261,7 +261,6 @@ class TrtRunner(Runner):
             self._point(n, ptr)
         for n in self.outputs:
             self._point(n, self.device[n].ptr)
-        self._wait_for_producers(feed)
         download = outputs == "host"
         if self._io_graph is not None:
             self._io_graph.launch()
@@ -273,6 +272,17 @@ class TrtRunner(Runner):
         if self.use_graphs and self._io_graph is None and self._calls_at_key >= 2:
             self._capture_io_graph(uploads, download)
         return results
+
+    def _device_address(self, name: str, value) -> int:
+        """Where the engine reads input `name`: a GPU feed where it is, unless its address is not
+        aligned as TensorRT requires (then copied into the runner's buffer on the device, after
+        the producer's work); a host feed from the runner's buffer."""
+        if not isinstance(value, GpuArray):
+            return self.device[name].ptr
+        if value.ptr % host_staging.ADDRESS_ALIGN == 0:
+            return value.ptr
+        self.device[name].copy_from_device_async(value.ptr, value.nbytes, self.stream)
+        return self.device[name].ptr
 
     def _results(self, out_shapes: dict, outputs: str) -> dict:
         if outputs == "device":
@@ -312,11 +322,11 @@ class TrtRunner(Runner):
         host = [n for n in self.inputs if isinstance(feed[n], np.ndarray)]
         row_bytes = {n: (feed[n].nbytes // batch if n in host else
                          math.prod(feed[n].shape[1:]) * self.dtypes[n].itemsize) for n in self.inputs}
-        base = {n: self.device[n].ptr if n in host else feed[n].ptr for n in self.inputs}
         # The profile the whole batch calls for serves every sub-batch: no switch (and sync) mid-call.
         profile = self.profile_for({n: feed[n].shape for n in self.inputs})
         subbatches = host_staging.plan(batch, sum(row_bytes[n] for n in host), self._stager.workers,
                                        chunk_bytes=self.chunk_bytes, min_rows=self.profiles[profile][self.inputs[0]][0][0],
+                                       row_align=self._row_align,
                                        subbatch_bytes=self.subbatch_bytes if self._batch_major else 0)
         items = [host_staging.Staged(feed[n], None if self._own_pinned(n, feed[n]) else self.host[n].view(feed[n].shape),
                                      not self.allow_nonfinite and host_staging.finite_dtype(feed[n].dtype)) for n in host]
@@ -324,6 +334,7 @@ class TrtRunner(Runner):
         futures = self._stager.submit(items, subbatches) if host_staging.needs_staging(items) else []
         try:
             self._wait_for_producers(feed)
+            base = {n: self._device_address(n, feed[n]) for n in self.inputs}
             task, out_shapes = 0, None
             for i, sb in enumerate(subbatches):
                 for a, b in sb.chunks:
