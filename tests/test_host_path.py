@@ -266,3 +266,14 @@ def test_graph_path_feeds_are_shared_with_the_workers_and_checked_whole(fake, ba
     x[0, 0, 0, 0] = np.inf  # in the first, the calling thread's
     with pytest.raises(InputError, match=r"Received 1 NaN/Inf values"):
         runner.infer({"input": x})
+
+
+def test_a_host_feed_never_replays_the_graph_of_a_copied_gpu_feed(fake):
+    """An unaligned GPU feed and a host feed both end up in the runner's buffer: only the host
+    feed's graph uploads, so the two must not share one."""
+    gpu, make = fake
+    runner = make()
+    x, y = _images(7, seed=1), _images(7, seed=2)
+    for _ in range(3):
+        runner.infer({"input": FakeDeviceTensor(gpu, x, offset=4)})
+    np.testing.assert_array_equal(runner.infer({"input": y})["output"], tool.stand_in_model(y))

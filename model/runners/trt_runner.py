@@ -53,7 +53,7 @@ class TrtRunner(Runner):
         self._bound_shape = None
         self._graph = None  # device-only replay (benchmarks)
         self._io_graph = None  # copy in + engine + copy out, for `_io_key`
-        self._io_key = None  # (bound shapes, input addresses, output place) the io graph was made for
+        self._io_key = None  # (bound shapes, input addresses, uploaded inputs, output place) of the io graph
         self._calls_at_key = 0
         self._addresses: dict[str, int] = {}  # what the context was last told, per tensor
         self._events: list = []
@@ -253,7 +253,7 @@ class TrtRunner(Runner):
                 uploads.append(n)
         self._wait_for_producers(feed)
         addresses = [self._device_address(n, feed[n]) for n in self.inputs]
-        key = (self._bound_shape, tuple(addresses), outputs)
+        key = (self._bound_shape, tuple(addresses), tuple(uploads), outputs)  # what a captured graph bakes in
         if key != self._io_key:
             self._drop_io_graph()
             self._io_key, self._calls_at_key = key, 0
