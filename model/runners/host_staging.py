@@ -130,9 +130,13 @@ class Stager:
 
     def submit(self, items: list[Staged], subbatches: list[SubBatch]) -> list[Future]:
         """One task per chunk, in upload order, all at once: the workers never wait for the GPU."""
+        pool = self._executor()
+        return [pool.submit(stage_rows, items, a, b) for sb in subbatches for a, b in sb.chunks]
+
+    def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="trt-staging")
-        return [self._pool.submit(stage_rows, items, a, b) for sb in subbatches for a, b in sb.chunks]
+        return self._pool
 
     def stage_now(self, items: list[Staged], rows: int, nbytes: int, split_bytes: int = SPLIT_BYTES) -> int:
         """Stage rows `0:rows` of every item before returning (the graph path): on this thread alone
@@ -141,9 +145,8 @@ class Stager:
         if parts <= 1:
             return stage_rows(items, 0, rows)
         pieces = split(0, rows, parts)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="trt-staging")
-        futures = [self._pool.submit(stage_rows, items, a, b) for a, b in pieces[1:]]
+        pool = self._executor()
+        futures = [pool.submit(stage_rows, items, a, b) for a, b in pieces[1:]]
         try:
             found = [stage_rows(items, *pieces[0])] + [f.result() for f in futures]
         except BaseException:
