@@ -32,6 +32,8 @@ def pytest_generate_tests(metafunc):
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["libraries"] = machine.library_versions()
     machine_info["gpu"] = machine.gpu_info()
+    # The report's PCIe floor divides each row's bytes by this, measured in the same session.
+    machine_info["h2d_bandwidth"] = machine.copy_bandwidth()
 
 
 @pytest.fixture

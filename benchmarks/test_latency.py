@@ -1,8 +1,13 @@
 """Latency of every model x backend x precision x batch size, end-to-end and device-resident.
 
-end-to-end:      `runner.infer(host numpy) -> host numpy`, validation and copies included.
-device-resident: inputs already on the GPU, CUDA graph replay where the backend supports it.
-Every timed target synchronizes before it returns.
+end-to-end:        `runner.infer(pageable host numpy) -> host numpy`, validation and copies included.
+end-to-end-pinned: the same from the runner's own pinned buffers (`pinned_inputs`), where it has them.
+end-to-end-gpu:    `runner.infer(array already on the GPU) -> host numpy` (a torch CUDA tensor where
+                   CUDA PyTorch is installed, else a cuda-python buffer exposing __cuda_array_interface__).
+gpu-in-out:        GPU array in, `outputs="device"` out: what `infer` adds to the device-resident run.
+device-resident:   inputs already on the GPU, CUDA graph replay where the backend supports it.
+Every timed target synchronizes before it returns. Each record carries the bytes it moves
+(`input_bytes`, `output_bytes`) so the report can set its PCIe floor beside it.
 """
 import numpy as np
 import pytest
@@ -10,6 +15,7 @@ import pytest
 from benchmarks import samples, targets
 from model.backends import BACKENDS
 from model.compare import compare_outputs
+from model.runners.base import InputError
 
 needs_torch_cuda = pytest.mark.needs_cuda("torch")
 needs_ort_cuda = pytest.mark.needs_cuda("onnxruntime")
@@ -29,6 +35,14 @@ def _pedantic(benchmark, target, model: str, batch: int, iterations: int):
     benchmark.pedantic(target, warmup_rounds=5, rounds=30, iterations=iterations)
 
 
+def _bytes(values) -> int:
+    return int(sum(np.asarray(v).nbytes for v in values))
+
+
+def _moved(benchmark, feed: dict, out: dict) -> None:
+    benchmark.extra_info.update(input_bytes=_bytes(feed.values()), output_bytes=_bytes(out.values()))
+
+
 @pytest.mark.backends(include_reference=True)
 def test_end_to_end(benchmark, record, runner_pool, model_artifacts, model_name, backend_name, bench_batch):
     if "-cpu" in backend_name and bench_batch > CPU_MAX_BATCH:
@@ -37,6 +51,91 @@ def test_end_to_end(benchmark, record, runner_pool, model_artifacts, model_name,
     feed = _feed(model_artifacts, bench_batch)
     _pedantic(benchmark, lambda: runner.infer(feed), model_name, bench_batch, iterations=1)
     record(model_name, backend_name, BACKENDS[backend_name].precision, "end-to-end", bench_batch)
+    _moved(benchmark, feed, runner.infer(feed))
+
+
+@pytest.fixture
+def gpu_backend(backend_name):
+    if "-cpu" in backend_name:
+        pytest.skip("pinned and GPU inputs are measured on GPU backends")
+    return backend_name
+
+
+def _gpu_tensor(x: np.ndarray):
+    """An array on the GPU as users would hold one: a torch CUDA tensor, or (no CUDA PyTorch, as in
+    the TensorRT kit's Python) a cuda-python buffer exposing __cuda_array_interface__."""
+    from model import capabilities
+
+    if capabilities.torch_cuda() is None:
+        import torch
+
+        return torch.from_numpy(x).cuda(), lambda: None
+    from model import cuda_rt
+
+    array = cuda_rt.DeviceArray.from_host(x)
+    return array, array.free
+
+
+def _host_copy(out) -> np.ndarray:
+    """A device output read back (checking only, never timed): PyTorch's own tensor, else through
+    CuPy where installed, else cuda-python."""
+    if hasattr(out, "cpu"):
+        return out.cpu().numpy()
+    try:
+        import cupy
+    except ImportError:
+        from model import cuda_rt
+
+        return cuda_rt.to_host(out)
+    return cupy.asnumpy(cupy.asarray(out))
+
+
+def _checked_against_reference(feed, out, reference_runner, precision: str, spec) -> None:
+    result = compare_outputs(reference_runner.infer(feed), out, precision, spec)
+    assert result, f"the timed call computes something else: {result.message}"
+
+
+def test_end_to_end_pinned(benchmark, record, runner_pool, model_artifacts, model_spec, model_name, reference_runner,
+                           gpu_backend, bench_batch):
+    runner = runner_pool(gpu_backend)
+    host = _feed(model_artifacts, bench_batch)
+    try:
+        feed = runner.pinned_inputs(bench_batch)
+    except (NotImplementedError, InputError) as exc:
+        pytest.skip(str(exc))
+    for n, x in host.items():
+        feed[n][:] = x
+    precision = BACKENDS[gpu_backend].precision
+    _checked_against_reference(host, runner.infer(feed), reference_runner, precision, model_spec)
+    _pedantic(benchmark, lambda: runner.infer(feed), model_name, bench_batch, iterations=1)
+    record(model_name, gpu_backend, precision, "end-to-end-pinned", bench_batch)
+    _moved(benchmark, host, runner.infer(feed))
+
+
+@pytest.mark.parametrize("outputs", ["host", "device"], ids=["to-host", "to-device"])
+def test_end_to_end_from_gpu(benchmark, record, runner_pool, model_artifacts, model_spec, model_name, reference_runner,
+                             gpu_backend, bench_batch, outputs):
+    runner = runner_pool(gpu_backend)
+    host = _feed(model_artifacts, bench_batch)
+    tensors = {n: _gpu_tensor(x) for n, x in host.items()}
+    try:
+        feed = {n: t for n, (t, _) in tensors.items()}
+        try:
+            out = runner.infer(feed, outputs=outputs)
+        except InputError as exc:  # e.g. int64 ids on the GPU for an engine that runs them as int32
+            pytest.skip(str(exc))
+        host_out = out if outputs == "host" else {n: _host_copy(v) for n, v in out.items()}
+        precision = BACKENDS[gpu_backend].precision
+        _checked_against_reference(host, host_out, reference_runner, precision, model_spec)
+        _pedantic(benchmark, lambda: runner.infer(feed, outputs=outputs), model_name, bench_batch, iterations=1)
+        mode = "end-to-end-gpu" if outputs == "host" else "gpu-in-out"
+        record(model_name, gpu_backend, precision, mode, bench_batch)
+        first = next(iter(feed.values()))
+        benchmark.extra_info.update(input_bytes=0, output_bytes=_bytes(host_out.values()) if outputs == "host" else 0,
+                                    gpu_input=type(first).__module__ + "." + type(first).__name__)
+    finally:
+        for _, free in tensors.values():
+            free()
 
 
 DEVICE = [

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -79,24 +80,89 @@ class Stream:
     def ptr(self) -> int:
         return int(self.handle)
 
+    def wait(self, event: "Event") -> None:
+        """Later work on this stream waits for what `event` captured (on any stream)."""
+        check(_runtime().cudaStreamWaitEvent(self.handle, event.handle, 0))
+
+
+def synchronize_stream(handle: int) -> None:
+    """Wait for a stream this process did not make (a producer's, from `__cuda_array_interface__`)."""
+    check(_runtime().cudaStreamSynchronize(handle))
+
+
+def _cupy_runtime():
+    try:
+        from cupy.cuda import runtime
+    except ImportError:
+        return None
+    return runtime
+
+
+def locate_pointer(ptr: int) -> tuple[str, int]:
+    """`pointer_location` through cuda-python, else through CuPy's runtime (the GPU machine's
+    own Python has CuPy and CUDA PyTorch but maybe not cuda-python)."""
+    try:
+        return pointer_location(ptr)
+    except BackendUnavailable:
+        runtime = _cupy_runtime()
+        if runtime is None:
+            raise BackendUnavailable("locating a GPU pointer needs cuda-python or CuPy (pip install cuda-python)") from None
+        attrs = runtime.pointerGetAttributes(ptr)
+        return {2: "device", 3: "managed"}.get(int(attrs.type), "host"), int(attrs.device)
+
+
+def synchronize_foreign_stream(handle: int) -> None:
+    """Wait on the host for a producer's stream (1: the legacy default stream), through
+    cuda-python or CuPy, for backends that run on streams of their own (ONNX Runtime)."""
+    try:
+        synchronize_stream(handle)
+    except BackendUnavailable:
+        runtime = _cupy_runtime()
+        if runtime is None:
+            raise BackendUnavailable("waiting for a producer's CUDA stream needs cuda-python or CuPy") from None
+        runtime.streamSynchronize(handle)
+
+
+def current_device() -> int:
+    return int(check(_runtime().cudaGetDevice()))
+
+
+def pointer_location(ptr: int) -> tuple[str, int]:
+    """Where `ptr` lives: ("device" | "managed" | "host", device index), from cudaPointerGetAttributes.
+    Plain malloc'd memory is "host" too (cudaMemoryTypeUnregistered)."""
+    rt = _runtime()
+    attrs = check(rt.cudaPointerGetAttributes(ptr))
+    kinds = {rt.cudaMemoryType.cudaMemoryTypeDevice: "device", rt.cudaMemoryType.cudaMemoryTypeManaged: "managed"}
+    return kinds.get(attrs.type, "host"), int(attrs.device)
+
 
 class DeviceBuffer:
     def __init__(self, nbytes: int) -> None:
         self.nbytes = nbytes
         self.ptr = int(check(_runtime().cudaMalloc(nbytes)))
 
-    def copy_from_host_async(self, host: np.ndarray, stream: Stream) -> None:
+    def _fits(self, nbytes: int, offset: int) -> None:
+        if offset < 0 or offset + nbytes > self.nbytes:
+            raise ValueError(f"{nbytes} bytes at offset {offset} do not fit a device buffer of {self.nbytes}")
+
+    def copy_from_host_async(self, host: np.ndarray, stream: Stream, offset: int = 0) -> None:
+        """`host` (C-contiguous) into this buffer from byte `offset` on."""
+        self._fits(host.nbytes, offset)
         rt = _runtime()
-        if host.nbytes > self.nbytes:
-            raise ValueError(f"{host.nbytes} bytes do not fit a device buffer of {self.nbytes}")
-        check(rt.cudaMemcpyAsync(self.ptr, host.ctypes.data, host.nbytes,
+        check(rt.cudaMemcpyAsync(self.ptr + offset, host.ctypes.data, host.nbytes,
                                  rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle))
 
-    def copy_to_host_async(self, host: np.ndarray, stream: Stream) -> None:
+    def copy_from_device_async(self, ptr: int, nbytes: int, stream: Stream) -> None:
+        """`nbytes` of device memory at `ptr` into the start of this buffer."""
+        self._fits(nbytes, 0)
         rt = _runtime()
-        if host.nbytes > self.nbytes:
-            raise ValueError(f"{host.nbytes} bytes do not fit a device buffer of {self.nbytes}")
-        check(rt.cudaMemcpyAsync(host.ctypes.data, self.ptr, host.nbytes,
+        check(rt.cudaMemcpyAsync(self.ptr, ptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream.handle))
+
+    def copy_to_host_async(self, host: np.ndarray, stream: Stream, offset: int = 0) -> None:
+        """This buffer from byte `offset` on into `host` (C-contiguous)."""
+        self._fits(host.nbytes, offset)
+        rt = _runtime()
+        check(rt.cudaMemcpyAsync(host.ctypes.data, self.ptr + offset, host.nbytes,
                                  rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle))
 
     def free(self) -> None:
@@ -126,13 +192,19 @@ class PinnedBuffer:
 
 
 class Event:
-    """A CUDA event with timing, for GPU-side durations (what trtexec calls GPU compute time)."""
+    """A CUDA event: with timing, for GPU-side durations (what trtexec calls GPU compute time);
+    without (`timing=False`, cheaper to record), to order streams and wait for one point."""
 
-    def __init__(self) -> None:
-        self.handle = check(_runtime().cudaEventCreate())
+    def __init__(self, timing: bool = True) -> None:
+        rt = _runtime()
+        self.handle = check(rt.cudaEventCreate() if timing else rt.cudaEventCreateWithFlags(rt.cudaEventDisableTiming))
 
-    def record(self, stream: Stream) -> None:
-        check(_runtime().cudaEventRecord(self.handle, stream.handle))
+    def record(self, stream) -> None:
+        """On a `Stream`, or on a raw handle (a producer's stream: 1 is the legacy default stream)."""
+        check(_runtime().cudaEventRecord(self.handle, stream.handle if isinstance(stream, Stream) else stream))
+
+    def synchronize(self) -> None:
+        check(_runtime().cudaEventSynchronize(self.handle))
 
     def ms_since(self, start: "Event") -> float:
         return float(check(_runtime().cudaEventElapsedTime(start.handle, self.handle)))
@@ -169,3 +241,67 @@ class Graph:
             check(rt.cudaGraphExecDestroy(self._exec))
             check(rt.cudaGraphDestroy(self._graph))
             self._exec = self._graph = None
+
+
+class DeviceArray:
+    """An array in device memory this process allocated, exposed as `__cuda_array_interface__` v3:
+    a GPU input for TensorRT where neither CUDA PyTorch nor CuPy is installed (the kit's Python)."""
+
+    def __init__(self, shape: tuple, dtype) -> None:
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.buffer = DeviceBuffer(max(1, math.prod(self.shape) * self.dtype.itemsize))
+
+    @classmethod
+    def from_host(cls, host: np.ndarray) -> "DeviceArray":
+        host = np.ascontiguousarray(host)
+        array = cls(host.shape, host.dtype)
+        rt = _runtime()
+        check(rt.cudaMemcpy(array.buffer.ptr, host.ctypes.data, host.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice))
+        return array
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        # stream None: from_host's copy is synchronous, nothing is pending on the data.
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.buffer.ptr, False),
+                "version": 3, "strides": None, "stream": None}
+
+    def free(self) -> None:
+        self.buffer.free()
+
+
+def to_host(array) -> np.ndarray:
+    """A device array (anything exposing `__cuda_array_interface__`, C-contiguous) copied to numpy."""
+    cai = array.__cuda_array_interface__
+    host = np.empty(tuple(cai["shape"]), np.dtype(cai["typestr"]))
+    rt = _runtime()
+    if cai.get("stream"):
+        synchronize_stream(cai["stream"])
+    check(rt.cudaMemcpy(host.ctypes.data, cai["data"][0], host.nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost))
+    return host
+
+
+def copy_bandwidth_gbs(nbytes: int = 64 << 20, repeats: int = 5) -> dict:
+    """Host-to-device bandwidth measured here, from pinned and from pageable memory (best of
+    `repeats`, GB/s, wall time of the copy and its sync: a pageable copy is staged by the driver on
+    the calling thread, which events on the stream would not see): the floor of an end-to-end call
+    is its input over this plus the engine."""
+    rt = _runtime()
+    stream = Stream()
+    device, pinned = DeviceBuffer(nbytes), PinnedBuffer(nbytes, np.uint8)
+    pageable = np.ones(nbytes, np.uint8)  # written, so its pages exist before the copy
+    out = {}
+    try:
+        for name, host in (("pinned", pinned.array), ("pageable", pageable)):
+            best = math.inf
+            for _ in range(repeats):
+                start = time.perf_counter()
+                check(rt.cudaMemcpyAsync(device.ptr, host.ctypes.data, nbytes,
+                                         rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle))
+                stream.synchronize()
+                best = min(best, time.perf_counter() - start)
+            out[f"h2d_{name}_gbs"] = nbytes / best / 1e9
+    finally:
+        for thing in (device, pinned, stream):
+            thing.free()
+    out["bytes"] = nbytes
+    return out

@@ -23,6 +23,20 @@ def gpu_info() -> dict:
     return {**cuda_rt.device_identity(), **cuda_rt.driver_and_runtime_versions()}
 
 
+def copy_bandwidth() -> dict:
+    """Host-to-device copy bandwidth from pinned and pageable memory, measured now (GB/s), or
+    why not: {} without a GPU, {"unavailable": reason} without cuda-python."""
+    from model import capabilities, cuda_rt
+    from model.runners.base import BackendUnavailable
+
+    if capabilities.gpu():
+        return {}
+    try:
+        return cuda_rt.copy_bandwidth_gbs()
+    except BackendUnavailable as exc:
+        return {"unavailable": str(exc)}
+
+
 def describe() -> str:
     gpu = gpu_info()
     cpu = f"{platform.machine()} {platform.processor() or ''}".strip()

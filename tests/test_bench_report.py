@@ -84,3 +84,52 @@ def test_not_a_comparison_file_is_a_clear_error(files, tmp_path, capsys):
     bogus.write_text('{"data": "synthetic"}')
     assert main(["report", str(trt), "--comparison", str(bogus), "--out", str(tmp_path / "r")]) == 2
     assert "is not a comparison.json from `python -m model compare`" in capsys.readouterr().err
+
+
+def _e2e_files(tmp_path, trt_4096_e2e_s=2.5e-3):
+    rows = [("tensorrt-fp16", "fp16", "device-resident", 32, 59e-6, 50e-6), ("tensorrt-fp16", "fp16", "device-resident", 4096, 1.17e-3, 1.1e-3)]
+    for mode, s32, s4096 in [("end-to-end", 100e-6, trt_4096_e2e_s), ("end-to-end-pinned", 90e-6, 1.5e-3),
+                             ("end-to-end-gpu", 70e-6, 1.25e-3), ("gpu-in-out", 62e-6, 1.2e-3)]:
+        rows += [("tensorrt-fp16", "fp16", mode, 32, s32), ("tensorrt-fp16", "fp16", mode, 4096, s4096)]
+    trt = _bench_file(tmp_path / "trt.json", "NVIDIA H200", rows)
+    doc = json.loads(trt.read_text())
+    doc["machine_info"]["h2d_bandwidth"] = {"h2d_pinned_gbs": 50.0, "h2d_pageable_gbs": 9.0, "bytes": 64 << 20}
+    for b in doc["benchmarks"]:
+        batch = b["extra_info"]["batch"]
+        b["extra_info"].update(input_bytes=batch * 12288 if b["extra_info"]["mode"] in ("end-to-end", "end-to-end-pinned") else 0,
+                               output_bytes=batch * 400 if b["extra_info"]["mode"] != "gpu-in-out" else 0)
+    trt.write_text(json.dumps(doc))
+    torch = _bench_file(tmp_path / "torch.json", "NVIDIA H200", [
+        ("pytorch-cuda-fp16", "fp16", "end-to-end", 32, 600e-6), ("pytorch-cuda-fp16", "fp16", "end-to-end", 4096, 17e-3)])
+    comparison = tmp_path / "comparison.json"
+    comparison.write_text(json.dumps({"results": [
+        {"backend": "tensorrt-fp16", "available": True, "latency_ms": {"32": {"median": 0.1}, "4096": {"median": 2.6}}},
+        {"backend": "pytorch-cuda", "available": True, "latency_ms": {"32": {"median": 0.7}, "4096": {"median": 2.0}}}]}))
+    return trt, torch, comparison
+
+
+def test_floor_is_the_pcie_copy_at_the_measured_bandwidth_plus_gpu_compute(tmp_path):
+    trt, torch, _ = _e2e_files(tmp_path)
+    rows = bench_report.load_benchmarks([trt, torch])
+    bench_report.add_speedups(rows)
+    bench_report.add_floors(rows)
+    by = {(r["backend"], r["mode"], r["batch"]): r for r in rows}
+    e2e = by[("tensorrt-fp16", "end-to-end", 4096)]
+    copy_ms = 4096 * (12288 + 400) / 50e9 * 1e3
+    assert e2e["floor_ms"] == pytest.approx(1.1 + copy_ms) and e2e["over_floor"] == pytest.approx(2.5 / (1.1 + copy_ms))
+    assert by[("tensorrt-fp16", "gpu-in-out", 4096)]["floor_ms"] == pytest.approx(1.1)  # nothing crosses the PCIe
+    assert by[("pytorch-cuda-fp16", "end-to-end", 4096)]["floor_ms"] is None  # no GPU compute time recorded
+    md = bench_report.markdown(rows, {})
+    assert "## Latency, end-to-end-pinned" in md and "| Floor (PCIe + GPU) | Over floor |" in md
+
+
+def test_side_by_side_says_where_the_done_when_holds(tmp_path):
+    trt, torch, comparison = _e2e_files(tmp_path)
+    text = bench_report.side_by_side(bench_report.load_benchmarks([trt, torch]), [comparison])
+    lines = text.splitlines()
+    row4096 = next(line for line in lines if line.startswith("4096 |"))
+    assert "2.50 ms | 1.17 ms | 2.14x" in row4096 and "+3%" in row4096  # GPU in -> GPU out vs device
+    assert "yes (next pytorch-cuda-fp16 17.00 ms)" in row4096 and "NO (next pytorch-cuda 2.00 ms)" in row4096
+    assert lines[-1] == ("done-when: e2e <= 2x device from batch 32: FAIL; GPU in -> GPU out within 10% of device: PASS; "
+                         "ahead of every other backend (benchmarks): PASS; ahead of every other backend (main table): FAIL; "
+                         "e2e at 4096 <= 3 ms: PASS")

@@ -197,3 +197,98 @@ def test_engine_key_separates_precisions(model_artifacts):
     assert model_artifacts.engine("fp32").path != model_artifacts.engine("fp16").path
     fp32, fp16 = model_artifacts.engine("fp32").sidecar, model_artifacts.engine("fp16").sidecar
     assert fp32["identity"]["precision"] == "fp32" and fp16["identity"]["precision"] == "fp16"
+
+
+# -- the host path and zero-copy feeds (model/runners/host_staging.py, device_arrays.py) ---------
+
+@pytest.fixture(scope="module")
+def trt_fp32_set(runner_pool):
+    return runner_pool("tensorrt-fp32")
+
+
+def _narrowed(runner, batch: int) -> list[str]:
+    engine = runner.runner_for(batch)
+    return [n for n in engine.inputs if engine.narrowed(n)]
+
+
+@pytest.mark.parametrize("end", ["probe", "max"], ids=["bs7-graph-path", "max-pipelined"])
+def test_gpu_feed_gives_the_same_answers(trt_fp32_set, golden, profile, model_spec, end):
+    from model import cuda_rt
+
+    feed, ref = golden[7 if end == "probe" else profile.max]
+    batch = next(iter(feed.values())).shape[0]
+    tensors = {n: cuda_rt.DeviceArray.from_host(x) for n, x in feed.items()}
+    try:
+        narrowed = _narrowed(trt_fp32_set, batch)
+        if narrowed:  # int64 ids that TensorRT runs as int32: refused on the GPU, by name
+            with pytest.raises(InputError, match=rf"Input tensor: {narrowed[0]} \| Received int64 on the GPU"):
+                trt_fp32_set.infer(tensors)
+            return
+        for _ in range(3):  # the second call at a shape captures a graph: replays must agree
+            assert _ok(ref, trt_fp32_set.infer(tensors), model_spec)
+        device_out = trt_fp32_set.infer(tensors, outputs="device")
+        assert _ok(ref, {n: cuda_rt.to_host(v) for n, v in device_out.items()}, model_spec)
+    finally:
+        for t in tensors.values():
+            t.free()
+
+
+@pytest.mark.parametrize("wanted", [7, 300, None], ids=["bs7", "bs300", "max"])
+def test_pinned_feed_and_device_outputs_give_the_same_answers(trt_fp32_set, golden, profile, model_spec, wanted):
+    from model import cuda_rt
+
+    batch = min(wanted or profile.max, profile.max)
+    full, full_ref = golden[profile.max]
+    feed, ref = golden.get(batch) or ({n: v[:batch] for n, v in full.items()}, {n: v[:batch] for n, v in full_ref.items()})
+    if any(d is None for m in trt_fp32_set.input_metadata().values() for d in m.shape[1:]) or _narrowed(trt_fp32_set, batch):
+        with pytest.raises(InputError, match="pinned_inputs needs every dim but the batch fixed"):
+            trt_fp32_set.pinned_inputs(batch)
+    else:
+        buffers = trt_fp32_set.pinned_inputs(batch)
+        for n, x in feed.items():
+            buffers[n][:] = x
+        assert _ok(ref, trt_fp32_set.infer(buffers), model_spec)
+    device_out = trt_fp32_set.infer(feed, outputs="device")
+    assert _ok(ref, {n: cuda_rt.to_host(v) for n, v in device_out.items()}, model_spec)
+
+
+def test_subbatches_chunks_and_threads_do_not_change_the_answers(model_artifacts, golden, profile, model_spec):
+    """Small units force many sub-batches (two engine shapes per call) and uploads at the profile's max."""
+    from model.runners.trt_runner import TrtRunner
+
+    feed, ref = golden[profile.max]
+    cut = max(profile.min, profile.max - 95)
+    options = {"subbatch_bytes": 3 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3}
+    with TrtRunner(model_artifacts.engine("fp32").plan(), declared=model_spec.input_metadata(), **options) as runner:
+        assert _ok(ref, runner.infer(feed), model_spec)
+        assert _ok({n: v[:cut] for n, v in ref.items()}, runner.infer({n: v[:cut] for n, v in feed.items()}), model_spec)
+
+
+def _float_input(spec):
+    t = next((t for t in spec.inputs if np.dtype(t.dtype).kind == "f"), None)
+    if t is None:
+        pytest.skip(f"{spec.name} has no float input to hold a NaN")
+    return t.name
+
+
+def test_a_nan_in_a_late_chunk_is_refused_and_the_next_call_is_right(trt_fp32_set, golden, profile, model_spec):
+    name = _float_input(model_spec)
+    feed, ref = golden[profile.max]
+    bad = {**feed, name: feed[name].copy()}
+    bad[name].reshape(len(bad[name]), -1)[-1, 0] = np.nan
+    with pytest.raises(InputError, match=rf"Input tensor: {name} \| Received 1 NaN/Inf values"):
+        trt_fp32_set.infer(bad)
+    assert _ok(ref, trt_fp32_set.infer(feed), model_spec)
+
+
+def test_host_memory_behind_a_gpu_interface_is_refused_by_cuda_pointer_attributes(trt_fp32_set, golden, model_spec):
+    feed, _ = golden[7]
+    name = model_spec.input_names[0]
+    x = feed[name]
+
+    class HostBehindCai:
+        __cuda_array_interface__ = {"shape": x.shape, "typestr": x.dtype.str, "data": (x.ctypes.data, False),
+                                    "version": 3, "strides": None, "stream": None}
+
+    with pytest.raises(InputError, match=rf"Input tensor: {name} \| Received host memory behind __cuda_array_interface__ v3"):
+        trt_fp32_set.infer({**feed, name: HostBehindCai()})

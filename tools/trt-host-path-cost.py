@@ -1,13 +1,20 @@
 """What the TensorRT engine set's `infer` costs in Python alone, on any machine (no GPU needed):
-the runner's real code from the feed check to the copied-out result, with the CUDA work (graph
-launch, stream sync) replaced by no-ops and the pinned buffers by numpy arrays. On the GPU the
-end-to-end call adds this to the graph replay and the copies; this isolates the host's share, so a
-change to it can be measured where no GPU is at hand.
+the runner's real code from the feed check to the assembled result, with the CUDA runtime and
+the TensorRT context replaced by a fake GPU (`FakeGpu`). On the GPU the end-to-end call adds
+this to the engine and the copies; this isolates the host's share, so a change to it can be
+measured where no GPU is at hand. Both paths run: the CUDA-graph path of small batches and the
+chunked, threaded, pipelined path of large ones (batch 256 and up here).
 
-    .venv/bin/python tools/trt-host-path-cost.py [BATCH ...]   # default 1 and 32
+`FakeGpu(simulate=True)` (what tests/test_host_path.py uses) also moves the data and runs a
+stand-in model (output row = first 100 input values x 2 + 1), and checks the stream ordering the
+runner relies on: the engine may only read rows that were uploaded on its own stream or on one
+it waited for through an event. Timing uses `simulate=False`: copies and engine are no-ops.
+
+    .venv/bin/python tools/trt-host-path-cost.py [BATCH ...]   # default 1 32 256 4096
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import timeit
@@ -18,47 +25,234 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model.profile import INPUT_NAME, OUTPUT_NAME, BatchProfile  # noqa: E402
+from model.runners import trt_runner as trt_runner_module  # noqa: E402
 from model.runners.base import TensorMeta, check_feed  # noqa: E402
+from model.runners.device_arrays import GpuTarget  # noqa: E402
+from model.runners.host_staging import ADDRESS_ALIGN, row_alignment  # noqa: E402
 from model.runners.trt_engine_set import TrtEngineSet  # noqa: E402
 from model.runners.trt_runner import TrtRunner  # noqa: E402
 
 MAX_BATCH, CLASSES, IMAGE = 4096, 100, (3, 32, 32)
 
 
-class HostArray:
-    """A pinned buffer's interface over plain memory."""
-
-    def __init__(self, count: int) -> None:
-        self.array = np.zeros(count, np.float32)
-
-    def view(self, shape: tuple) -> np.ndarray:
-        return self.array[: math.prod(shape)].reshape(shape)
+def stand_in_model(x: np.ndarray) -> np.ndarray:
+    """Row-separable and exact, so a mis-assembled batch shows in the result."""
+    return x.reshape(len(x), -1)[:, :CLASSES] * 2 + 1
 
 
-class NoGpu:
-    """Stands in for the stream and the captured graph: the GPU's share is not measured here."""
+class FakeGpu:
+    """Device memory, streams, events and a TensorRT context, executed at once in program order.
+    With `simulate`, every device write is recorded with (stream, sequence number) and every
+    engine read is checked to be ordered after the writes it reads."""
 
-    def launch(self) -> None:
-        pass
+    def __init__(self, simulate: bool = True) -> None:
+        self.simulate = simulate
+        self.memory: dict[int, np.ndarray] = {}  # base address -> bytes
+        self._next = 0x7F0000000000
+        self.writes: list[tuple[int, int, "FakeStream", int]] = []
+        self.calls = {"h2d": 0, "d2h": 0, "d2d": 0, "execute": 0, "set_input_shape": 0, "set_tensor_address": 0,
+                      "event_record": 0, "stream_wait": 0}
+        self.host_seen: dict[int, int] = {}  # stream id -> sequence the host has waited for
+
+    def alloc(self, nbytes: int) -> int:
+        base = self._next
+        self.memory[base] = np.zeros(nbytes, np.uint8)
+        self._next += (nbytes + 0xFFFF) & ~0xFFFF
+        return base
+
+    def bytes_at(self, ptr: int, nbytes: int) -> np.ndarray:
+        for base, block in self.memory.items():
+            if base <= ptr and ptr + nbytes <= base + block.size:
+                return block[ptr - base: ptr - base + nbytes]
+        raise AssertionError(f"fake GPU: {nbytes} bytes at 0x{ptr:x} are not inside one allocation")
+
+    def locate(self, ptr: int) -> tuple[str, int]:
+        return ("device", 0) if any(b <= ptr < b + m.size for b, m in self.memory.items()) else ("host", -1)
+
+    def write(self, ptr: int, nbytes: int, stream: "FakeStream") -> None:
+        self.writes = [w for w in self.writes if not (ptr <= w[0] and w[0] + w[1] <= ptr + nbytes)]  # covered
+        self.writes.append((ptr, nbytes, stream, stream.sequence))
+
+    def check_read(self, ptr: int, nbytes: int, stream: "FakeStream", what: str) -> None:
+        for start, size, writer, sequence in self.writes:
+            if start < ptr + nbytes and ptr < start + size and writer is not stream:
+                if stream.seen.get(id(writer), -1) < sequence and self.host_seen.get(id(writer), -1) < sequence:
+                    raise AssertionError(f"fake GPU: {what} on {stream.name} reads bytes written on {writer.name} "
+                                         f"(op {sequence}) without waiting for them")
+
+
+class FakeStream:
+    def __init__(self, gpu: FakeGpu, name: str) -> None:
+        self.gpu, self.name, self.sequence, self.seen = gpu, name, 0, {}
+        self.ptr = self.handle = gpu.alloc(1)
+
+    def op(self) -> None:
+        self.sequence += 1
 
     def synchronize(self) -> None:
-        pass
+        self.gpu.host_seen[id(self)] = self.sequence
+
+    def wait(self, event: "FakeEvent") -> None:
+        self.gpu.calls["stream_wait"] += 1
+        if event.stream is not None:
+            self.seen[id(event.stream)] = max(self.seen.get(id(event.stream), -1), event.sequence)
 
     def free(self) -> None:
         pass
 
 
-def replaying_runner(batch: int) -> TrtRunner:
-    """A runner in the state the second call at `batch` leaves it: shape bound, graph captured."""
-    runner = TrtRunner(b"", label="fp16")
+class FakeEvent:
+    def __init__(self, gpu: FakeGpu) -> None:
+        self.gpu, self.stream, self.sequence = gpu, None, -1
+
+    def record(self, stream) -> None:
+        self.gpu.calls["event_record"] += 1
+        self.stream, self.sequence = (stream, stream.sequence) if isinstance(stream, FakeStream) else (None, -1)
+
+    def synchronize(self) -> None:
+        if self.stream is not None:
+            seen = self.gpu.host_seen
+            seen[id(self.stream)] = max(seen.get(id(self.stream), -1), self.sequence)
+
+    def free(self) -> None:
+        pass
+
+
+class FakeDeviceBuffer:
+    def __init__(self, gpu: FakeGpu, nbytes: int) -> None:
+        self.gpu, self.nbytes, self.ptr = gpu, nbytes, gpu.alloc(nbytes)
+
+    def copy_from_host_async(self, host: np.ndarray, stream: FakeStream, offset: int = 0) -> None:
+        assert host.flags.c_contiguous and offset + host.nbytes <= self.nbytes
+        self.gpu.calls["h2d"] += 1
+        stream.op()
+        if self.gpu.simulate:
+            self.gpu.bytes_at(self.ptr + offset, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
+            self.gpu.write(self.ptr + offset, host.nbytes, stream)
+
+    def copy_from_device_async(self, ptr: int, nbytes: int, stream: FakeStream) -> None:
+        assert nbytes <= self.nbytes
+        self.gpu.calls["d2d"] += 1
+        stream.op()
+        if self.gpu.simulate:
+            self.gpu.check_read(ptr, nbytes, stream, "a copy on the device")
+            self.gpu.bytes_at(self.ptr, nbytes)[:] = self.gpu.bytes_at(ptr, nbytes)
+            self.gpu.write(self.ptr, nbytes, stream)
+
+    def copy_to_host_async(self, host: np.ndarray, stream: FakeStream, offset: int = 0) -> None:
+        assert host.flags.c_contiguous and offset + host.nbytes <= self.nbytes
+        self.gpu.calls["d2h"] += 1
+        stream.op()
+        if self.gpu.simulate:
+            self.gpu.check_read(self.ptr + offset, host.nbytes, stream, "a copy to the host")
+            host.reshape(-1).view(np.uint8)[:] = self.gpu.bytes_at(self.ptr + offset, host.nbytes)
+
+    def free(self) -> None:
+        pass
+
+
+class FakePinned:
+    """A pinned buffer's interface over plain memory."""
+
+    def __init__(self, count: int, dtype=np.float32) -> None:
+        self.array = np.zeros(count, dtype)
+        self.ptr = self.array.ctypes.data
+
+    def view(self, shape: tuple) -> np.ndarray:
+        return self.array[: math.prod(shape)].reshape(shape)
+
+    def free(self) -> None:
+        pass
+
+
+class FakeContext:
+    """TensorRT's execution context for a one-input, one-output model running `stand_in_model`."""
+
+    def __init__(self, gpu: FakeGpu, streams: dict[int, FakeStream]) -> None:
+        self.gpu, self.streams, self.shape, self.addresses = gpu, streams, None, {}
+
+    def set_input_shape(self, name: str, shape) -> bool:
+        self.gpu.calls["set_input_shape"] += 1
+        self.shape = tuple(shape)
+        return 1 <= self.shape[0] <= MAX_BATCH
+
+    def get_tensor_shape(self, name: str) -> tuple:
+        return self.shape if name == INPUT_NAME else (self.shape[0], CLASSES)
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        self.gpu.calls["set_tensor_address"] += 1
+        if ptr % ADDRESS_ALIGN:  # as TensorRT: addresses aligned to 256 bytes
+            return False
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        self.gpu.calls["execute"] += 1
+        stream = self.streams[stream_handle]
+        stream.op()
+        if self.gpu.simulate:
+            nbytes_in, nbytes_out = math.prod(self.shape) * 4, self.shape[0] * CLASSES * 4
+            self.gpu.check_read(self.addresses[INPUT_NAME], nbytes_in, stream, "the engine")
+            x = self.gpu.bytes_at(self.addresses[INPUT_NAME], nbytes_in).view(np.float32).reshape(self.shape)
+            out = self.gpu.bytes_at(self.addresses[OUTPUT_NAME], nbytes_out).view(np.float32)
+            out[:] = stand_in_model(x).reshape(-1)
+            self.gpu.write(self.addresses[OUTPUT_NAME], nbytes_out, stream)
+        return True
+
+
+class FakeGraph:
+    """A captured graph replays what was enqueued: here, by enqueuing it again."""
+
+    def __init__(self, stream: FakeStream, enqueue) -> None:
+        self.enqueue, self.simulate = enqueue, stream.gpu.simulate
+
+    def launch(self) -> None:
+        if self.simulate:  # timing: a replay is one launch, not the calls it was captured from
+            self.enqueue()
+
+    def free(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def fake_graphs():
+    """The runner captures graphs through model.cuda_rt.Graph: a fake one for as long as this lasts."""
+    real = trt_runner_module.cuda_rt.Graph
+    trt_runner_module.cuda_rt.Graph = FakeGraph
+    try:
+        yield
+    finally:
+        trt_runner_module.cuda_rt.Graph = real
+
+
+def fake_runner(gpu: FakeGpu, **options) -> TrtRunner:
+    """A TrtRunner over one dynamic engine (batch 1..4096) with the fake GPU in place of CUDA."""
+    runner = TrtRunner(b"", label="fp16", **options)
     runner.inputs, runner.outputs = [INPUT_NAME], [OUTPUT_NAME]
-    runner.host = {INPUT_NAME: HostArray(MAX_BATCH * math.prod(IMAGE)), OUTPUT_NAME: HostArray(MAX_BATCH * CLASSES)}
-    runner.stream = runner._io_graph = NoGpu()
-    runner._bound_shape = ((INPUT_NAME, (batch, *IMAGE)),)
-    runner._out_shapes = {OUTPUT_NAME: (batch, CLASSES)}
-    runner._metadata = {INPUT_NAME: TensorMeta(np.dtype(np.float32), (None, *IMAGE), 1, MAX_BATCH)}
+    runner.dtypes = {INPUT_NAME: np.dtype(np.float32), OUTPUT_NAME: np.dtype(np.float32)}
+    full = (MAX_BATCH, *IMAGE)
+    runner.profiles = [{INPUT_NAME: ((1, *IMAGE), full, full)}]
+    runner.shape_range = {INPUT_NAME: ((1, *IMAGE), full)}
+    runner.profile_opts, runner._active_profile, runner._batch_major = [MAX_BATCH], 0, True
+    runner._row_align = row_alignment([math.prod(IMAGE) * 4, CLASSES * 4])
+    runner.host = {INPUT_NAME: FakePinned(math.prod(full)), OUTPUT_NAME: FakePinned(MAX_BATCH * CLASSES)}
+    runner.device = {INPUT_NAME: FakeDeviceBuffer(gpu, math.prod(full) * 4), OUTPUT_NAME: FakeDeviceBuffer(gpu, MAX_BATCH * CLASSES * 4)}
+    runner.stream, runner.copy_stream = FakeStream(gpu, "engine stream"), FakeStream(gpu, "copy stream")
+    runner.context = FakeContext(gpu, {runner.stream.ptr: runner.stream, runner.copy_stream.ptr: runner.copy_stream})
+    runner._make_event = lambda: FakeEvent(gpu)
+    runner._producer_event = runner._make_event()
+    runner._gpu = GpuTarget(0, gpu.locate, runner.stream.ptr)
+    runner._metadata = {INPUT_NAME: TensorMeta(np.dtype(np.float32), (None, *IMAGE), ((1, MAX_BATCH), None, None, None))}
     runner.is_active = True
+    runner._set_addresses()
     return runner
+
+
+def fake_engine_set(runner: TrtRunner) -> TrtEngineSet:
+    engines = TrtEngineSet({BatchProfile(): b""}, label="fp16")
+    engines.runners = {BatchProfile(): runner}
+    engines._metadata, engines._gpu, engines.is_active = runner._metadata, runner._gpu, True
+    return engines
 
 
 def per_call_us(fn, seconds: float = 1.0) -> float:
@@ -68,19 +262,39 @@ def per_call_us(fn, seconds: float = 1.0) -> float:
     return min(timer.repeat(repeat=5, number=runs)) / runs * 1e6
 
 
+def measure(batches: list[int], seconds: float = 1.0) -> list[dict]:
+    """Per batch: microseconds per call of the engine set's and the runner's `infer`, of the feed
+    check alone, and the fake GPU's calls per `infer` (path, uploads, engine runs, downloads)."""
+    rows = []
+    with fake_graphs():
+        for batch in batches:
+            gpu = FakeGpu(simulate=False)
+            runner = fake_runner(gpu)
+            engines = fake_engine_set(runner)
+            feed = {INPUT_NAME: np.random.default_rng(0).standard_normal((batch, *IMAGE)).astype(np.float32)}
+            for _ in range(2):  # the second call at a shape captures the graph (small batches)
+                engines.infer(feed)
+            before = dict(gpu.calls)
+            shape = engines.infer(feed)[OUTPUT_NAME].shape
+            if shape != (batch, CLASSES):
+                raise SystemExit(f"the path did not run as on the GPU: output shape {shape}, expected {(batch, CLASSES)}")
+            calls = {k: gpu.calls[k] - before[k] for k in gpu.calls}
+            rows.append({"batch": batch, "path": "graph" if runner.replaying else "pipelined",
+                         "engine_set_us": per_call_us(lambda: engines.infer(feed), seconds),
+                         "runner_us": per_call_us(lambda: runner.infer(feed), seconds),
+                         "check_us": per_call_us(lambda: check_feed(feed, runner._metadata, staged=True), seconds),
+                         "calls": calls})
+            runner._stager.close()
+    return rows
+
+
 def main(batches: list[int]) -> None:
-    print("batch | engine set infer | runner infer | feed check (us per call, best of 5)")
-    for batch in batches:
-        runner = replaying_runner(batch)
-        engines = TrtEngineSet({BatchProfile(batch, (batch,), batch): b""}, label="fp16")
-        engines.runners, engines._metadata, engines.is_active = {BatchProfile(batch, (batch,), batch): runner}, runner._metadata, True
-        feed = {INPUT_NAME: np.random.default_rng(0).standard_normal((batch, *IMAGE)).astype(np.float32)}
-        shape = engines.infer(feed)[OUTPUT_NAME].shape
-        if shape != (batch, CLASSES):
-            raise SystemExit(f"the path did not run as on the GPU: output shape {shape}, expected {(batch, CLASSES)}")
-        print(f"{batch} | {per_call_us(lambda: engines.infer(feed)):.1f} | {per_call_us(lambda: runner.infer(feed)):.1f} | "
-              f"{per_call_us(lambda: check_feed(feed, runner._metadata)):.1f}")
+    print("batch | path | engine set infer | runner infer | feed check (us per call, best of 5) | uploads / engine runs / downloads per call")
+    for r in measure(batches):
+        c = r["calls"]
+        print(f"{r['batch']} | {r['path']} | {r['engine_set_us']:.1f} | {r['runner_us']:.1f} | {r['check_us']:.1f} | "
+              f"{c['h2d']} / {c['execute']} / {c['d2h']}")
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [1, 32])
+    main([int(a) for a in sys.argv[1:]] or [1, 32, 256, 4096])

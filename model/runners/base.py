@@ -6,9 +6,12 @@ bad tensor fails the same way, with the same message, on every backend.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from model.runners import device_arrays
+from model.runners.device_arrays import GpuArray, GpuTarget
 
 
 class InputError(ValueError):
@@ -66,12 +69,58 @@ def _axis_label(meta: TensorMeta, i: int) -> str:
     return name
 
 
-def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: bool = False) -> dict:
+def nonfinite_error(name: str, value: np.ndarray) -> InputError:
+    """The NaN/Inf error, counted over the whole tensor (only ever built for an error)."""
+    bad = int(value.size - np.isfinite(value).sum())
+    return InputError(f"Input tensor: {name} | Received {bad} NaN/Inf values | Expected finite values "
+                      "(pass allow_nonfinite=True to the runner to send them anyway)")
+
+
+def _check_dtype_and_shape(name: str, dtype, shape: tuple, meta: TensorMeta, sizes: dict,
+                           on_gpu: bool = False) -> None:
+    """`sizes`: each named axis's size so far in this feed, so inputs sharing an axis must agree."""
+    if dtype != meta.dtype:
+        text = _dtype_text(dtype) if isinstance(dtype, np.dtype) else str(dtype)
+        wanted = np.dtype(meta.dtype).name
+        convert = f"convert on the GPU, e.g. .float() or .astype({wanted})" if on_gpu else f"convert with .astype(np.{wanted})"
+        raise InputError(f"Input tensor: {name} | Received dtype {text} | {_expected(meta)} ({convert})")
+    if len(shape) != len(meta.shape) or any(d is not None and d != v for d, v in zip(meta.shape, shape)):
+        raise InputError(f"Input tensor: {name} | Received incompatible shape {shape} | {_expected(meta)}")
+    for i, r in enumerate(meta.ranges):
+        if r is None:
+            continue
+        size, label = shape[i], _axis_label(meta, i)
+        if not r[0] <= size <= r[1]:
+            raise InputError(f"Input tensor: {name} | Received {label} {size} outside the supported range "
+                             f"[{r[0]}, {r[1]}] | {_expected(meta)}")
+        seen = sizes.setdefault(label, (name, size))
+        if seen[1] != size:
+            raise InputError(f"Input tensor: {name} | Received {label} {size} | Expected {label} {seen[1]}, "
+                             f"as in input {seen[0]} (inputs sharing an axis must agree on its size)")
+
+
+def _check_values(name: str, value: np.ndarray, meta: TensorMeta) -> None:
+    if meta.values is not None and value.size:
+        lo, hi = int(value.min()), int(value.max())
+        if lo < meta.values[0] or hi > meta.values[1]:
+            raise InputError(f"Input tensor: {name} | Received values in [{lo}, {hi}] | Expected values in "
+                             f"[{meta.values[0]}, {meta.values[1]}]")
+
+
+def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: bool = False, *,
+               gpu: GpuTarget | None = None, staged: bool = False) -> dict:
     """The feed made safe to hand to a backend: C-contiguous arrays of the right dtype and shape,
-    every dynamic dim in its range and equal across the inputs that share its axis.
+    every dynamic dim in its range and equal across the inputs that share its axis, integer inputs
+    within their declared values.
 
     NaN/Inf policy (float inputs): rejected unless `allow_nonfinite`, because backends disagree on
     how they propagate (through max-pool, softmax) and a non-finite input is never valid data.
+
+    `gpu`: the runner's GPU, for runners that take arrays already there (`__cuda_array_interface__`
+    or DLPack); they come back as `GpuArray`s, checked for dtype, shape, contiguity and device.
+    Their values are not checked for NaN/Inf: that would read them back to the host.
+    `staged`: the runner copies host arrays into its own buffers and checks them for NaN/Inf while
+    it copies (raising `nonfinite_error`), so host arrays come back as given, in any layout.
     """
     if not isinstance(feed, dict):
         raise InputError(f"feed must be a dict of name -> numpy array, received {type(feed).__name__}")
@@ -82,46 +131,73 @@ def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: boo
     checked, sizes = {}, {}
     for name, meta in metadata.items():
         value = feed[name]
-        if not isinstance(value, np.ndarray):
-            raise InputError(f"Input tensor: {name} | Received a {type(value).__name__}, not a numpy array | {_expected(meta)}")
-        if value.dtype != meta.dtype:
-            raise InputError(f"Input tensor: {name} | Received dtype {_dtype_text(value.dtype)} | {_expected(meta)}"
-                             f" (convert with .astype(np.{np.dtype(meta.dtype).name}))")
-        if value.ndim != len(meta.shape) or any(d is not None and d != v for d, v in zip(meta.shape, value.shape)):
-            raise InputError(f"Input tensor: {name} | Received incompatible shape {value.shape} | {_expected(meta)}")
-        for i, r in enumerate(meta.ranges):
-            if r is None:
-                continue
-            size, label = value.shape[i], _axis_label(meta, i)
-            if not r[0] <= size <= r[1]:
-                raise InputError(f"Input tensor: {name} | Received {label} {size} outside the supported range "
-                                 f"[{r[0]}, {r[1]}] | {_expected(meta)}")
-            seen = sizes.setdefault(label, (name, size))
-            if seen[1] != size:
-                raise InputError(f"Input tensor: {name} | Received {label} {size} | Expected {label} {seen[1]}, "
-                                 f"as in input {seen[0]} (inputs sharing an axis must agree on its size)")
-        if meta.values is not None and value.size:
-            lo, hi = int(value.min()), int(value.max())
-            if lo < meta.values[0] or hi > meta.values[1]:
-                raise InputError(f"Input tensor: {name} | Received values in [{lo}, {hi}] | Expected values in "
-                                 f"[{meta.values[0]}, {meta.values[1]}]")
-        if not allow_nonfinite and value.dtype.kind in "fc" and not np.isfinite(value).all():
-            bad = int(value.size - np.isfinite(value).sum())
-            raise InputError(f"Input tensor: {name} | Received {bad} NaN/Inf values | Expected finite values "
-                             "(pass allow_nonfinite=True to the runner to send them anyway)")
-        checked[name] = np.ascontiguousarray(value)
+        if isinstance(value, np.ndarray):
+            _check_dtype_and_shape(name, value.dtype, value.shape, meta, sizes)
+            _check_values(name, value, meta)
+            if not staged:
+                if not allow_nonfinite and value.dtype.kind in "fc" and not np.isfinite(value).all():
+                    raise nonfinite_error(name, value)
+                value = np.ascontiguousarray(value)
+            checked[name] = value
+        elif gpu is not None and device_arrays.is_gpu_candidate(value):
+            checked[name] = _check_gpu_array(name, value, meta, gpu, sizes)
+        else:
+            kinds = "a numpy array or a GPU array" if gpu is not None else "a numpy array"
+            raise InputError(f"Input tensor: {name} | Received a {type(value).__name__}, not {kinds} | {_expected(meta)}")
     return checked
 
 
+def _check_gpu_array(name: str, value, meta: TensorMeta, gpu: GpuTarget, sizes: dict) -> GpuArray:
+    what = type(value).__name__
+    try:
+        array = device_arrays.describe(value, gpu.stream)
+    except device_arrays.InterfaceError as exc:
+        raise InputError(f"Input tensor: {name} | Received a {what} whose {exc} | {_expected(meta)}") from None
+    if array.dtype is None:  # DLPack said the host: refused before its layout is read
+        raise InputError(f"Input tensor: {name} | Received a {what} on the host ({array.interface}) | Expected a numpy "
+                         f"array or an array on GPU {gpu.device}")
+    _check_dtype_and_shape(name, array.dtype, array.shape, meta, sizes, on_gpu=True)
+    if not array.c_contiguous():
+        raise InputError(f"Input tensor: {name} | Received non-contiguous strides {array.strides} (bytes) for shape "
+                         f"{array.shape} | Expected a C-contiguous GPU array (call .contiguous() or cupy.ascontiguousarray)")
+    memory, device = array.memory, array.device
+    if memory is None:
+        try:
+            memory, device = gpu.locate(array.ptr)
+        except Exception as exc:  # the driver's own words: a pointer it does not know
+            raise InputError(f"Input tensor: {name} | Received pointer 0x{array.ptr:x} from {array.interface} that CUDA "
+                             f"cannot locate ({exc}) | Expected device memory on GPU {gpu.device}") from None
+    if memory == "host":
+        raise InputError(f"Input tensor: {name} | Received host memory behind {array.interface} (pointer 0x{array.ptr:x}) "
+                         f"| Expected device memory on GPU {gpu.device}")
+    if device != gpu.device:
+        raise InputError(f"Input tensor: {name} | Received a tensor on GPU {device} | Expected one on GPU {gpu.device}, "
+                         f"the runner's device (move it there first, e.g. .to('cuda:{gpu.device}'))")
+    return replace(array, memory=memory, device=device)
+
+
+OUTPUT_PLACES = ("host", "device")
+
+
+def check_pinned_batch(name: str, batch: int, meta: TensorMeta) -> None:
+    if not meta.min_batch <= batch <= meta.max_batch:
+        raise InputError(f"Input tensor: {name} | Received batch {batch} for pinned_inputs outside the supported "
+                         f"range [{meta.min_batch}, {meta.max_batch}] | {_expected(meta)}")
+
+
 class Runner:
-    """Subclasses set `name` and implement `_activate`, `_deactivate`, `_input_metadata`, `_infer`."""
+    """Subclasses set `name` and implement `_activate`, `_deactivate`, `_input_metadata`,
+    `_infer(feed, outputs)`. A runner on a GPU sets `self._gpu` (a `GpuTarget`) when it activates:
+    it then takes arrays already on that GPU and can return its outputs there."""
 
     name = "runner"
+    stages_inputs = False  # True: the runner copies host arrays itself and checks NaN/Inf as it copies
 
     def __init__(self, allow_nonfinite: bool = False) -> None:
         self.allow_nonfinite = allow_nonfinite
         self.is_active = False
         self._metadata: dict[str, TensorMeta] | None = None
+        self._gpu: GpuTarget | None = None
 
     def activate(self) -> "Runner":
         if not self.is_active:
@@ -145,10 +221,36 @@ class Runner:
         self._require_active()
         return self._metadata
 
-    def infer(self, feed: dict) -> dict[str, np.ndarray]:
-        """Outputs as host arrays the caller owns; the backend has finished when this returns."""
+    def infer(self, feed: dict, outputs: str = "host") -> dict:
+        """Run the model on `feed` (name -> numpy array, or an array already on the runner's GPU:
+        anything exposing `__cuda_array_interface__` or DLPack). The backend has finished when this
+        returns.
+
+        outputs="host": numpy arrays the caller owns. outputs="device" (GPU runners): arrays on the
+        GPU exposing `__cuda_array_interface__`, owned by the runner and valid until its next
+        `infer` call (copy them to keep them)."""
         self._require_active()
-        return self._infer(check_feed(feed, self._metadata, self.allow_nonfinite))
+        if outputs != "host":
+            self._check_outputs_place(outputs)
+        return self._infer(check_feed(feed, self._metadata, self.allow_nonfinite, gpu=self._gpu,
+                                      staged=self.stages_inputs), outputs)
+
+    def _check_outputs_place(self, outputs) -> None:
+        if outputs not in OUTPUT_PLACES:
+            raise ValueError(f"{self.name}: outputs must be one of {list(OUTPUT_PLACES)}, received {outputs!r}")
+        if self._gpu is None:
+            raise ValueError(f"{self.name}: outputs='device' needs a runner on a GPU; this one runs on the host")
+
+    def gpu_target(self) -> GpuTarget | None:
+        """The GPU this runner takes device arrays on (None: host arrays only)."""
+        self._require_active()
+        return self._gpu
+
+    def pinned_inputs(self, batch: int) -> dict[str, np.ndarray]:
+        """Host arrays in the runner's own page-locked memory, shaped for `batch`: fill them and pass
+        them as the feed, and the runner copies them to the GPU without staging them first. They are
+        the runner's: the next call's pinned feed is the same memory."""
+        raise NotImplementedError(f"{self.name} has no pinned input buffers; feed numpy arrays")
 
     def _require_active(self) -> None:
         if not self.is_active:
@@ -163,5 +265,5 @@ class Runner:
     def _input_metadata(self) -> dict[str, TensorMeta]:
         raise NotImplementedError
 
-    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer(self, feed: dict, outputs: str = "host") -> dict:
         raise NotImplementedError

@@ -1,4 +1,9 @@
-"""PyTorch eager, on the CPU or a CUDA device, FP32 or (CUDA only) FP16, for any model spec."""
+"""PyTorch eager, on the CPU or a CUDA device, FP32 or (CUDA only) FP16, for any model spec.
+
+On CUDA it takes what TensorRT takes: numpy arrays, its own pinned buffers (`pinned_inputs`,
+uploaded with `non_blocking=True`) and arrays already on the GPU: a torch CUDA tensor is used as
+it is, another producer's array through `__cuda_array_interface__` or DLPack without a copy.
+"""
 from __future__ import annotations
 
 import copy
@@ -6,7 +11,8 @@ import copy
 import numpy as np
 import torch
 
-from model.runners.base import BackendUnavailable, Runner, TensorMeta
+from model.runners.base import BackendUnavailable, InputError, Runner, TensorMeta, check_pinned_batch
+from model.runners.device_arrays import GpuArray, GpuTarget
 
 
 def disable_tf32() -> None:
@@ -45,6 +51,8 @@ class TorchRunner(Runner):
         self.device = torch.device(device)
         self.precision = precision
         self.model = None
+        self._pinned: dict[str, torch.Tensor] = {}  # page-locked input buffers over the batch range, made on request
+        self._handed: dict[tuple[str, int], np.ndarray] = {}
 
     def _activate(self) -> None:
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -54,29 +62,72 @@ class TorchRunner(Runner):
         self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
         if self.device.type == "cuda":
             disable_tf32()
+            from model import cuda_rt
+
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            self._gpu = GpuTarget(index, cuda_rt.locate_pointer)
         # A copy, so the caller's model (and its train/eval state) is never moved or cast.
         self.model = copy.deepcopy(self._source).to(self.device, self.dtype).eval()
 
     def _deactivate(self) -> None:
         self.model = None
+        self._pinned, self._handed, self._gpu = {}, {}, None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
     def _input_metadata(self) -> dict[str, TensorMeta]:
         return self._declared
 
+    def pinned_inputs(self, batch: int) -> dict[str, np.ndarray]:
+        self._require_active()
+        if self.device.type != "cuda":
+            return super().pinned_inputs(batch)
+        out = {}
+        for n, meta in self._metadata.items():
+            check_pinned_batch(n, batch, meta)
+            if any(d is None for d in meta.shape[1:]):
+                raise InputError(f"Input tensor: {n} | pinned_inputs needs every dim but the batch fixed; this input "
+                                 f"is {meta.dtype} {meta.shape}: pass host arrays instead")
+            if n not in self._pinned:
+                self._pinned[n] = torch.empty((meta.max_batch, *meta.shape[1:]), dtype=torch.from_numpy(
+                    np.empty(0, meta.dtype)).dtype, pin_memory=True)
+            if (n, batch) not in self._handed:
+                self._handed[n, batch] = self._pinned[n].numpy()[:batch]
+            out[n] = self._handed[n, batch]
+        return out
+
+    def _device_tensor(self, value: GpuArray) -> torch.Tensor:
+        source = value.source
+        if isinstance(source, torch.Tensor):
+            return source  # on this device (checked), ordered on PyTorch's own stream
+        if value.stream is not None:  # another producer's pending work: wait for it
+            torch.cuda.synchronize(self.device)
+        if hasattr(source, "__cuda_array_interface__"):
+            return torch.as_tensor(source, device=self.device)
+        return torch.from_dlpack(source)
+
     def to_device(self, feed: dict) -> list[torch.Tensor]:
-        """Host arrays as device tensors in the module's argument order; floats at the run's precision."""
-        return [torch.from_numpy(feed[n]).to(self.device, self.dtype if feed[n].dtype.kind == "f" else None)
-                for n in self._declared]
+        """The feed as device tensors in the module's argument order; floats at the run's precision."""
+        args = []
+        for n in self._declared:
+            value = feed[n]
+            if isinstance(value, GpuArray):
+                x = self._device_tensor(value)
+            elif self._handed.get((n, value.shape[0])) is value:  # the pinned buffer: an asynchronous upload
+                x = self._pinned[n][: value.shape[0]].to(self.device, non_blocking=True)
+            else:
+                x = torch.from_numpy(value).to(self.device, non_blocking=False)
+            args.append(x.to(self.dtype) if x.is_floating_point() else x)
+        return args
 
     def forward_device(self, *args: torch.Tensor) -> dict[str, torch.Tensor]:
         """Device tensors in, device outputs out; no validation, no copies (for device-resident timing)."""
         with torch.inference_mode():
             return as_outputs(self.model(*args), self.outputs)
 
-    def _infer(self, feed):
-        out = self.forward_device(*self.to_device(feed))
-        # .cpu() waits for the device; float32 out whatever the run's precision, as the spec declares.
-        return {n: t.float().cpu().numpy().copy() if t.is_floating_point() else t.cpu().numpy().copy()
-                for n, t in out.items()}
+    def _infer(self, feed, outputs="host"):
+        out = {n: t.float() if t.is_floating_point() else t for n, t in self.forward_device(*self.to_device(feed)).items()}
+        if outputs == "device":
+            torch.cuda.synchronize(self.device)  # finished when infer returns, as on the host path
+            return out
+        return {n: t.cpu().numpy().copy() for n, t in out.items()}  # .cpu() waits for the device

@@ -16,9 +16,14 @@ from model.runners.trt_runner import TrtRunner
 
 
 class TrtEngineSet(Runner):
+    stages_inputs = True
+
     def __init__(self, plans: dict[BatchProfile, bytes], label: str = "fp32", graphs: bool = True,
-                 declared: dict[str, TensorMeta] | None = None, **kwargs) -> None:
+                 declared: dict[str, TensorMeta] | None = None, runner_options: dict | None = None, **kwargs) -> None:
+        """`declared`: the model's input metadata (see TrtRunner); `runner_options`: passed to each
+        `TrtRunner` (staging_threads, graph_max_bytes, ...)."""
         super().__init__(**kwargs)
+        self._runner_options = runner_options or {}
         if not plans:
             raise ValueError("an engine set needs at least one plan")
         self.name = f"tensorrt-{label}"
@@ -29,7 +34,7 @@ class TrtEngineSet(Runner):
 
     def _make(self, plan: bytes) -> TrtRunner:
         return TrtRunner(plan, label=self._label, graphs=self._graphs, declared=self._declared,
-                         allow_nonfinite=self.allow_nonfinite)
+                         allow_nonfinite=self.allow_nonfinite, **self._runner_options)
 
     def _activate(self) -> None:
         try:
@@ -38,11 +43,16 @@ class TrtEngineSet(Runner):
         except BaseException:
             self._deactivate()
             raise
+        # The feed is checked before the serving engine is known: no one runner's stream can be
+        # handed to a DLPack producer, so it orders its work before the legacy default stream
+        # (stream None) and the serving runner waits for that one.
+        self._gpu = replace(next(iter(self.runners.values())).gpu_target(), stream=None)
 
     def _deactivate(self) -> None:
         for runner in self.runners.values():
             runner.deactivate()
         self.runners, self._serving = {}, {}
+        self._gpu = None
 
     def _input_metadata(self) -> dict[str, TensorMeta]:
         metas = [r.input_metadata() for r in self.runners.values()]
@@ -62,6 +72,11 @@ class TrtEngineSet(Runner):
             runner = self._serving[batch] = self.runners[profiles[serving_profile(batch, profiles)]]
         return runner
 
-    def _infer(self, feed):
+    def pinned_inputs(self, batch: int):
+        """The pinned buffers of the engine that serves `batch` (a feed of them skips staging)."""
+        self._require_active()
+        return self.runner_for(batch).pinned_inputs(batch)
+
+    def _infer(self, feed, outputs="host"):
         batch = next(iter(feed.values())).shape[0]
-        return self.runner_for(batch)._infer(feed)  # the feed was checked by infer()
+        return self.runner_for(batch)._infer(feed, outputs)  # the feed was checked by infer()

@@ -11,34 +11,57 @@ nearest the batch it is given, and only when that changes.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
 from model import cuda_rt, trt_compat
 from model.profile import nearest_opt
-from model.runners.base import BackendUnavailable, InputError, Runner, TensorMeta, check_feed
+from model.runners import host_staging
+from model.runners.base import (BackendUnavailable, InputError, Runner, TensorMeta, check_feed, check_pinned_batch,
+                                nonfinite_error)
+from model.runners.device_arrays import DeviceView, GpuArray, GpuTarget
 
 log = logging.getLogger(__name__)
 
 
 class TrtRunner(Runner):
-    """`graphs=True` (default): once the same input shape comes twice in a row, the copy in,
-    the engine and the copy out are captured as one CUDA graph and replayed for that shape, so a
-    small batch costs one launch instead of four driver calls."""
+    """Two paths for an end-to-end call (see model/runners/host_staging.py):
 
-    def __init__(self, plan: bytes, label: str = "fp32", graphs: bool = True,
-                 declared: dict[str, TensorMeta] | None = None, **kwargs) -> None:
-        """`declared`: the model's own input metadata, whose dtypes and axis names the runner
-        accepts (TensorRT narrows int64 inputs to int32; the runner converts while staging)."""
+    - host input up to `graph_max_bytes` (default 1 MiB): staged and checked in one pass on the
+      calling thread; with `graphs=True` (default), once the same shapes, addresses and output
+      place come twice in a row, the copy in, the engine and the copy out are captured as one CUDA
+      graph and replayed, so a small batch costs one launch instead of four driver calls.
+    - larger: staged in chunks by `staging_threads` worker threads, uploaded on a second stream
+      while earlier sub-batches (about `subbatch_bytes` each; 0 runs the batch at once) run.
+
+    Feeds already on the GPU are used where they are (their address goes to TensorRT); a feed from
+    `pinned_inputs` is uploaded without being staged."""
+
+    stages_inputs = True
+
+    def __init__(self, plan: bytes, label: str = "fp32", graphs: bool = True, *,
+                 declared: dict[str, TensorMeta] | None = None, staging_threads: int | None = None,
+                 graph_max_bytes: int = host_staging.GRAPH_MAX_BYTES, subbatch_bytes: int = host_staging.SUBBATCH_BYTES,
+                 chunk_bytes: int = host_staging.CHUNK_BYTES, split_bytes: int = host_staging.SPLIT_BYTES, **kwargs) -> None:
         super().__init__(**kwargs)
         self.name = f"tensorrt-{label}"
         self._plan = plan
+        # The model's own input metadata, whose dtypes and axis names the runner accepts (TensorRT
+        # narrows int64 inputs to int32; host feeds are converted while staged).
         self._declared = declared or {}
         self.use_graphs = graphs
+        self.graph_max_bytes, self.subbatch_bytes, self.chunk_bytes = graph_max_bytes, subbatch_bytes, chunk_bytes
+        self.split_bytes = split_bytes
+        self._stager = host_staging.Stager(staging_threads)
         self._bound_shape = None
         self._graph = None  # device-only replay (benchmarks)
-        self._io_graph = None  # copy in + engine + copy out, for the bound shape
-        self._calls_at_shape = 0
+        self._io_graph = None  # copy in + engine + copy out, for `_io_key`
+        self._io_key = None  # (bound shapes, input addresses, uploaded inputs, output place) of the io graph
+        self._calls_at_key = 0
+        self._addresses: dict[str, int] = {}  # what the context was last told, per tensor
+        self._events: list = []
+        self._handed: dict[tuple[str, int], np.ndarray] = {}  # (input, batch) -> what pinned_inputs gave out
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _activate(self) -> None:
@@ -67,6 +90,9 @@ class TrtRunner(Runner):
                                 max((p[n][2] for p in self.profiles), key=lambda s: s[0])) for n in self.inputs}
         self.profile_opts = [p[first][1][0] for p in self.profiles]
         self.stream = cuda_rt.Stream()
+        self.copy_stream = cuda_rt.Stream()  # uploads of the pipelined path, beside the engine's stream
+        self._producer_event = self._make_event()
+        self._gpu = GpuTarget(cuda_rt.current_device(), cuda_rt.pointer_location, self.stream.ptr)
         self.device, self.host = {}, {}
         self._active_profile = 0  # a new context starts on profile 0
         # Buffers sized once for the largest shapes any profile allows, so no inference call allocates.
@@ -79,13 +105,22 @@ class TrtRunner(Runner):
             nbytes = int(np.prod(shape)) * self.dtypes[n].itemsize
             self.device[n] = cuda_rt.DeviceBuffer(nbytes)
             self.host[n] = cuda_rt.PinnedBuffer(nbytes, self.dtypes[n])
+        # Sub-batches need outputs that grow with the batch along axis 0 (a model whose outputs
+        # do not, say a batch statistic, runs each large batch at once).
+        widest_batch = self.profiles[widest][first][2][0]
+        self._batch_major = all(tuple(self.context.get_tensor_shape(n))[:1] == (widest_batch,) for n in self.outputs)
+        self._row_align = host_staging.row_alignment(
+            [math.prod(tuple(self.context.get_tensor_shape(n))[1:]) * self.dtypes[n].itemsize for n in names])
         self._set_addresses()
 
     def _deactivate(self) -> None:
+        self._stager.close()
         self.release_graph()
-        for buf in [*self.device.values(), *self.host.values()]:
+        for buf in [*self.device.values(), *self.host.values(), *self._events, self._producer_event]:
             buf.free()
-        self.device, self.host = {}, {}
+        self.device, self.host, self._events, self._addresses, self._handed = {}, {}, [], {}, {}
+        self._gpu = None
+        self.copy_stream.free()
         self.stream.free()
         self.context = self.engine = self.runtime = None
         self._bound_shape = None
@@ -99,12 +134,17 @@ class TrtRunner(Runner):
             # The batch always has a range, also in an engine built for one batch (its set spans them all).
             ranges = tuple((lo[i], hi[i]) if d is None or i == 0 else None for i, d in enumerate(shape))
             declared = self._declared.get(n)
-            dtype = declared.dtype if declared is not None else self.dtypes[n]
-            if np.dtype(dtype) != self.dtypes[n] and not (np.dtype(dtype) == np.int64 and self.dtypes[n] == np.int32):
-                raise RuntimeError(f"engine input {n!r} is {self.dtypes[n]}, the model declares {np.dtype(dtype)}")
-            meta[n] = TensorMeta(np.dtype(dtype), shape, ranges, declared.axes if declared is not None else (),
+            dtype = np.dtype(declared.dtype) if declared is not None else self.dtypes[n]
+            if dtype != self.dtypes[n] and not self.narrowed(n, dtype):
+                raise RuntimeError(f"engine input {n!r} is {self.dtypes[n]}, the model declares {dtype}")
+            meta[n] = TensorMeta(dtype, shape, ranges, declared.axes if declared is not None else (),
                                  declared.values if declared is not None else None)
         return meta
+
+    def narrowed(self, name: str, declared=None) -> bool:
+        """Whether TensorRT runs this input narrower than the model declares (int64 ids as int32)."""
+        declared = np.dtype(declared if declared is not None else self._metadata[name].dtype)
+        return declared == np.int64 and self.dtypes[name] == np.int32
 
     # -- inference -------------------------------------------------------------------------------
     def _set_shape(self, name: str, shape: tuple) -> None:
@@ -114,9 +154,10 @@ class TrtRunner(Runner):
                              f"between the profile's min {lo} and max {hi}: {self.logger.errors()[-1:]}")
 
     def _set_addresses(self) -> None:
+        """Every tensor at the runner's own buffers, told afresh (after a profile switch)."""
+        self._addresses = {}
         for n, buf in self.device.items():
-            if not self.context.set_tensor_address(n, buf.ptr):
-                raise RuntimeError(f"TensorRT refused the device address for tensor {n!r}")
+            self._point(n, buf.ptr)
 
     def _select_profile(self, index: int) -> None:
         if index == self._active_profile:
@@ -139,14 +180,15 @@ class TrtRunner(Runner):
         batch = next(iter(shapes.values()))[0]
         return fits[nearest_opt(batch, [self.profile_opts[i] for i in fits])]
 
-    def bind(self, shapes: dict[str, tuple]) -> dict[str, tuple]:
-        """Set input shapes (only when they change); returns the output shapes TensorRT resolved."""
+    def bind(self, shapes: dict[str, tuple], profile: int | None = None) -> dict[str, tuple]:
+        """Set input shapes (only when they change), on `profile` or the one `profile_for` picks;
+        returns the output shapes TensorRT resolved."""
         key = tuple(sorted(shapes.items()))
-        if key != self._bound_shape:
+        if key != self._bound_shape or (profile is not None and profile != self._active_profile):
             self.release_graph()  # a captured graph is only valid for the shapes it was captured with
-            self._calls_at_shape = 0
+            self._io_key = None
             self._bound_shape = None  # until every shape below is accepted
-            self._select_profile(self.profile_for(shapes))
+            self._select_profile(self.profile_for(shapes) if profile is None else profile)
             for n, shape in shapes.items():
                 self._set_shape(n, shape)
             self._bound_shape = key
@@ -165,50 +207,219 @@ class TrtRunner(Runner):
         if not self.context.execute_async_v3(self.stream.ptr):
             raise RuntimeError(f"TensorRT execute_async_v3 failed: {self.logger.errors()[-3:]}")
 
-    def _copy_in(self, feed) -> dict[str, tuple]:
-        """Bind the feed's shapes and stage it in the pinned input buffers."""
+    # -- end-to-end calls ------------------------------------------------------------------------
+    def _point(self, name: str, ptr: int) -> None:
+        """Give TensorRT the address of a tensor, only when it changed (the pipelined path moves
+        them per sub-batch, a GPU feed brings its own)."""
+        if self._addresses.get(name) != ptr:
+            if not self.context.set_tensor_address(name, ptr):
+                raise RuntimeError(f"TensorRT refused the device address for tensor {name!r}")
+            self._addresses[name] = ptr
+
+    def _own_pinned(self, name: str, value: np.ndarray) -> bool:
+        """Whether `value` is the very array `pinned_inputs` handed out for `name` at its batch
+        (an identity test: a pointer comparison cost 3 us of a 45 us batch-1 call). Another view
+        of that memory is staged like any host array, which is still correct."""
+        return self._handed.get((name, value.shape[0])) is value
+
+    def pinned_inputs(self, batch: int) -> dict[str, np.ndarray]:
+        """The runner's own pinned input arrays for a batch, to fill in place: a feed made of them
+        skips the staging copy. For inputs whose every dim but the batch is fixed, at the model's
+        declared dtype (not for inputs TensorRT narrows: those are converted while staged)."""
+        self._require_active()
+        out = {}
+        for n, meta in self._metadata.items():
+            check_pinned_batch(n, batch, meta)
+            if any(d is None for d in meta.shape[1:]) or self.narrowed(n):
+                raise InputError(f"Input tensor: {n} | pinned_inputs needs every dim but the batch fixed and the "
+                                 f"engine's own dtype; this input is {meta.dtype} {meta.shape} (engine "
+                                 f"{self.dtypes[n]}): pass host arrays instead")
+            out[n] = self._handed.get((n, batch))
+            if out[n] is None:
+                out[n] = self._handed[(n, batch)] = self.host[n].view((batch, *meta.shape[1:]))
+        return out
+
+    def _wait_for_producers(self, feed) -> None:
+        """GPU feeds whose producer still has work queued (a `__cuda_array_interface__` v3 stream):
+        the runner's stream waits for it on the device, the host does not."""
+        for n in self.inputs:
+            value = feed[n]
+            if isinstance(value, GpuArray) and value.stream is not None:
+                self._producer_event.record(value.stream)
+                self.stream.wait(self._producer_event)
+
+    def _stage_whole(self, name: str, value: np.ndarray) -> None:
+        """A small host input copied into the pinned buffer and checked while in cache (from
+        `SPLIT_BYTES` on, shared with the staging workers)."""
+        own = self._own_pinned(name, value)
+        check = not self.allow_nonfinite and host_staging.finite_dtype(value.dtype)
+        if own and not check:
+            return
+        item = host_staging.Staged(value, None if own else self.host[name].view(value.shape), check)
+        if self._stager.stage_now([item], value.shape[0], value.nbytes, self.split_bytes) >= 0:
+            raise nonfinite_error(name, value)
+
+    def _infer(self, feed, outputs="host"):
+        host_bytes = sum(v.nbytes for v in feed.values() if isinstance(v, np.ndarray))
+        if host_bytes <= self.graph_max_bytes:
+            return self._infer_whole(feed, outputs)
+        return self._infer_pipelined(feed, outputs)
+
+    def _infer_whole(self, feed, outputs):
+        """Copy in, engine, copy out for the whole batch; the second call with the same shapes,
+        addresses and output place captures them as one CUDA graph, replayed from then on."""
         out_shapes = self.bind({n: feed[n].shape for n in self.inputs})
+        uploads = []
         for n in self.inputs:
-            # int64 ids into an int32 engine input: the feed check bounded their values already.
-            np.copyto(self.host[n].view(feed[n].shape), feed[n], casting="unsafe")
-        return out_shapes
-
-    def _copy_inputs_to_device(self) -> None:
-        shapes = dict(self._bound_shape)
-        for n in self.inputs:
-            self.device[n].copy_from_host_async(self.host[n].view(shapes[n]), self.stream)
-
-    def _enqueue_io(self) -> None:
-        """Copy the staged inputs in, run, copy the outputs out: all asynchronous on the stream."""
-        self._copy_inputs_to_device()
-        self.enqueue()
+            if not isinstance(feed[n], GpuArray):
+                self._stage_whole(n, feed[n])
+                uploads.append(n)
+        self._wait_for_producers(feed)
+        addresses = [self._device_address(n, feed[n]) for n in self.inputs]
+        key = (self._bound_shape, tuple(addresses), tuple(uploads), outputs)  # what a captured graph bakes in
+        if key != self._io_key:
+            self._drop_io_graph()
+            self._io_key, self._calls_at_key = key, 0
+        for n, ptr in zip(self.inputs, addresses):
+            self._point(n, ptr)
         for n in self.outputs:
-            self.device[n].copy_to_host_async(self.host[n].view(self._out_shapes[n]), self.stream)
-
-    def _infer(self, feed):
-        out_shapes = self._copy_in(feed)
+            self._point(n, self.device[n].ptr)
+        download = outputs == "host"
         if self._io_graph is not None:
             self._io_graph.launch()
         else:
-            self._enqueue_io()
+            self._enqueue_io(uploads, download)
         self.stream.synchronize()
-        results = {n: self.host[n].view(out_shapes[n]).copy() for n in self.outputs}  # buffers are reused
-        self._calls_at_shape += 1
-        if self.use_graphs and self._io_graph is None and self._calls_at_shape >= 2:
-            self._capture_io_graph()
+        results = self._results(out_shapes, outputs)
+        self._calls_at_key += 1
+        if self.use_graphs and self._io_graph is None and self._calls_at_key >= 2:
+            self._capture_io_graph(uploads, download)
         return results
+
+    def _device_address(self, name: str, value) -> int:
+        """Where the engine reads input `name`: a GPU feed where it is, unless its address is not
+        aligned as TensorRT requires (then copied into the runner's buffer on the device, after
+        the producer's work); a host feed from the runner's buffer."""
+        if not isinstance(value, GpuArray):
+            return self.device[name].ptr
+        if self.narrowed(name):
+            raise InputError(f"Input tensor: {name} | Received {value.dtype} on the GPU | TensorRT runs this input as "
+                             f"{self.dtypes[name]}: pass a host array (converted while staged)")
+        if value.ptr % host_staging.ADDRESS_ALIGN == 0:
+            return value.ptr
+        self.device[name].copy_from_device_async(value.ptr, value.nbytes, self.stream)
+        return self.device[name].ptr
+
+    def _results(self, out_shapes: dict, outputs: str) -> dict:
+        if outputs == "device":
+            return {n: DeviceView(self.device[n].ptr, out_shapes[n], self.dtypes[n], owner=self) for n in self.outputs}
+        return {n: self.host[n].view(out_shapes[n]).copy() for n in self.outputs}  # buffers are reused
+
+    def _enqueue_io(self, uploads: list[str], download: bool) -> None:
+        """Copy the staged inputs in, run, copy the outputs out: all asynchronous on the stream."""
+        shapes = dict(self._bound_shape)
+        for n in uploads:
+            self.device[n].copy_from_host_async(self.host[n].view(shapes[n]), self.stream)
+        self.enqueue()
+        if download:
+            for n in self.outputs:
+                self.device[n].copy_to_host_async(self.host[n].view(self._out_shapes[n]), self.stream)
+
+    def _event(self, index: int):
+        while len(self._events) <= index:
+            self._events.append(self._make_event())
+        return self._events[index]
+
+    def _make_event(self):
+        return cuda_rt.Event(timing=False)
+
+    def _infer_pipelined(self, feed, outputs):
+        """A large batch: worker threads stage chunks (copy + NaN/Inf check) into pinned memory; each
+        finished chunk is uploaded on the copy stream; each sub-batch runs on the runner's stream
+        once its last chunk has landed (an event), its outputs copied back behind it; the result
+        arrays are filled from pinned memory sub-batch by sub-batch as each one finishes.
+
+        One execution context runs the sub-batches one after another on one stream (its one
+        optimization profile is never used by two enqueues at once); only the copies overlap
+        the engine. A batch on the GPU already has nothing to upload: one chunk per sub-batch."""
+        batch = feed[self.inputs[0]].shape[0]
+        self._drop_io_graph()  # the context's addresses move below: no captured graph matches them
+        self._io_key = None
+        host = [n for n in self.inputs if isinstance(feed[n], np.ndarray)]
+        row_bytes = {n: (feed[n].nbytes // batch if n in host else
+                         math.prod(feed[n].shape[1:]) * self.dtypes[n].itemsize) for n in self.inputs}
+        # The profile the whole batch calls for serves every sub-batch: no switch (and sync) mid-call.
+        profile = self.profile_for({n: feed[n].shape for n in self.inputs})
+        subbatches = host_staging.plan(batch, sum(row_bytes[n] for n in host), self._stager.workers,
+                                       chunk_bytes=self.chunk_bytes, min_rows=self.profiles[profile][self.inputs[0]][0][0],
+                                       row_align=self._row_align,
+                                       subbatch_bytes=self.subbatch_bytes if self._batch_major else 0)
+        items = [host_staging.Staged(feed[n], None if self._own_pinned(n, feed[n]) else self.host[n].view(feed[n].shape),
+                                     not self.allow_nonfinite and host_staging.finite_dtype(feed[n].dtype)) for n in host]
+        pinned = {n: self.host[n].view(feed[n].shape) for n in host}
+        futures = self._stager.submit(items, subbatches) if host_staging.needs_staging(items) else []
+        try:
+            self._wait_for_producers(feed)
+            base = {n: self._device_address(n, feed[n]) for n in self.inputs}
+            task, out_shapes = 0, None
+            for i, sb in enumerate(subbatches):
+                for a, b in sb.chunks:
+                    if futures:
+                        bad = futures[task].result()
+                        task += 1
+                        if bad >= 0:
+                            raise nonfinite_error(host[bad], feed[host[bad]])
+                    for n in host:
+                        self.device[n].copy_from_host_async(pinned[n][a:b], self.copy_stream, offset=a * row_bytes[n])
+                if host:
+                    landed = self._event(2 * i)
+                    landed.record(self.copy_stream)
+                    self.stream.wait(landed)
+                shapes = self.bind({n: (sb.rows, *feed[n].shape[1:]) for n in self.inputs}, profile)
+                if out_shapes is None:
+                    out_shapes = {n: (batch, *s[1:]) for n, s in shapes.items()}
+                    out_row = {n: math.prod(s[1:]) * self.dtypes[n].itemsize for n, s in shapes.items()}
+                for n in self.inputs:
+                    self._point(n, base[n] + sb.start * row_bytes[n])
+                for n in self.outputs:
+                    self._point(n, self.device[n].ptr + sb.start * out_row[n])
+                self.enqueue()
+                if outputs == "host":
+                    for n in self.outputs:
+                        rows = self.host[n].view(out_shapes[n])[sb.start:sb.stop]
+                        self.device[n].copy_to_host_async(rows, self.stream, offset=sb.start * out_row[n])
+                    self._event(2 * i + 1).record(self.stream)
+            if outputs == "device":
+                self.stream.synchronize()
+                return {n: DeviceView(self.device[n].ptr, out_shapes[n], self.dtypes[n], owner=self) for n in self.outputs}
+            results = {n: np.empty(out_shapes[n], self.dtypes[n]) for n in self.outputs}
+            for i, sb in enumerate(subbatches):  # earlier sub-batches are copied out while later ones run
+                self._event(2 * i + 1).synchronize()
+                for n in self.outputs:
+                    results[n][sb.start:sb.stop] = self.host[n].view(out_shapes[n])[sb.start:sb.stop]
+            return results
+        except BaseException:
+            self._stager.abandon(futures)
+            self.copy_stream.synchronize()
+            self.stream.synchronize()
+            raise
 
     @property
     def replaying(self) -> bool:
         """Whether the next call at the bound shape replays a captured graph."""
         return self._io_graph is not None
 
-    def _capture_io_graph(self) -> None:
+    def _capture_io_graph(self, uploads: list[str], download: bool) -> None:
         try:
-            self._io_graph = cuda_rt.Graph(self.stream, self._enqueue_io)
+            self._io_graph = cuda_rt.Graph(self.stream, lambda: self._enqueue_io(uploads, download))
         except cuda_rt.CudaError as exc:  # graphs are an optimization: fall back to plain enqueues
             log.warning("%s: CUDA graph capture failed (%s); running without graphs", self.name, exc)
             self.use_graphs = False
+
+    def _drop_io_graph(self) -> None:
+        if self._io_graph is not None:
+            self._io_graph.free()
+            self._io_graph = None
 
     # -- device-resident execution (benchmarks) ---------------------------------------------------
     def capture_graph(self) -> cuda_rt.Graph:
@@ -238,8 +449,21 @@ class TrtRunner(Runner):
         return out
 
     def upload(self, feed: dict[str, np.ndarray]) -> None:
-        """Place validated inputs on the device and bind their shapes, for device-resident timing."""
+        """Place validated inputs in the runner's device buffers and bind their shapes, for
+        device-resident timing."""
         self._require_active()
-        self._copy_in(check_feed(feed, self._metadata, self.allow_nonfinite))
-        self._copy_inputs_to_device()
+        feed = check_feed(feed, self._metadata, self.allow_nonfinite)
+        self.bind({n: feed[n].shape for n in self.inputs})
+        self._drop_io_graph()
+        self._io_key = None
+        for n in self.inputs:
+            np.copyto(self.host[n].view(feed[n].shape), feed[n])
+        for n in (*self.inputs, *self.outputs):
+            self._point(n, self.device[n].ptr)
+        self._enqueue_uploads()
         self.stream.synchronize()
+
+    def _enqueue_uploads(self) -> None:
+        shapes = dict(self._bound_shape)
+        for n in self.inputs:
+            self.device[n].copy_from_host_async(self.host[n].view(shapes[n]), self.stream)

@@ -1,0 +1,279 @@
+"""The TensorRT runner's host path on the CPU: its real code with the CUDA runtime and the
+TensorRT context replaced by tools/trt-host-path-cost.py's fake GPU, which moves the data, runs a
+stand-in model and fails any engine read not ordered after the upload it reads (streams and
+events). What it cannot show: real CUDA/TensorRT behaviour (tests/test_tensorrt.py on a GPU)."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.runners import host_staging
+from model.runners.base import InputError
+
+_spec = importlib.util.spec_from_file_location("trt_host_path_cost", Path(__file__).parent.parent / "tools" / "trt-host-path-cost.py")
+tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tool)
+
+IMAGE = (3, 32, 32)
+ROW_BYTES = 3 * 32 * 32 * 4
+
+
+@pytest.fixture
+def fake():
+    """(fake GPU, runner factory); fake graphs for the test's duration, worker threads closed after."""
+    made = []
+    with tool.fake_graphs():
+        gpu = tool.FakeGpu(simulate=True)
+
+        def make(**options):
+            made.append(tool.fake_runner(gpu, **options))
+            return made[-1]
+
+        yield gpu, make
+    for runner in made:
+        runner._stager.close()
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *IMAGE)).astype(np.float32)
+
+
+def _calls(gpu, fn):
+    before = dict(gpu.calls)
+    out = fn()
+    return out, {k: gpu.calls[k] - before[k] for k in gpu.calls}
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+def test_row_alignment_keeps_every_tensor_256_byte_aligned():
+    assert host_staging.row_alignment([ROW_BYTES, 400]) == 16  # SimpleCNN: 12 KiB in, 100 float32 out
+    assert host_staging.row_alignment([ROW_BYTES]) == 1 and host_staging.row_alignment([6, 10]) == 128
+    assert all(16 * k * size % 256 == 0 for size in (ROW_BYTES, 400) for k in range(1, 5))
+
+
+@pytest.mark.parametrize("batch, row_bytes, workers, sub, chunk, min_rows, align", [
+    (4096, ROW_BYTES, 8, 12 << 20, 1 << 20, 1, 16), (4096, ROW_BYTES, 2, 12 << 20, 1 << 20, 1, 1),
+    (257, ROW_BYTES, 8, 1 << 20, 1 << 18, 1, 1), (301, ROW_BYTES, 3, 1 << 20, 1 << 18, 1, 1),
+    (4001, ROW_BYTES, 8, 12 << 20, 1 << 20, 1, 16), (301, ROW_BYTES, 3, 1 << 20, 1 << 18, 20, 16),
+    (5, ROW_BYTES, 8, 1, 1, 2, 1), (4096, 0, 8, 12 << 20, 1 << 20, 1, 16),
+    (1000, ROW_BYTES, 8, 0, 1 << 20, 1, 16), (7, 10, 1, 1 << 20, 1 << 20, 1, 1),
+], ids=["4096", "4096-2workers", "257-small-units", "301-odd", "4001-aligned", "301-aligned-min-rows-20",
+        "min-rows-2", "nothing-to-stage", "no-subbatches", "tiny"])
+def test_plan_covers_the_batch_in_order(batch, row_bytes, workers, sub, chunk, min_rows, align):
+    plan = host_staging.plan(batch, row_bytes, workers, chunk_bytes=chunk, subbatch_bytes=sub, min_rows=min_rows,
+                             row_align=align)
+    assert plan[0].start == 0 and plan[-1].stop == batch
+    assert all(a.stop == b.start for a, b in zip(plan, plan[1:]))
+    assert all(sb.start % align == 0 for sb in plan)  # every sub-batch's tensors stay aligned
+    rows = [sb.rows for sb in plan]
+    assert len(set(rows)) <= 3 and min(rows) >= min_rows  # at most three engine shapes
+    assert max(rows[:-1] or rows) - min(rows[:-1] or rows) <= align  # near-equal but for the remainder
+    if sub == 0:
+        assert len(plan) == 1
+    elif align == 1 and min_rows == 1:
+        assert len(plan) == max(1, min(batch * row_bytes // sub, batch))
+    for sb in plan:
+        assert sb.chunks[0][0] == sb.start and sb.chunks[-1][1] == sb.stop
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(sb.chunks, sb.chunks[1:] + ((sb.stop, None),)))
+    chunks = sum(len(sb.chunks) for sb in plan)
+    if row_bytes == 0:
+        assert chunks == len(plan)
+    else:
+        assert chunks >= min(workers, batch)  # every worker gets a share
+        assert all((b - a) * row_bytes <= max(chunk, row_bytes) * 2 for sb in plan for a, b in sb.chunks)
+
+
+def test_plan_refuses_an_empty_batch():
+    with pytest.raises(ValueError, match="at least one row, received 0"):
+        host_staging.plan(0, ROW_BYTES, 4)
+
+
+# -- the pipelined path --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch, options", [
+    (4096, {}), (300, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18}),
+    (301, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3}),
+    (256, {"subbatch_bytes": 0}),
+], ids=["bs4096-defaults", "bs300-3-subbatches", "bs301-odd-3-threads", "bs256-one-run"])
+def test_large_batch_is_uploaded_in_chunks_and_run_in_subbatches(fake, batch, options):
+    gpu, make = fake
+    runner = make(**options)
+    x = _images(batch)
+    out, calls = _calls(gpu, lambda: runner.infer({"input": x})["output"])
+    np.testing.assert_array_equal(out, tool.stand_in_model(x))
+    plan = host_staging.plan(batch, ROW_BYTES, runner._stager.workers, chunk_bytes=runner.chunk_bytes,
+                             subbatch_bytes=runner.subbatch_bytes, row_align=runner._row_align)
+    assert all(sb.start % 16 == 0 for sb in plan)
+    assert calls["h2d"] == sum(len(sb.chunks) for sb in plan)  # one upload per chunk
+    assert calls["execute"] == calls["d2h"] == len(plan)  # one engine run and one download per sub-batch
+    assert calls["event_record"] == 2 * len(plan) and calls["stream_wait"] == len(plan)
+    assert calls["set_input_shape"] <= 3  # near-equal sub-batches: at most three shapes per call
+    assert not runner.replaying
+
+
+def test_results_are_a_fresh_array_per_call(fake):
+    gpu, make = fake
+    runner = make()
+    first = runner.infer({"input": _images(2048, seed=1)})["output"]
+    kept = first.copy()
+    runner.infer({"input": _images(2048, seed=2)})
+    np.testing.assert_array_equal(first, kept)
+
+
+def test_non_contiguous_large_input_is_staged_from_its_own_layout(fake):
+    gpu, make = fake
+    x = _images(512)
+    fed = np.asfortranarray(x)
+    np.testing.assert_array_equal(make().infer({"input": fed})["output"], tool.stand_in_model(x))
+
+
+def test_a_nan_in_the_last_chunk_fails_like_before_and_the_runner_recovers(fake):
+    gpu, make = fake
+    runner = make()
+    x = _images(4096)
+    x[-1, 2, 31, 31] = np.nan
+    x[-2, 0, 0, 0] = np.inf
+    with pytest.raises(InputError, match=r"^Input tensor: input \| Received 2 NaN/Inf values \| Expected finite values "
+                                         r"\(pass allow_nonfinite=True to the runner to send them anyway\)$"):
+        runner.infer({"input": x})
+    clean = _images(4096, seed=3)
+    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
+
+
+def test_nonfinite_values_pass_when_allowed(fake):
+    gpu, make = fake
+    x = np.full((1024, *IMAGE), np.inf, np.float32)
+    out = make(allow_nonfinite=True).infer({"input": x})["output"]
+    assert np.isinf(out).all()
+
+
+def test_a_pinned_feed_is_uploaded_without_staging(fake, monkeypatch):
+    gpu, make = fake
+    runner = make(subbatch_bytes=1 << 20)
+    staged = []
+    real = host_staging.stage_rows
+    monkeypatch.setattr(host_staging, "stage_rows", lambda items, a, b: staged.append([i.pinned for i in items]) or real(items, a, b))
+    buffers = runner.pinned_inputs(1000)
+    assert runner.pinned_inputs(1000)["input"] is buffers["input"]
+    x = _images(1000)
+    buffers["input"][:] = x
+    out, calls = _calls(gpu, lambda: runner.infer(buffers)["output"])
+    np.testing.assert_array_equal(out, tool.stand_in_model(x))
+    assert staged and all(p is None for task in staged for p in task)  # checked for NaN/Inf, never copied
+    plan = host_staging.plan(1000, ROW_BYTES, runner._stager.workers, subbatch_bytes=1 << 20, row_align=runner._row_align)
+    assert calls["h2d"] == sum(len(sb.chunks) for sb in plan) and calls["execute"] == len(plan) > 1
+
+
+def test_pinned_inputs_refuse_a_batch_outside_the_range(fake):
+    gpu, make = fake
+    with pytest.raises(InputError, match=r"Input tensor: input \| Received batch 4097 for pinned_inputs outside the supported range \[1, 4096\]"):
+        make().pinned_inputs(4097)
+
+
+# -- small batches and GPU feeds -----------------------------------------------------------------
+
+def test_small_batch_replays_a_graph_from_the_second_call(fake):
+    gpu, make = fake
+    runner = make()
+    x = _images(7)
+    for call in range(3):
+        out, calls = _calls(gpu, lambda: runner.infer({"input": x})["output"])
+        np.testing.assert_array_equal(out, tool.stand_in_model(x))
+        assert calls["h2d"] == calls["execute"] == calls["d2h"] == 1
+        assert runner.replaying == (call >= 1)
+    runner.infer({"input": _images(4096)})  # the pipelined path moves the addresses: no stale graph
+    assert not runner.replaying
+    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
+
+
+class FakeDeviceTensor:
+    """Data placed in the fake GPU's memory (`offset` bytes into an allocation), exposed as a CUDA
+    producer would."""
+
+    def __init__(self, gpu, host: np.ndarray, offset: int = 0) -> None:
+        self.ptr = gpu.alloc(host.nbytes + offset) + offset
+        gpu.bytes_at(self.ptr, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
+        self.__cuda_array_interface__ = {"shape": host.shape, "typestr": "<f4", "data": (self.ptr, False),
+                                         "version": 3, "strides": None, "stream": None}
+
+
+@pytest.mark.parametrize("batch", [7, 4096])
+def test_gpu_feed_is_read_where_it_is(fake, batch):
+    gpu, make = fake
+    runner = make()
+    x = _images(batch)
+    out, calls = _calls(gpu, lambda: runner.infer({"input": FakeDeviceTensor(gpu, x)})["output"])
+    np.testing.assert_array_equal(out, tool.stand_in_model(x))
+    assert calls["h2d"] == calls["d2d"] == 0 and calls["execute"] == 1 and calls["d2h"] == 1
+    assert runner.context.addresses["input"] != runner.device["input"].ptr
+
+
+@pytest.mark.parametrize("batch", [7, 4096])
+def test_a_gpu_feed_tensorrt_cannot_address_is_copied_on_the_device_first(fake, batch):
+    gpu, make = fake
+    runner = make()
+    x = _images(batch)
+    out, calls = _calls(gpu, lambda: runner.infer({"input": FakeDeviceTensor(gpu, x, offset=4)})["output"])
+    np.testing.assert_array_equal(out, tool.stand_in_model(x))
+    assert calls["d2d"] == 1 and calls["h2d"] == 0
+    assert runner.context.addresses["input"] == runner.device["input"].ptr
+
+
+@pytest.mark.parametrize("batch", [7, 4096])
+def test_device_outputs_are_views_of_the_runners_buffers(fake, batch):
+    gpu, make = fake
+    runner = make()
+    x = _images(batch)
+    out, calls = _calls(gpu, lambda: runner.infer({"input": x}, outputs="device")["output"])
+    assert calls["d2h"] == 0
+    cai = out.__cuda_array_interface__
+    assert cai["shape"] == (batch, tool.CLASSES) and cai["typestr"] == "<f4" and cai["data"][0] == runner.device["output"].ptr
+    on_gpu = gpu.bytes_at(cai["data"][0], out.nbytes).view(np.float32).reshape(cai["shape"])
+    np.testing.assert_array_equal(on_gpu, tool.stand_in_model(x))
+
+
+def test_a_producer_stream_is_waited_for_on_the_device(fake):
+    gpu, make = fake
+    runner = make()
+    tensor = FakeDeviceTensor(gpu, _images(7))
+    tensor.__cuda_array_interface__["stream"] = 1
+    _, calls = _calls(gpu, lambda: runner.infer({"input": tensor}))
+    assert calls["event_record"] == 1 and calls["stream_wait"] == 1
+
+
+def test_the_cost_tool_measures_both_paths():
+    rows = tool.measure([1, 256], seconds=0.01)
+    small, large = rows
+    assert (small["path"], large["path"]) == ("graph", "pipelined")
+    assert small["calls"]["h2d"] == small["calls"]["execute"] == 0  # a replay is one launch
+    plan = host_staging.plan(256, ROW_BYTES, host_staging.Stager().workers, row_align=16)
+    assert large["calls"]["h2d"] == sum(len(sb.chunks) for sb in plan) and large["calls"]["execute"] == len(plan)
+    assert all(r["engine_set_us"] > 0 and r["runner_us"] > 0 and r["check_us"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("batch", [22, 32, 85])
+def test_graph_path_feeds_are_shared_with_the_workers_and_checked_whole(fake, batch):
+    gpu, make = fake
+    runner = make(staging_threads=3)
+    x = _images(batch)
+    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
+    x[-1, 0, 0, 0] = np.nan  # in the last piece, a worker's
+    with pytest.raises(InputError, match=r"Received 1 NaN/Inf values"):
+        runner.infer({"input": x})
+    x[-1, 0, 0, 0] = 0
+    x[0, 0, 0, 0] = np.inf  # in the first, the calling thread's
+    with pytest.raises(InputError, match=r"Received 1 NaN/Inf values"):
+        runner.infer({"input": x})
+
+
+def test_a_host_feed_never_replays_the_graph_of_a_copied_gpu_feed(fake):
+    """An unaligned GPU feed and a host feed both end up in the runner's buffer: only the host
+    feed's graph uploads, so the two must not share one."""
+    gpu, make = fake
+    runner = make()
+    x, y = _images(7, seed=1), _images(7, seed=2)
+    for _ in range(3):
+        runner.infer({"input": FakeDeviceTensor(gpu, x, offset=4)})
+    np.testing.assert_array_equal(runner.infer({"input": y})["output"], tool.stand_in_model(y))

@@ -1,0 +1,67 @@
+"""The TensorRT host path's knobs, A/B on a GPU: end-to-end `infer` from pageable numpy per batch
+for the default runner options and each variant below, interleaved call by call so drift hits all
+alike; median of `--calls` calls each. Engines come from the cache (built when missing).
+
+    python tools/trt-staging-ab.py [--batches 32,256,4096] [--calls 200] [--precision fp16]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from model import artifacts, data  # noqa: E402
+from model.backends import ModelArtifacts  # noqa: E402
+from model.profile import DEFAULT_PROFILE, INPUT_NAME  # noqa: E402
+from model.runners.trt_engine_set import TrtEngineSet  # noqa: E402
+from model.training import load_or_train  # noqa: E402
+
+VARIANTS = {
+    "default": {},
+    "graph path on one thread": {"split_bytes": 1 << 40},
+    "no sub-batches": {"subbatch_bytes": 0},
+    "sub-batches of 6 MiB": {"subbatch_bytes": 6 << 20},
+    "4 staging threads": {"staging_threads": 4},
+    "16 staging threads": {"staging_threads": 16},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", default="32,256,4096")
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--precision", default="fp16")
+    args = parser.parse_args()
+    dataset = data.load(data.SYNTHETIC)
+    arts = ModelArtifacts(load_or_train(dataset, cache_dir=artifacts.DEFAULT_CACHE), artifacts.DEFAULT_CACHE,
+                          profile=DEFAULT_PROFILE, calib_images=dataset.calib.x)
+    plans = {p: e.plan() for p, e in arts.engine_set(args.precision).items()}
+    runners = {name: TrtEngineSet(plans, label=args.precision, runner_options=opts).activate() for name, opts in VARIANTS.items()}
+    print(f"end-to-end infer, TensorRT {args.precision}, median of {args.calls} interleaved calls (ms)")
+    print("batch | " + " | ".join(VARIANTS))
+    try:
+        for batch in (int(b) for b in args.batches.split(",")):
+            feed = {INPUT_NAME: np.ascontiguousarray(dataset.holdout.x[np.arange(batch) % len(dataset.holdout)])}
+            times = {name: [] for name in runners}
+            for runner in runners.values():
+                for _ in range(5):
+                    runner.infer(feed)
+            for _ in range(args.calls):
+                for name, runner in runners.items():
+                    start = time.perf_counter()
+                    runner.infer(feed)
+                    times[name].append(time.perf_counter() - start)
+            print(f"{batch} | " + " | ".join(f"{statistics.median(t) * 1e3:.3f}" for t in times.values()))
+    finally:
+        for runner in runners.values():
+            runner.deactivate()
+
+
+if __name__ == "__main__":
+    main()
