@@ -42,8 +42,15 @@ def _specs(args) -> list[ModelSpec]:
     return options.model_specs(args.model, args.onnx, args.axis, default=["simplecnn"])
 
 
+DEFAULT_BATCHES = (1, 32, 256)
+
+
+def batch_sizes(spec: ModelSpec, args) -> list[int]:
+    return args.batch_sizes or [n for n in DEFAULT_BATCHES if n in (args.profile or spec.profile)]
+
+
 def _artifacts(spec: ModelSpec, args) -> ModelArtifacts:
-    outside = [n for n in args.batch_sizes if n not in (args.profile or spec.profile)]
+    outside = [n for n in batch_sizes(spec, args) if n not in (args.profile or spec.profile)]
     if outside:
         raise ValueError(f"--batch-sizes {outside} lie outside {spec.name}'s profile ({args.profile or spec.profile}); "
                          "widen --profile")
@@ -56,7 +63,7 @@ def compare_model(arts: ModelArtifacts, args) -> dict:
     results, reference = [], None
     for name in names:
         print(f"[compare] {arts.spec.name}: {name} ...", file=sys.stderr, flush=True)
-        result, outputs = measure(BACKENDS[name], arts, args.batch_sizes, reference, runs=args.runs)
+        result, outputs = measure(BACKENDS[name], arts, batch_sizes(arts.spec, args), reference, runs=args.runs)
         if name == arts.reference:
             reference = outputs
             result.top1_agreement = result.max_abs_error = None
@@ -65,7 +72,7 @@ def compare_model(arts: ModelArtifacts, args) -> dict:
     return {
         "model": arts.spec.name, "source": arts.spec.source, "reference": arts.reference,
         "data": dataset.name if dataset else "sample inputs (seeded)",
-        "holdout_size": len(dataset) if dataset else None, "batch_sizes": args.batch_sizes,
+        "holdout_size": len(dataset) if dataset else None, "batch_sizes": batch_sizes(arts.spec, args),
         "profile": str(arts.profile), "axes": {a.name: [a.min, a.opt, a.max] for a in arts.spec.axes},
         "machine": machine.describe(), "training": arts.built().info if arts.has_module else {},
         "results": results,
@@ -79,7 +86,7 @@ def compare(args) -> int:
         paths = report.write(folder, summary)
         print(f"\n## {summary['model']} (reference: {summary['reference']}; data: {summary['data']})")
         print(report.seed_style(summary["results"]))
-        print(report.markdown_table(summary["results"], args.batch_sizes))
+        print(report.markdown_table(summary["results"], summary["batch_sizes"]))
         print(f"wrote {paths['markdown']} and {paths['json']}")
     return 0
 

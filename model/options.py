@@ -81,8 +81,8 @@ OPTIONS = [
     Option("--model", dict(type=name_list, default=None, metavar="NAME[,NAME...]",
                            help="shipped model names, or path/to/file.py:factory returning (module, spec); "
                                 "several separated by commas"),
-           cli=dict(default=["simplecnn"], help="models to compare (default simplecnn): shipped names or "
-                                                "path/to/file.py:factory; several separated by commas"),
+           cli=dict(help="models to compare (default simplecnn unless --onnx is given): shipped names or "
+                         "path/to/file.py:factory; several separated by commas"),
            pytest=dict(help="models to test (default: every shipped model): shipped names or path/to/file.py:factory")),
     Option("--onnx", dict(type=Path, action="append", default=None, metavar="PATH",
                           help="an ONNX model without PyTorch source (repeatable); its inputs, outputs and dynamic "
@@ -94,7 +94,7 @@ OPTIONS = [
                                   "TensorRT engine per opt batch ('/' between several) and one fixed-shape engine per "
                                   "static batch (default: each model's own; SimpleCNN's is 1,32/4096,4096,1)")),
     Option("--batch-sizes", dict(type=int_list, default=None),
-           cli=dict(default=[1, 32, 256], help="latency batch sizes (default 1,32,256)"),
+           cli=dict(help="latency batch sizes (default: those of 1,32,256 in each model's profile)"),
            pytest=dict(help="comma-separated batch sizes for parity tests (default per model: its profile's min, "
                             "7, 32 and max; each must lie in the profile)")),
     Option("--data", dict(default=data.SYNTHETIC,

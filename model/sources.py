@@ -111,7 +111,9 @@ def from_onnx(path_text: str, axes: list[Axis] = (), profile: BatchProfile = DEF
     if extra:
         raise SpecError(f"--onnx {path_text}: --axis {extra} name no dynamic axis of the model (its axes: {sorted(used) or 'batch only'})")
     return ModelSpec(name=path.stem, inputs=inputs, outputs=outputs, profile=profile, axes=list(axes),
-                     onnx=str(path.resolve()), source=str(path))
+                     onnx=str(path.resolve()), source=str(path), precisions=("fp32", "fp16"),
+                     precision_notes="no INT8 for a bare ONNX file: calibration needs inputs like the real ones "
+                                     "(write a spec file with a dataset to offer it)")
 
 
 def check_onnx_matches(spec: ModelSpec, path: Path) -> None:

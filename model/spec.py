@@ -23,6 +23,10 @@ from model.profile import BatchProfile
 from model.runners.base import TensorMeta
 
 BATCH = "batch"
+# INT8 outputs that are not decisions (hidden states, embeddings), without a tolerance of the model's
+# own: |error| <= 0.1 + 10% of |reference|. Loose enough for a calibrated conversion, far inside
+# what a wrong scale, saturation or garbage produces.
+INT8_VALUE_ATOL, INT8_VALUE_RTOL = 0.1, 0.1
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -173,7 +177,10 @@ class ModelSpec:
         tol = self.tolerances.get(precision, TOLERANCES[precision])
         if output in self.logits:
             return tol
-        # Not a decision: judged on values only (an argmax over hidden units means nothing).
+        # Not a decision: judged on values only (an argmax over hidden units means nothing). INT8's
+        # default judges decisions alone (atol inf); values that are no decision get a bound instead.
+        if tol.atol == float("inf") and precision not in self.tolerances:
+            tol = replace(tol, atol=INT8_VALUE_ATOL, rtol=INT8_VALUE_RTOL)
         return replace(tol, min_top1_agreement=0.0, tie_margin=float("inf"))
 
     def input_metadata(self) -> dict[str, TensorMeta]:

@@ -175,17 +175,25 @@ def _damage(plan_path, sidecar_path, how):
         sidecar_path.unlink()
 
 
+@pytest.fixture(scope="module")
+def quick_engine(model_artifacts, tmp_path_factory):
+    """A plan built at builder optimization level 0 (seconds, not minutes) in a cache of its own: what
+    these tests exercise is the cache's refusal of a bad plan, not the deployed engine's tactics."""
+    cache = tmp_path_factory.mktemp("engine-cache")
+    return engine_for_onnx(model_artifacts.onnx, EngineSpec(model_artifacts.spec, optimization_level=0), cache), cache
+
+
 @pytest.mark.parametrize("how", ["truncated", "corrupted", "other_tensorrt", "other_gpu", "no_sidecar"])
-def test_bad_cached_plan_is_rebuilt_never_used(model_artifacts, golden, tmp_path, caplog, how):
+def test_bad_cached_plan_is_rebuilt_never_used(model_artifacts, quick_engine, golden, tmp_path, caplog, how):
     from model.runners.trt_runner import TrtRunner
 
-    good = model_artifacts.engine("fp32")
+    good, cache = quick_engine
     engines = tmp_path / "engines"
     shutil.copytree(good.path.parent, engines)  # the plan, its sidecar and the timing cache
     plan_path = engines / good.path.name
     _damage(plan_path, plan_path.with_suffix(".json"), how)
     with caplog.at_level(logging.WARNING):
-        engine = engine_for_onnx(model_artifacts.onnx, EngineSpec(model_artifacts.spec), tmp_path)
+        engine = engine_for_onnx(model_artifacts.onnx, EngineSpec(model_artifacts.spec, optimization_level=0), tmp_path)
     assert engine.rebuilt and engine.path == plan_path
     assert "rebuilding TensorRT engine" in caplog.text
     feed, ref = golden[7]
@@ -194,9 +202,10 @@ def test_bad_cached_plan_is_rebuilt_never_used(model_artifacts, golden, tmp_path
 
 
 def test_engine_key_separates_precisions(model_artifacts):
-    assert model_artifacts.engine("fp32").path != model_artifacts.engine("fp16").path
-    fp32, fp16 = model_artifacts.engine("fp32").sidecar, model_artifacts.engine("fp16").sidecar
-    assert fp32["identity"]["precision"] == "fp32" and fp16["identity"]["precision"] == "fp16"
+    fp32, fp16 = model_artifacts.engine_set("fp32"), model_artifacts.engine_set("fp16")
+    assert not {e.path for e in fp32.values()} & {e.path for e in fp16.values()}
+    assert all(e.sidecar["identity"]["precision"] == "fp32" for e in fp32.values())
+    assert all(e.sidecar["identity"]["precision"] == "fp16" for e in fp16.values())
 
 
 # -- the host path and zero-copy feeds (model/runners/host_staging.py, device_arrays.py) ---------
