@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from model import artifacts, capabilities, data
+from model import cache, capabilities, data, validate
 from model.profile import DEFAULT_PROFILE, INPUT_NAME, OUTPUT_NAME, BatchProfile
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
@@ -32,23 +32,31 @@ def pytest_addoption(parser):
                     help="'synthetic' (embedded, default) or a folder holding CIFAR-100's cifar-100-python/")
     group.addoption("--require-gpu", action="store_true",
                     help="GPU-marked tests fail instead of skipping when there is no GPU or TensorRT")
-    group.addoption("--cache-dir", default=str(artifacts.DEFAULT_CACHE),
+    group.addoption("--cache-dir", default=str(cache.DEFAULT_CACHE),
                     help="where trained weights, ONNX files and engines are cached (default %(default)s)")
 
 
-def pytest_configure(config):
+def _option(config, name: str, parse):
+    """The option parsed the CLI's way; a bad value stops pytest with the option's name."""
     try:
-        config.profile = profile = BatchProfile.parse(config.getoption("--profile"))
-        text = config.getoption("--batch-sizes")
-        sizes = ([int(s) for s in text.split(",") if s.strip()] if text else
-                 sorted({n for n in (profile.min, 7, 32, profile.max) if n in profile}))
+        return parse(config.getoption(name))
     except ValueError as exc:
-        raise pytest.UsageError(str(exc))
+        raise pytest.UsageError(f"{name}: {exc}") from None
+
+
+def pytest_configure(config):
+    config.profile = profile = _option(config, "--profile", BatchProfile.parse)
+    if config.getoption("--batch-sizes") is None:
+        sizes = sorted({n for n in (profile.min, 7, 32, profile.max) if n in profile})
+    else:
+        sizes = _option(config, "--batch-sizes", validate.batch_sizes)
     if not (7 in profile and 32 in profile):
         raise pytest.UsageError(f"--profile {profile} must include batches 7 and 32 (the suite's fixed probe sizes)")
-    bad = [s for s in sizes if s not in profile]
-    if bad:
-        raise pytest.UsageError(f"--batch-sizes {bad} lie outside the profile ({profile}); widen --profile")
+    try:
+        validate.batches_in_profile(sizes, profile)
+        validate.writable_folder(config.getoption("--cache-dir"), "--cache-dir")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.batch_sizes = sizes
 
 

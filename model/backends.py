@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from model import artifacts as art
+from model import cache
 from model import quantize
 from model.engine import DEFAULT_WORKSPACE, Engine, EngineSpec, engine_for_onnx
 from model.export import onnx_for_checkpoint
@@ -23,7 +23,7 @@ from model.training import Trained
 class ModelArtifacts:
     """The trained model and what is derived from it, each built on first use and cached on disk."""
 
-    def __init__(self, trained: Trained, cache_dir: str | Path = art.DEFAULT_CACHE,
+    def __init__(self, trained: Trained, cache_dir: str | Path = cache.DEFAULT_CACHE,
                  profile: BatchProfile = DEFAULT_PROFILE, calib_images: np.ndarray | None = None,
                  workspace: int = DEFAULT_WORKSPACE) -> None:
         self.trained = trained

@@ -7,22 +7,23 @@ PyTorch Python, say) merge by (backend, precision, mode, batch); the machine eac
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from model import artifacts
+from model import cache, validate
 
 # Speed-ups are against PyTorch FP32 eager in the same mode (on the GPU when it was measured there).
 BASELINES = {"device-resident": [("pytorch-eager", "fp32")],
              "end-to-end": [("pytorch-cuda", "fp32"), ("pytorch-cpu", "fp32")]}
+BENCHMARK_FILE = "a pytest-benchmark JSON file (`pytest benchmarks --benchmark-json=FILE` writes one)"
+COMPARISON_FILE = "a comparison.json from `python -m model compare`"
 
 
 def load_benchmarks(paths) -> list[dict]:
     rows = []
     for path in paths:
-        doc = json.loads(Path(path).read_text())
+        doc = validate.json_document(path, BENCHMARK_FILE)
         if "benchmarks" not in doc:
             raise ValueError(f"{path} is not a pytest-benchmark JSON file (no 'benchmarks' key); "
                              "write one with `pytest benchmarks --benchmark-json=FILE`")
@@ -63,8 +64,8 @@ def accuracy_by_backend(comparison_paths) -> dict:
     """Accuracy and file size per (framework, precision) from comparison.json files."""
     found = {}
     for path in comparison_paths:
-        doc = json.loads(Path(path).read_text())
-        if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+        doc = validate.json_document(path, COMPARISON_FILE)
+        if not isinstance(doc.get("results"), list):
             raise ValueError(f"{path} is not a comparison.json from `python -m model compare` (no 'results' list); "
                              "write one with `python -m model compare --out DIR`")
         for r in doc["results"]:
@@ -147,8 +148,8 @@ def build(bench_paths, comparison_paths, out_dir) -> dict[str, Path]:
     accuracy = accuracy_by_backend(comparison_paths)
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": out_dir / "latency.png"}
-    artifacts.atomic_write_json(paths["json"], {"latency": rows, "accuracy": accuracy})
-    artifacts.atomic_write_bytes(paths["markdown"], ("# SimpleCNN backend comparison\n\n" + markdown(rows, accuracy)
+    cache.atomic_write_json(paths["json"], {"latency": rows, "accuracy": accuracy})
+    cache.atomic_write_bytes(paths["markdown"], ("# SimpleCNN backend comparison\n\n" + markdown(rows, accuracy)
                                                     + "\n![latency vs batch](latency.png)\n").encode())
     plot(rows, paths["plot"])
     return paths

@@ -8,25 +8,26 @@ takes ~4 s; nothing in this model needs what it adds. Revisit when torch drops t
 """
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 
 import onnx
 import torch
 
-from model import artifacts
+from model import cache
 from model.network import INPUT_SHAPE
 from model.profile import INPUT_NAME, OUTPUT_NAME
 
 OPSET = 17
 BATCH_DIM = "batch"
-log = logging.getLogger(__name__)
 
 
 def check_onnx(path: str | Path) -> onnx.ModelProto:
     """onnx.checker plus this project's contract: named tensors with a dynamic batch axis."""
-    onnx.checker.check_model(str(path), full_check=True)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:  # not a ValueError: callers catch one kind
+        raise ValueError(f"{path} fails onnx.checker: {exc}") from exc
     model = onnx.load(str(path))
     for kind, values, name in (("input", model.graph.input, INPUT_NAME), ("output", model.graph.output, OUTPUT_NAME)):
         names = [v.name for v in values]
@@ -39,38 +40,30 @@ def check_onnx(path: str | Path) -> onnx.ModelProto:
 
 
 def export_onnx(model: torch.nn.Module, path: str | Path, opset: int = OPSET) -> Path:
+    """Export to `path` and check it (callers that cache go through `onnx_for_checkpoint`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
     model = model.eval()
     dummy = torch.zeros(2, *INPUT_SHAPE)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         torch.onnx.export(
-            model, (dummy,), str(tmp), dynamo=False, opset_version=opset,
+            model, (dummy,), str(path), dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
         )
-    try:
-        check_onnx(tmp)
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
+    check_onnx(path)
     return path
 
 
 def onnx_for_checkpoint(checkpoint: str | Path, model: torch.nn.Module,
-                        cache_dir: str | Path = artifacts.DEFAULT_CACHE, opset: int = OPSET) -> Path:
-    """The cached ONNX file for a checkpoint, exported again if missing or failing the checks."""
-    key = artifacts.config_key({"weights": artifacts.sha256_file(checkpoint), "opset": opset,
-                                "torch": torch.__version__.split("+")[0]})
-    path = Path(cache_dir) / "onnx" / f"simplecnn-{key}.onnx"
-    if path.exists():
-        try:
-            check_onnx(path)
-            return path
-        except Exception as exc:  # a damaged cache entry is rebuilt, never used
-            log.warning("cached ONNX %s failed its checks (%s); exporting again", path, exc)
-    return export_onnx(model, path, opset)
+                        cache_dir: str | Path = cache.DEFAULT_CACHE, opset: int = OPSET) -> Path:
+    """The cached ONNX file for a checkpoint, exported again if missing, damaged or failing the checks."""
+    key_inputs = {"weights": cache.sha256_file(checkpoint), "opset": opset, "torch": torch.__version__.split("+")[0]}
+
+    def build(tmp: Path) -> None:
+        export_onnx(model, tmp, opset)
+
+    return cache.get_or_build(Path(cache_dir) / "onnx", f"simplecnn-{cache.key(key_inputs)}.onnx", key_inputs,
+                              build, verify=check_onnx).path

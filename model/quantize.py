@@ -7,17 +7,15 @@
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from model import artifacts
+from model import cache
 from model.export import check_onnx
 from model.profile import INPUT_NAME
 
-log = logging.getLogger(__name__)
 CALIB_BATCH = 50
 # Everything that shapes the INT8 model; part of its cache key, so a changed recipe re-quantizes.
 # Biases stay float: TensorRT has no INT32 DequantizeLinear for them and quantizes the bias
@@ -38,24 +36,21 @@ class _CalibrationReader:
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray) -> Path:
+    """Write the INT8 model to `out_path` (a cache layer temporary: its sibling names are unique)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    tmp = out_path.with_name(f".{out_path.name}.partial")
-    prep = out_path.with_name(f".{out_path.name}.prep")
+    prep = out_path.with_suffix(".prep" + out_path.suffix)
     try:
         quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=True)
         quantize_static(
-            str(prep), str(tmp), _CalibrationReader(calib_images),
+            str(prep), str(out_path), _CalibrationReader(calib_images),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options=INT8_OPTIONS,
         )
-        check_onnx(tmp)
-        tmp.replace(out_path)
     finally:
-        tmp.unlink(missing_ok=True)
         prep.unlink(missing_ok=True)
     return out_path
 
@@ -82,32 +77,26 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
 
     model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
     _sort_topologically(model.graph)
-    tmp = out_path.with_name(f".{out_path.name}.partial")
-    onnx.save(model, str(tmp))
-    try:
-        check_onnx(tmp)
-        tmp.replace(out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    onnx.save(model, str(out_path))
     return out_path
 
 
 def variant(fp32_path: Path, precision: str, calib_images: np.ndarray | None = None) -> Path:
-    """The cached `fp16` or `int8` ONNX file derived from an FP32 export."""
+    """The cached `fp16` or `int8` ONNX file derived from an FP32 export (which the caller took
+    from the cache, so its hash here names verified bytes)."""
     if precision not in RECIPES:
         raise ValueError(f"no ONNX variant for precision {precision!r}; expected fp16 or int8")
-    key = {"fp32": artifacts.sha256_file(fp32_path), "precision": precision, "recipe": RECIPES[precision]}
+    key = {"fp32": cache.sha256_file(fp32_path), "precision": precision, "recipe": RECIPES[precision]}
     if precision == "int8":
         if calib_images is None:
             raise ValueError("INT8 quantization needs calibration images (the dataset's calib split)")
-        key["calib"] = artifacts.sha256_bytes(calib_images.tobytes())
-    path = fp32_path.parent / f"{fp32_path.stem}-{precision}-{artifacts.config_key(key)}.onnx"
-    if path.exists():
-        try:
-            check_onnx(path)
-            return path
-        except Exception as exc:  # damaged cache entries are rebuilt, never used
-            log.warning("cached %s failed its checks (%s); converting again", path, exc)
-    if precision == "int8":
-        return quantize_int8(fp32_path, path, calib_images)
-    return convert_fp16(fp32_path, path)
+        key["calib"] = cache.sha256_bytes(calib_images.tobytes())
+
+    def build(tmp: Path) -> None:
+        if precision == "int8":
+            quantize_int8(fp32_path, tmp, calib_images)
+        else:
+            convert_fp16(fp32_path, tmp)
+
+    name = f"{fp32_path.stem}-{precision}-{cache.key(key)}.onnx"
+    return cache.get_or_build(fp32_path.parent, name, key, build, verify=check_onnx).path

@@ -1,5 +1,7 @@
 """`python -m model compare`: the main job's table, files and errors."""
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +102,76 @@ def test_evaluation_chunks_stay_inside_the_profile(trained, dataset, tmp_path):
     with BACKENDS["onnxruntime-cpu"].make(wide) as runner:
         expected = predict(runner, split, 500)
     assert got.shape == (20,) and (got == expected).all()
+
+
+# -- locations, inputs and results: refused before any work, named in the error, never lost -------
+
+@pytest.fixture
+def no_training(monkeypatch):
+    from model import training
+
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("trained before checking the locations"))
+
+
+def test_out_under_a_file_is_refused_before_training(tmp_path, capsys, no_training):
+    (tmp_path / "a-file").write_text("")
+    code = main(["compare", "--out", str(tmp_path / "a-file" / "out"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2 and f"--out {tmp_path / 'a-file' / 'out'}: cannot create the folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a mode-0500 folder; the file-path case above covers root")
+def test_read_only_out_is_refused_before_training(tmp_path, capsys, no_training):
+    read_only = tmp_path / "ro"
+    read_only.mkdir(mode=0o500)
+    code = main(["compare", "--out", str(read_only), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2 and f"--out {read_only}: cannot write files in it" in capsys.readouterr().err
+
+
+def test_cache_dir_naming_a_file_is_refused_before_training(tmp_path, capsys, no_training):
+    (tmp_path / "cache").write_text("")
+    code = main(["compare", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2 and f"--cache-dir {tmp_path / 'cache'}: is a file, expected a folder" in capsys.readouterr().err
+
+
+def test_results_are_printed_before_a_failing_write(tmp_path, capsys, monkeypatch, trained, cache_dir):
+    from model import report
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "out" / "comparison.json"))
+
+    monkeypatch.setattr(report, "write", full_disk)
+    code = main(["compare", "--backends", "pytorch-cpu", "--batch-sizes", "1", "--runs", "1",
+                 "--out", str(tmp_path / "out"), "--cache-dir", str(cache_dir)])
+    out, err = capsys.readouterr()
+    assert code == 2 and "No space left on device" in err
+    assert "| pytorch-cpu | fp32 |" in out and ">>> Accuracy:" in out  # on screen, not lost
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read it (No such file or directory)"),
+    ("garbage", "not JSON (Expecting value: line 1 column 1 (char 0))"),
+    ("[1, 2]", "holds a JSON list"),
+    ("{}", "is not a pytest-benchmark JSON file"),
+])
+def test_report_names_the_bad_input_file(tmp_path, capsys, content, message):
+    path = tmp_path / "garbage.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(["report", str(path), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and message in err
+
+
+@pytest.mark.parametrize("value, message", [
+    (",", "--batch-sizes: batch sizes must be positive integers (at least one), received ','"),
+    ("abc", "--batch-sizes: expected comma-separated integers like 1,32,256, received 'abc'"),
+])
+def test_pytest_refuses_bad_batch_sizes_naming_the_option(value, message):
+    """The CLI's parser, in pytest: `--batch-sizes ,` once passed green with every test skipped."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           f"--batch-sizes={value}", "tests/test_data.py"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 4 and message in done.stderr  # 4: pytest's usage error

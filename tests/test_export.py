@@ -62,3 +62,16 @@ def test_export_matches_torch_on_odd_batch(tmp_path, trained):
     with torch.inference_mode():
         ref = trained.model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-3)
+
+
+def test_checker_failure_is_a_value_error_naming_the_file(tmp_path):
+    """onnx.checker's ValidationError is no ValueError: unconverted, `compare` printed a traceback."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("NoSuchOp", [INPUT_NAME], [OUTPUT_NAME])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3])],
+                              [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 3])])
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), str(path))
+    with pytest.raises(ValueError, match=rf"{path} fails onnx.checker: .*NoSuchOp"):
+        check_onnx(path)

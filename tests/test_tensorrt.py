@@ -1,10 +1,12 @@
 """TensorRT-specific behaviour: profile bounds, shape binding, graph replay, and the engine cache."""
+import json
 import logging
 import shutil
 
 import numpy as np
 import pytest
 
+from model import cache
 from model.compare import compare
 from model.engine import EngineSpec, engine_for_onnx
 from model.profile import INPUT_NAME, OUTPUT_NAME, nearest_opt, serving_profile
@@ -143,23 +145,24 @@ def test_second_request_reuses_the_cached_plan(model_artifacts):
 
 
 def _damage(plan_path, sidecar_path, how):
-    import json
-
     blob = plan_path.read_bytes()
     if how == "truncated":
         plan_path.write_bytes(blob[: len(blob) // 2])
-    elif how == "corrupted":
-        plan_path.write_bytes(blob[:1000] + bytes(b ^ 0x5A for b in blob[1000:2000]) + blob[2000:])
-    elif how in ("other_tensorrt", "other_gpu"):
+    elif how == "corrupted":  # same size: only the hash can tell
+        middle = len(blob) // 2
+        plan_path.write_bytes(blob[:middle] + bytes(4096) + blob[middle + 4096:])
+    elif how in ("other_tensorrt", "other_gpu"):  # a sound record of a plan built elsewhere
         sidecar = json.loads(sidecar_path.read_text())
         key = "tensorrt" if how == "other_tensorrt" else "gpu"
-        sidecar["identity"][key] = "7.2.3" if key == "tensorrt" else "Tesla K80"
-        sidecar_path.write_text(json.dumps(sidecar))
+        sidecar["key"][key] = "7.2.3" if key == "tensorrt" else "Tesla K80"
+        sidecar_path.write_text(json.dumps(cache.seal(sidecar)))
+    elif how == "junk_sidecar":
+        sidecar_path.write_text("[]")
     elif how == "no_sidecar":
         sidecar_path.unlink()
 
 
-@pytest.mark.parametrize("how", ["truncated", "corrupted", "other_tensorrt", "other_gpu", "no_sidecar"])
+@pytest.mark.parametrize("how", ["truncated", "corrupted", "other_tensorrt", "other_gpu", "junk_sidecar", "no_sidecar"])
 def test_bad_cached_plan_is_rebuilt_never_used(model_artifacts, golden, tmp_path, caplog, how):
     from model.runners.trt_runner import TrtRunner
 
@@ -167,11 +170,11 @@ def test_bad_cached_plan_is_rebuilt_never_used(model_artifacts, golden, tmp_path
     engines = tmp_path / "engines"
     shutil.copytree(good.path.parent, engines)  # the plan, its sidecar and the timing cache
     plan_path = engines / good.path.name
-    _damage(plan_path, plan_path.with_suffix(".json"), how)
+    _damage(plan_path, cache.sidecar_path(plan_path), how)
     with caplog.at_level(logging.WARNING):
         engine = engine_for_onnx(model_artifacts.onnx, EngineSpec(profile=model_artifacts.profile), tmp_path)
     assert engine.rebuilt and engine.path == plan_path
-    assert "rebuilding TensorRT engine" in caplog.text
+    assert f"not using cached {plan_path}" in caplog.text
     x, ref = golden[7]
     with TrtRunner(engine.plan()) as runner:
         assert compare(ref, runner.infer({INPUT_NAME: x})[OUTPUT_NAME])
@@ -180,4 +183,19 @@ def test_bad_cached_plan_is_rebuilt_never_used(model_artifacts, golden, tmp_path
 def test_engine_key_separates_precisions(model_artifacts):
     assert model_artifacts.engine("fp32").path != model_artifacts.engine("fp16").path
     fp32, fp16 = model_artifacts.engine("fp32").sidecar, model_artifacts.engine("fp16").sidecar
-    assert fp32["identity"]["precision"] == "fp32" and fp16["identity"]["precision"] == "fp16"
+    assert fp32["key"]["precision"] == "fp32" and fp16["key"]["precision"] == "fp16"
+
+
+def test_damaged_timing_cache_is_not_fed_to_the_builder(model_artifacts, tmp_path, caplog):
+    good = model_artifacts.engine("fp32")
+    engines = tmp_path / "engines"
+    shutil.copytree(good.path.parent, engines)
+    (timing,) = engines.glob("timing-*.cache")
+    blob = timing.read_bytes()
+    timing.write_bytes(blob[: len(blob) // 2] + bytes(64) + blob[len(blob) // 2 + 64:])  # same size
+    cache.sidecar_path(engines / good.path.name).unlink()  # so the plan is built, reading the timing cache
+    with caplog.at_level(logging.WARNING):
+        engine = engine_for_onnx(model_artifacts.onnx, EngineSpec(profile=model_artifacts.profile), tmp_path)
+    assert engine.rebuilt and f"not using cached {timing}" in caplog.text
+    rewritten = json.loads(cache.sidecar_path(timing).read_text())
+    assert cache.problem(timing, rewritten["key"]) == (None, rewritten)  # the refined one is whole
