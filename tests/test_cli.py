@@ -64,7 +64,7 @@ def test_bad_arguments_exit_with_a_message(capsys, argv, message):
 
 def test_missing_cifar_folder_is_an_error_not_a_crash(tmp_path, capsys):
     pytest.importorskip("torchvision", reason="CIFAR-100 loading needs torchvision")
-    assert main(["compare", "--data", str(tmp_path / "none"), "--cache-dir", str(tmp_path)]) == 2
+    assert main(["compare", "--data", str(tmp_path / "none"), "--cache-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "CIFAR-100 not found" in capsys.readouterr().err
 
 
