@@ -133,13 +133,19 @@ def test_cache_dir_naming_a_file_is_refused_before_training(tmp_path, capsys, no
     assert code == 2 and f"--cache-dir {tmp_path / 'cache'}: is a file, expected a folder" in capsys.readouterr().err
 
 
-def test_results_are_printed_before_a_failing_write(tmp_path, capsys, monkeypatch, trained, cache_dir):
-    from model import report
+def test_results_are_printed_before_a_failing_write(tmp_path, capsys, monkeypatch, dataset, trained, cache_dir):
+    from dataclasses import replace
+
+    from model import data, report
+    from model.data import Split
 
     def full_disk(*a, **k):
         raise OSError(28, "No space left on device", str(tmp_path / "out" / "comparison.json"))
 
     monkeypatch.setattr(report, "write", full_disk)
+    # The session's dataset with a short held-out split: the same cached model, measured quickly.
+    short = replace(dataset, holdout=Split(dataset.holdout.x[:100], dataset.holdout.y[:100]))
+    monkeypatch.setattr(data, "load", lambda *a, **k: short)
     code = main(["compare", "--backends", "pytorch-cpu", "--batch-sizes", "1", "--runs", "1",
                  "--out", str(tmp_path / "out"), "--cache-dir", str(cache_dir)])
     out, err = capsys.readouterr()
@@ -162,16 +168,36 @@ def test_report_names_the_bad_input_file(tmp_path, capsys, content, message):
     assert str(path) in err and message in err
 
 
-@pytest.mark.parametrize("value, message", [
-    (",", "--batch-sizes: batch sizes must be positive integers (at least one), received ','"),
-    ("abc", "--batch-sizes: expected comma-separated integers like 1,32,256, received 'abc'"),
-])
-def test_pytest_refuses_bad_batch_sizes_naming_the_option(value, message):
-    """The CLI's parser, in pytest: `--batch-sizes ,` once passed green with every test skipped."""
+def test_pytest_refuses_empty_batch_sizes_naming_the_option():
+    """`pytest --batch-sizes ,` once passed green with every per-batch test skipped."""
     import subprocess
     import sys
 
     done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                           f"--batch-sizes={value}", "tests/test_data.py"],
+                           "--batch-sizes=,", "tests/test_data.py"],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
-    assert done.returncode == 4 and message in done.stderr  # 4: pytest's usage error
+    assert done.returncode == 4  # pytest's usage error
+    assert "--batch-sizes: batch sizes must be positive integers (at least one), received ','" in done.stderr
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"--batch-sizes": "abc"}, "--batch-sizes: expected comma-separated integers like 1,32,256, received 'abc'"),
+    ({"--batch-sizes": "0"}, "--batch-sizes: batch sizes must be positive integers (at least one), received '0'"),
+    ({"--batch-sizes": "1,64"}, "--batch-sizes: batch sizes [64] lie outside the profile (min=1 opt=8/32 max=32)"),
+    ({"--profile": "1,32"}, "--profile: a batch profile is MIN,OPT,MAX"),
+    ({"--cache-dir": __file__}, f"--cache-dir {__file__}: is a file, expected a folder"),
+])
+def test_pytest_options_are_checked_like_the_cli(options, message):
+    """The suite's own pytest_configure, on options as pytest would hand them over."""
+    import sys
+
+    conftest = sys.modules["conftest"]
+    given = {"--profile": "1,8/32,32", "--batch-sizes": None, "--cache-dir": str(Path(__file__).parent), **options}
+
+    class Config:
+        def getoption(self, name):
+            return given[name]
+
+    with pytest.raises(pytest.UsageError) as info:
+        conftest.pytest_configure(Config())
+    assert message in str(info.value)
