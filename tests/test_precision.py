@@ -4,7 +4,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from model import quantize
+from model import cache, quantize
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,7 @@ def test_calibration_data_is_part_of_the_cache_key(model_artifacts, dataset):
         assert other != first
     finally:
         other.unlink()
+        cache.sidecar_path(other).unlink()
 
 
 def test_int8_without_calibration_images_is_a_clear_error(model_artifacts):
