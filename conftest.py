@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from model import capabilities, data, options
+from model import capabilities, data, options, validate
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -39,6 +39,10 @@ def pytest_configure(config):
                                     config.getoption("--axis"), default=list(zoo.shipped()))
     except (SpecError, ValueError) as exc:
         raise pytest.UsageError(str(exc))
+    try:
+        validate.writable_folder(config.getoption("--cache-dir"), "--cache-dir")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     override = config.getoption("--profile")
     config.model_specs = {s.name: s.with_profile(override) for s in specs}
     sizes = config.getoption("--batch-sizes")

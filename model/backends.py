@@ -14,8 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
-from model import artifacts as art
-from model import capabilities, quantize
+from model import cache, capabilities, quantize
 from model.engine import DEFAULT_WORKSPACE, Engine, EngineSpec, engine_for_onnx
 from model.export import cached_onnx, check_onnx, onnx_for_module, onnx_path_for
 from model.profile import BatchProfile
@@ -29,7 +28,7 @@ class ModelArtifacts:
     """One model and what is derived from it (weights, ONNX, reduced-precision ONNX, engines),
     each built on first use and cached on disk."""
 
-    def __init__(self, spec: ModelSpec, cache_dir: str | Path = art.DEFAULT_CACHE, profile: BatchProfile | None = None,
+    def __init__(self, spec: ModelSpec, cache_dir: str | Path = cache.DEFAULT_CACHE, profile: BatchProfile | None = None,
                  data: str | None = None, workspace: int = DEFAULT_WORKSPACE, epochs: int | None = None,
                  retrain: bool = False, progress: bool = True) -> None:
         self.spec = spec.with_profile(profile)
@@ -89,17 +88,16 @@ class ModelArtifacts:
         buf = io.BytesIO()
         torch.save(built.module.state_dict(), buf)
         data = buf.getvalue()
-        path = self.cache_dir / "weights" / f"{self.spec.name}-{art.sha256_bytes(data)[:16]}.pt"
-        if not path.exists() or art.sha256_file(path) != art.sha256_bytes(data):
-            art.atomic_write_bytes(path, data)
-        return path
+        key_inputs = {"model": self.spec.name, "state_dict_sha256": cache.sha256_bytes(data)}
+        return cache.get_or_build(self.cache_dir / "weights", f"{self.spec.name}-{cache.key(key_inputs)}.pt", key_inputs,
+                                  lambda tmp: tmp.write_bytes(data) and None).path
 
     def _onnx_key(self) -> dict:
         # Seeded zoo models are keyed by what fixes their weights, so a Python that cannot build the
         # module (the GPU kit's has no torchvision) finds the export made by one that can.
         if self.spec.identity and (not self.has_module or self.built().checkpoint is None):
             return {"model": self.spec.name, "identity": self.spec.identity}
-        return {"model": self.spec.name, "weights": art.sha256_file(self.checkpoint)}
+        return {"model": self.spec.name, "weights": cache.sha256_file(self.checkpoint)}
 
     @cached_property
     def onnx(self) -> Path:
@@ -109,8 +107,9 @@ class ModelArtifacts:
             return path
         if self.has_module:
             return onnx_for_module(self.spec, self.module, self._onnx_key(), self.cache_dir)
-        path = onnx_path_for(self.spec, self._onnx_key(), self.cache_dir)
-        if cached_onnx(path, self.spec) is None:
+        path = cached_onnx(self.spec, self._onnx_key(), self.cache_dir)
+        if path is None:
+            path = onnx_path_for(self.spec, self._onnx_key(), self.cache_dir)
             raise BackendUnavailable(f"{self._built} and no export of it is cached at {path}: run "
                                      f"`python -m model export --model {self.spec.name} --cache-dir {self.cache_dir}` "
                                      "with a Python that has it, then again here")

@@ -7,24 +7,25 @@ PyTorch Python, say) merge by (backend, precision, mode, batch); the machine eac
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from model import artifacts
+from model import cache, validate
 
 # Speed-ups are against PyTorch FP32 eager in the same mode (on the GPU when it was measured there).
 BASELINES = {"device-resident": [("pytorch-eager", "fp32")],
              "end-to-end": [("pytorch-cuda", "fp32"), ("pytorch-cpu", "fp32")]}
 # End-to-end calls by where their input comes from (benchmarks/test_latency.py), in report order.
 END_TO_END_MODES = ("end-to-end", "end-to-end-pinned", "end-to-end-gpu", "gpu-in-out")
+BENCHMARK_FILE = "a pytest-benchmark JSON file (`pytest benchmarks --benchmark-json=FILE` writes one)"
+COMPARISON_FILE = "a comparison.json from `python -m model compare`"
 
 
 def load_benchmarks(paths) -> list[dict]:
     rows = []
     for path in paths:
-        doc = json.loads(Path(path).read_text())
+        doc = validate.json_document(path, BENCHMARK_FILE)
         if "benchmarks" not in doc:
             raise ValueError(f"{path} is not a pytest-benchmark JSON file (no 'benchmarks' key); "
                              "write one with `pytest benchmarks --benchmark-json=FILE`")
@@ -37,6 +38,7 @@ def load_benchmarks(paths) -> list[dict]:
                 continue  # a benchmark of something else
             data = np.asarray(stats.get("data") or [], float)
             rows.append({
+                "model": info.get("model", "simplecnn"),  # files from before models were pluggable
                 "backend": info["backend"], "precision": info["precision"], "mode": info["mode"],
                 "batch": int(info["batch"]), "median_ms": stats["median"] * 1e3,
                 "p90_ms": float(np.percentile(data, 90)) * 1e3 if data.size else None,
@@ -53,14 +55,15 @@ def load_benchmarks(paths) -> list[dict]:
 
 
 def add_speedups(rows: list[dict]) -> None:
-    medians = {(r["backend"], r["precision"], r["mode"], r["batch"]): r["median_ms"] for r in rows}
+    medians = {(r["model"], r["backend"], r["precision"], r["mode"], r["batch"]): r["median_ms"] for r in rows}
     for r in rows:
-        refs = [medians.get((*base, r["mode"], r["batch"])) for base in BASELINES.get(r["mode"], BASELINES["end-to-end"])]
+        refs = [medians.get((r["model"], *base, r["mode"], r["batch"]))
+                for base in BASELINES.get(r["mode"], BASELINES["end-to-end"])]
         ref = next((m for m in refs if m), None)
         r["speedup_vs_pytorch_fp32_eager"] = ref / r["median_ms"] if ref else None
         # What the host adds around the device: the same backend's end-to-end call over its
         # device-resident run (TensorRT records both under one name).
-        device = medians.get((r["backend"], r["precision"], "device-resident", r["batch"]))
+        device = medians.get((r["model"], r["backend"], r["precision"], "device-resident", r["batch"]))
         r["end_to_end_vs_device"] = r["median_ms"] / device if r["mode"] != "device-resident" and device else None
 
 
@@ -71,11 +74,11 @@ def add_floors(rows: list[dict]) -> None:
     a pipelined call can overlap the copy with the engine and go below it. None where a part is
     unknown (only TensorRT records GPU compute time)."""
     bandwidth = {r["gpu_name"]: r["h2d_pinned_gbs"] for r in rows if r.get("h2d_pinned_gbs")}
-    compute = {(r["backend"], r["precision"], r["batch"]): r["gpu_compute_ms"]
+    compute = {(r["model"], r["backend"], r["precision"], r["batch"]): r["gpu_compute_ms"]
                for r in rows if r["mode"] == "device-resident" and r.get("gpu_compute_ms")}
     for r in rows:
         r["floor_ms"] = r["over_floor"] = None
-        gbs, gpu_ms = bandwidth.get(r["gpu_name"]), compute.get((r["backend"], r["precision"], r["batch"]))
+        gbs, gpu_ms = bandwidth.get(r["gpu_name"]), compute.get((r["model"], r["backend"], r["precision"], r["batch"]))
         moved = (r.get("input_bytes") or 0) + (r.get("output_bytes") or 0)
         if r["mode"] == "device-resident" or gpu_ms is None or r.get("input_bytes") is None or (moved and not gbs):
             continue
@@ -87,8 +90,8 @@ def accuracy_by_backend(comparison_paths) -> dict:
     """Accuracy and file size per (framework, precision) from comparison.json files."""
     found = {}
     for path in comparison_paths:
-        doc = json.loads(Path(path).read_text())
-        if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+        doc = validate.json_document(path, COMPARISON_FILE)
+        if not isinstance(doc.get("results"), list):
             raise ValueError(f"{path} is not a comparison.json from `python -m model compare` (no 'results' list); "
                              "write one with `python -m model compare --out DIR`")
         for r in doc["results"]:
@@ -106,16 +109,19 @@ def markdown(rows: list[dict], accuracy: dict) -> str:
     if accuracy:
         out += ["## Accuracy and file size (held-out split)", "",
                 "| Backend | Precision | Top-1 | File (MB) |", "|---|---|---|---|"]
-        out += [f"| {name} | {a['precision']} | {100 * a['accuracy']:.2f}% | {a['file_mb']:.2f} |" for name, a in accuracy.items()]
+        out += [f"| {name} | {a['precision']} | {'-' if a['accuracy'] is None else format(100 * a['accuracy'], '.2f') + '%'} | "
+                f"{a['file_mb']:.2f} |" for name, a in accuracy.items()]
         out.append("")
-    for mode in ("device-resident", *END_TO_END_MODES):
-        chosen = sorted((r for r in rows if r["mode"] == mode), key=lambda r: (r["batch"], r["median_ms"]))
+    models = sorted({r["model"] for r in rows})
+    for model, mode in ((m, mode) for m in models for mode in ("device-resident", *END_TO_END_MODES)):
+        chosen = sorted((r for r in rows if r["mode"] == mode and r["model"] == model),
+                        key=lambda r: (r["batch"], r["median_ms"]))
         if not chosen:
             continue
         gpu = mode == "device-resident"  # GPU-side time between CUDA events, where the target has it
         extra = " GPU compute |" if gpu else " Over device-resident |"
         floor = "" if gpu else " Floor (PCIe + GPU) | Over floor |"
-        out += [f"## Latency, {mode}", "",
+        out += [f"## {model}: latency, {mode}", "",
                 f"| Batch | Backend | Precision | Median |{extra} p90 | p99 | Images/s | vs PyTorch FP32 eager |{floor} Machine |",
                 "|---|---|---|---|---|---|---|---|---|" + ("" if gpu else "---|---|") + "---|"]
         for r in chosen:
@@ -174,8 +180,8 @@ def build(bench_paths, comparison_paths, out_dir) -> dict[str, Path]:
     accuracy = accuracy_by_backend(comparison_paths)
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": out_dir / "latency.png"}
-    artifacts.atomic_write_json(paths["json"], {"latency": rows, "accuracy": accuracy})
-    artifacts.atomic_write_bytes(paths["markdown"], ("# SimpleCNN backend comparison\n\n" + markdown(rows, accuracy)
+    cache.atomic_write_json(paths["json"], {"latency": rows, "accuracy": accuracy})
+    cache.atomic_write_bytes(paths["markdown"], ("# SimpleCNN backend comparison\n\n" + markdown(rows, accuracy)
                                                     + "\n![latency vs batch](latency.png)\n").encode())
     plot(rows, paths["plot"])
     return paths
@@ -190,7 +196,7 @@ def side_by_side(rows: list[dict], comparison_paths=(), backend: str = "tensorrt
     at = {(r["backend"], r["mode"], r["batch"]): r for r in rows}
     table = {}  # (backend, batch) -> median ms of the main job's end-to-end timing
     for path in comparison_paths:
-        for r in json.loads(Path(path).read_text()).get("results", []):
+        for r in validate.json_document(path, COMPARISON_FILE).get("results", []):
             for batch, t in (r.get("latency_ms") or {}).items():
                 table[(r["backend"], int(batch))] = t["median"]
     batches = sorted({r["batch"] for r in rows if r["backend"] == backend})

@@ -7,7 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from model import machine, options, report
+from onnx.checker import ValidationError
+
+from model import machine, options, report, validate
 from model.backends import BACKENDS, DEFAULT_BACKENDS, ModelArtifacts
 from model.evaluate import measure
 from model.spec import ModelSpec, SpecError
@@ -79,20 +81,32 @@ def compare_model(arts: ModelArtifacts, args) -> dict:
     }
 
 
+def _check_locations(args) -> None:
+    """Everything a later step would trip over, checked before the first minute of work."""
+    if getattr(args, "out", None) is not None and args.command == "compare":
+        validate.writable_folder(args.out, "--out")
+    validate.writable_folder(args.cache_dir, "--cache-dir")
+
+
 def compare(args) -> int:
-    summaries = [compare_model(_artifacts(spec, args), args) for spec in _specs(args)]
-    for summary in summaries:
-        folder = args.out / summary["model"]
-        paths = report.write(folder, summary)
+    specs = _specs(args)
+    _check_locations(args)
+    arts = [_artifacts(spec, args) for spec in specs]  # every model's batch sizes checked before any work
+    for a in arts:
+        summary = compare_model(a, args)
+        # Printed first: should writing fail after all (a full disk), the results are on screen.
         print(f"\n## {summary['model']} (reference: {summary['reference']}; data: {summary['data']})")
         print(report.seed_style(summary["results"]))
-        print(report.markdown_table(summary["results"], summary["batch_sizes"]))
+        print(report.markdown_table(summary["results"], summary["batch_sizes"]), flush=True)
+        paths = report.write(args.out / summary["model"], summary)
         print(f"wrote {paths['markdown']} and {paths['json']}")
     return 0
 
 
 def export(args) -> int:
-    for spec in _specs(args):
+    specs = _specs(args)
+    _check_locations(args)
+    for spec in specs:
         arts = _artifacts(spec, args)
         print(f"{spec.name}: fp32 {arts.onnx}")
         for precision in spec.precisions:
@@ -127,7 +141,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (RuntimeError, ValueError, OSError, SpecError) as exc:
+    except (RuntimeError, ValueError, OSError, SpecError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

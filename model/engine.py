@@ -1,9 +1,10 @@
 """ONNX -> TensorRT engine plan, built once per (model, TensorRT, GPU, precision, profile).
 
-The plan is cached as `<key>.plan` beside `<key>.json`, a sidecar holding what the key was made
-of and the plan's sha256. A plan is used only when its sidecar matches what would be built now
-and its bytes hash to what the sidecar says; anything else (truncated, corrupted, built by another
-TensorRT or for another GPU) is rebuilt with a warning.
+Plans and the timing cache go through `model.cache`: the plan's sidecar holds what its key was
+made of (ONNX sha256, TensorRT version, GPU, flags, profile, workspace, optimization level). A plan
+is used only when that matches what would be built now and its bytes hash to what the sidecar
+says; anything else (truncated, damaged, built by another TensorRT or for another GPU) is rebuilt
+with a warning.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model import artifacts, cuda_rt, trt_compat
+from model import cache, cuda_rt, trt_compat
 from model.profile import BatchProfile
 from model.runners.base import BackendUnavailable
 from model.spec import ModelSpec
@@ -48,47 +49,33 @@ class Engine:
         return self.path.read_bytes()
 
 
+def _batch(spec: EngineSpec) -> BatchProfile:
+    return spec.profile or spec.model.profile
+
+
 def _identity(onnx_path: Path, spec: EngineSpec, trt) -> dict:
     network_flags, builder_flags = trt_compat.build_flags(trt, spec.precision, spec.typed_graph)
+    batch = _batch(spec)
     return {
         "model": spec.model.name,
-        "shapes": {str(opt): {n: [list(s) for s in shapes] for n, shapes in spec.model.profile_shapes(opt, _batch(spec)).items()}
-                   for opt in _batch(spec).opts},
-        "onnx_sha256": artifacts.sha256_file(onnx_path),
+        # Every input's (min, opt, max) shape per optimization profile: the batch and every other dynamic axis.
+        "shapes": {str(opt): {n: [list(s) for s in shapes] for n, shapes in spec.model.profile_shapes(opt, batch).items()}
+                   for opt in batch.opts},
+        "onnx_sha256": cache.sha256_file(onnx_path),
         "tensorrt": trt.__version__,
         **cuda_rt.device_identity(),
         "precision": spec.precision,
         "network_flags": network_flags,
         "builder_flags": sorted(str(f) for f in builder_flags),
         # What the builder is given, as JSON reads it back (static batches are engines of their own).
-        "profile": {"min": _batch(spec).min, "opts": list(_batch(spec).opts), "max": _batch(spec).max},
+        "profile": {"min": batch.min, "opts": list(batch.opts), "max": batch.max},
         "workspace": spec.workspace,
         "optimization_level": spec.optimization_level,
     }
 
 
-def _batch(spec: EngineSpec) -> BatchProfile:
-    return spec.profile or spec.model.profile
-
-
-def cached_plan_problem(plan_path: Path, sidecar: dict | None, identity: dict) -> str | None:
-    """Why a cached plan must not be used, or None when it is sound."""
-    if not plan_path.exists():
-        return "no cached plan"
-    if sidecar is None:
-        return "its sidecar is missing or unreadable"
-    stale = {k: (sidecar.get("identity", {}).get(k), v) for k, v in identity.items()
-             if sidecar.get("identity", {}).get(k) != v}
-    if stale:
-        return "it was built for something else: " + ", ".join(f"{k}: cached {a!r} vs now {b!r}" for k, (a, b) in stale.items())
-    if plan_path.stat().st_size != sidecar.get("size"):
-        return f"it is truncated or padded ({plan_path.stat().st_size} bytes, sidecar says {sidecar.get('size')})"
-    if artifacts.sha256_file(plan_path) != sidecar.get("sha256"):
-        return "its bytes do not match the sidecar's sha256 (corrupted)"
-    return None
-
-
-def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache_path: Path | None = None) -> bytes:
+def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache: bytes | None = None) -> tuple[bytes, bytes]:
+    """The serialized plan and the timing cache after the build (seeded with `timing_cache`)."""
     trt = trt_compat.import_tensorrt()
     logger = trt_compat.Logger(trt)
     builder = trt.Builder(logger)
@@ -108,40 +95,39 @@ def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache_path: Path | None
         for name, (lo, mid, hi) in spec.model.profile_shapes(opt, batch).items():
             profile.set_shape(name, lo, mid, hi)  # every dynamic axis: batch and e.g. sequence
         config.add_optimization_profile(profile)
-    if timing_cache_path is not None:
-        blob = timing_cache_path.read_bytes() if timing_cache_path.exists() else b""
-        cache = config.create_timing_cache(blob)
-        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-            log.warning("timing cache %s is unusable; starting an empty one", timing_cache_path)
-            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    timing = config.create_timing_cache(timing_cache or b"")
+    if timing is None or not config.set_timing_cache(timing, ignore_mismatch=False):
+        log.warning("the cached timing cache is unusable for this build; starting an empty one")
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise EngineBuildError(f"TensorRT failed to build {onnx_path} ({spec}): {logger.errors()}")
-    if timing_cache_path is not None:
-        artifacts.atomic_write_bytes(timing_cache_path, bytes(config.get_timing_cache().serialize()))
-    return bytes(plan)
+    return bytes(plan), bytes(config.get_timing_cache().serialize())
 
 
 def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec,
-                    cache_dir: str | Path = artifacts.DEFAULT_CACHE) -> Engine:
+                    cache_dir: str | Path = cache.DEFAULT_CACHE) -> Engine:
     trt = trt_compat.import_tensorrt()
     reason = cuda_rt.gpu_unavailable_reason()
     if reason:
         raise BackendUnavailable(f"TensorRT needs a GPU: {reason}")
     onnx_path = Path(onnx_path)
     identity = _identity(onnx_path, spec, trt)
-    key = artifacts.config_key(identity)
     folder = Path(cache_dir) / "engines"
-    plan_path = folder / f"{spec.model.name}-{spec.precision}-{key}.plan"
-    sidecar_path = plan_path.with_suffix(".json")
-    problem = cached_plan_problem(plan_path, artifacts.read_json(sidecar_path), identity)
-    if problem is None:
-        return Engine(plan_path, artifacts.read_json(sidecar_path), rebuilt=False)
-    if plan_path.exists():
-        log.warning("rebuilding TensorRT engine %s: %s", plan_path.name, problem)
-    timing = folder / f"timing-{trt.__version__}-sm{identity['compute_capability']}.cache"
-    plan = build_plan(onnx_path, spec, timing)
-    artifacts.atomic_write_bytes(plan_path, plan)
-    sidecar = {"identity": identity, "size": len(plan), "sha256": artifacts.sha256_file(plan_path)}
-    artifacts.atomic_write_json(sidecar_path, sidecar)
-    return Engine(plan_path, sidecar, rebuilt=True)
+    # One timing cache per TensorRT and GPU generation, refined by every build: last writer wins,
+    # which loses nothing a plan depends on (a timing cache only speeds builds up).
+    timing_key = {"tensorrt": trt.__version__, "compute_capability": identity["compute_capability"]}
+    timing_name = f"timing-{trt.__version__}-sm{identity['compute_capability']}.cache"
+
+    def build(tmp: Path) -> None:
+        timing = cache.load(folder, timing_name, timing_key)
+        plan, refined = build_plan(onnx_path, spec, timing.path.read_bytes() if timing else None)
+        tmp.write_bytes(plan)
+
+        def write_timing(timing_tmp: Path) -> None:
+            timing_tmp.write_bytes(refined)
+
+        cache.store(folder, timing_name, timing_key, write_timing)
+
+    art = cache.get_or_build(folder, f"{spec.model.name}-{spec.precision}-{cache.key(identity)}.plan", identity, build)
+    return Engine(art.path, art.sidecar, rebuilt=art.built)

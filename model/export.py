@@ -9,23 +9,24 @@ drops the legacy path.
 """
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 
 import onnx
 import torch
 
-from model import artifacts
+from model import cache
 from model.spec import ModelSpec, SpecError
 
 OPSET = 17
-log = logging.getLogger(__name__)
 
 
 def check_onnx(path: str | Path, spec: ModelSpec) -> onnx.ModelProto:
     """onnx.checker plus the spec's contract: its inputs and outputs by name, each dynamic axis dynamic."""
-    onnx.checker.check_model(str(path), full_check=True)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:  # not a ValueError: callers catch one kind
+        raise ValueError(f"{path} fails onnx.checker: {exc}") from exc
     model = onnx.load(str(path))
     initializers = {i.name for i in model.graph.initializer}
     for kind, values, declared in (("input", [v for v in model.graph.input if v.name not in initializers], spec.inputs),
@@ -45,9 +46,9 @@ def check_onnx(path: str | Path, spec: ModelSpec) -> onnx.ModelProto:
 
 
 def export_onnx(module: torch.nn.Module, spec: ModelSpec, path: str | Path, opset: int = OPSET) -> Path:
+    """Export to `path` and check it (callers that cache go through `onnx_for_module`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
     module = module.eval()
     # Two rows and a non-opt size on every other axis, so no dynamic dim is traced as a constant.
     sample = spec.sample(2, **{a.name: max(a.min, min(a.max, 3)) for a in spec.axes})
@@ -58,38 +59,34 @@ def export_onnx(module: torch.nn.Module, spec: ModelSpec, path: str | Path, opse
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=UserWarning)
-        torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=opset,
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset,
                           input_names=spec.input_names, output_names=spec.output_names, dynamic_axes=dynamic)
-    try:
-        check_onnx(tmp, spec)
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
+    check_onnx(path, spec)
     return path
 
 
-def onnx_path_for(spec: ModelSpec, key_inputs: dict, cache_dir: str | Path, opset: int = OPSET) -> Path:
+def _key(spec: ModelSpec, key_inputs: dict, opset: int) -> dict:
     # The exporter's torch version is recorded nowhere in the key: the GPU machine's two Pythons
     # (different torch releases) share one export, and the one without the module's library uses it.
-    key = artifacts.config_key({**key_inputs, "opset": opset, "inputs": [t.__dict__ for t in spec.inputs],
-                                "outputs": [t.__dict__ for t in spec.outputs]})
-    return Path(cache_dir) / "onnx" / f"{spec.name}-{key}.onnx"
+    return {**key_inputs, "opset": opset, "inputs": [t.__dict__ for t in spec.inputs],
+            "outputs": [t.__dict__ for t in spec.outputs]}
 
 
-def cached_onnx(path: Path, spec: ModelSpec) -> Path | None:
-    """The cached export if it is there and passes its checks; a damaged one is reported and ignored."""
-    if path.exists():
-        try:
-            check_onnx(path, spec)
-            return path
-        except Exception as exc:  # a damaged cache entry is rebuilt, never used
-            log.warning("cached ONNX %s failed its checks (%s); exporting again", path, exc)
-    return None
+def onnx_path_for(spec: ModelSpec, key_inputs: dict, cache_dir: str | Path, opset: int = OPSET) -> Path:
+    return Path(cache_dir) / "onnx" / f"{spec.name}-{cache.key(_key(spec, key_inputs, opset))}.onnx"
+
+
+def cached_onnx(spec: ModelSpec, key_inputs: dict, cache_dir: str | Path, opset: int = OPSET) -> Path | None:
+    """The cached export if it is there and verified; a damaged one is reported and ignored."""
+    path = onnx_path_for(spec, key_inputs, cache_dir, opset)
+    found = cache.load(path.parent, path.name, _key(spec, key_inputs, opset), verify=lambda p: check_onnx(p, spec))
+    return found.path if found else None
 
 
 def onnx_for_module(spec: ModelSpec, module: torch.nn.Module, key_inputs: dict,
-                    cache_dir: str | Path = artifacts.DEFAULT_CACHE, opset: int = OPSET) -> Path:
-    """The cached ONNX export of a module, exported again if missing or failing the checks."""
+                    cache_dir: str | Path = cache.DEFAULT_CACHE, opset: int = OPSET) -> Path:
+    """The cached ONNX export of a module, exported again if missing, damaged or failing the checks."""
     path = onnx_path_for(spec, key_inputs, cache_dir, opset)
-    return cached_onnx(path, spec) or export_onnx(module, spec, path, opset)
+    return cache.get_or_build(path.parent, path.name, _key(spec, key_inputs, opset),
+                              lambda tmp: export_onnx(module, spec, tmp, opset) and None,
+                              verify=lambda p: check_onnx(p, spec)).path

@@ -10,29 +10,25 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model import artifacts, data
+from model import cache, data, validate
 from model.engine import DEFAULT_WORKSPACE
 from model.profile import BatchProfile
 
 
-def int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, received {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, received {text!r}")
-    return values
+def _argparse(parse):
+    """A model.validate parser as an argparse type: argparse then names the option in its error,
+    as pytest's UsageError does (both tools take these same functions)."""
+    def typed(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    typed.__name__ = parse.__name__
+    return typed
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {value}")
-    return value
+int_list = _argparse(validate.batch_sizes)
+positive_int = _argparse(validate.positive_int)
 
 
 def profile(text: str) -> BatchProfile:
@@ -100,7 +96,7 @@ OPTIONS = [
     Option("--data", dict(default=data.SYNTHETIC,
                           help="SimpleCNN's data: 'synthetic' (embedded, default) or the folder holding CIFAR-100's "
                                "cifar-100-python/")),
-    Option("--cache-dir", dict(type=Path, default=artifacts.DEFAULT_CACHE,
+    Option("--cache-dir", dict(type=Path, default=cache.DEFAULT_CACHE,
                                help="where weights, ONNX files and engines are cached (default %(default)s)")),
     Option("--download", dict(action="store_true", help="download CIFAR-100 into --data if it is missing"), pytest=None),
     Option("--workspace-mb", dict(type=positive_int, default=DEFAULT_WORKSPACE >> 20,

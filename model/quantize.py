@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from model import artifacts
+from model import cache
 from model.export import check_onnx
 from model.spec import ModelSpec
 
@@ -37,25 +37,22 @@ class _CalibrationReader:
         return None if feed is None else {k: np.ascontiguousarray(v) for k, v in feed.items()}
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calib_feeds: list[dict], spec: ModelSpec) -> Path:
+def quantize_int8(fp32_path: Path, out_path: Path, calib_feeds: list[dict]) -> Path:
+    """Write the INT8 model to `out_path` (a cache layer temporary: its sibling names are unique)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    tmp = out_path.with_name(f".{out_path.name}.partial")
-    prep = out_path.with_name(f".{out_path.name}.prep")
+    prep = out_path.with_suffix(".prep" + out_path.suffix)
     try:
         quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=True)
         quantize_static(
-            str(prep), str(tmp), _CalibrationReader(calib_feeds),
+            str(prep), str(out_path), _CalibrationReader(calib_feeds),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options=INT8_OPTIONS,
         )
-        check_onnx(tmp, spec)
-        tmp.replace(out_path)
     finally:
-        tmp.unlink(missing_ok=True)
         prep.unlink(missing_ok=True)
     return out_path
 
@@ -77,41 +74,34 @@ def _sort_topologically(graph: onnx.GraphProto) -> None:
     graph.node.extend(ordered)
 
 
-def convert_fp16(fp32_path: Path, out_path: Path, spec: ModelSpec) -> Path:
+def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
     _sort_topologically(model.graph)
-    tmp = out_path.with_name(f".{out_path.name}.partial")
-    onnx.save(model, str(tmp))
-    try:
-        check_onnx(tmp, spec)
-        tmp.replace(out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    onnx.save(model, str(out_path))
     return out_path
 
 
 def variant(fp32_path: Path, precision: str, spec: ModelSpec, calib_feeds: list[dict] | None = None,
             folder: Path | None = None) -> Path:
-    """The cached `fp16` or `int8` ONNX file derived from an FP32 export (kept in `folder`, by
+    """The cached `fp16` or `int8` ONNX file derived from an FP32 export (which the caller took
+    from the cache or checked, so its hash here names verified bytes), kept in `folder` (by
     default beside it)."""
     if precision not in RECIPES:
         raise ValueError(f"no ONNX variant for precision {precision!r}; expected fp16 or int8")
-    key = {"fp32": artifacts.sha256_file(fp32_path), "precision": precision, "recipe": RECIPES[precision]}
+    key = {"fp32": cache.sha256_file(fp32_path), "precision": precision, "recipe": RECIPES[precision]}
     if precision == "int8":
         if not calib_feeds:
             raise ValueError("INT8 quantization needs calibration inputs (the dataset's calib split or sample inputs)")
-        key["calib"] = artifacts.sha256_bytes(b"".join(np.ascontiguousarray(v).tobytes()
-                                                       for feed in calib_feeds for v in feed.values()))
-    path = (folder or fp32_path.parent) / f"{fp32_path.stem}-{precision}-{artifacts.config_key(key)}.onnx"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        try:
-            check_onnx(path, spec)
-            return path
-        except Exception as exc:  # damaged cache entries are rebuilt, never used
-            log.warning("cached %s failed its checks (%s); converting again", path, exc)
-    if precision == "int8":
-        return quantize_int8(fp32_path, path, calib_feeds, spec)
-    return convert_fp16(fp32_path, path, spec)
+        key["calib"] = cache.sha256_bytes(b"".join(np.ascontiguousarray(v).tobytes()
+                                                   for feed in calib_feeds for v in feed.values()))
+
+    def build(tmp: Path) -> None:
+        if precision == "int8":
+            quantize_int8(fp32_path, tmp, calib_feeds)
+        else:
+            convert_fp16(fp32_path, tmp)
+
+    name = f"{fp32_path.stem}-{precision}-{cache.key(key)}.onnx"
+    return cache.get_or_build(folder or fp32_path.parent, name, key, build, verify=lambda p: check_onnx(p, spec)).path

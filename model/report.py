@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model import artifacts
+from model import cache
 
 
 def _fmt_latency(entry: dict | None) -> str:
@@ -49,11 +49,11 @@ def seed_style(results: list[dict]) -> str:
 def write(out_dir: str | Path, summary: dict) -> dict[str, Path]:
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "comparison.json", "markdown": out_dir / "comparison.md"}
-    artifacts.atomic_write_json(paths["json"], summary)
+    cache.atomic_write_json(paths["json"], summary)
     held_out = f"held-out split, {summary['holdout_size']} rows" if summary.get("holdout_size") else "no labels"
     md = (f"# {summary.get('model', 'simplecnn')}: PyTorch vs ONNX Runtime vs TensorRT\n\n"
           f"Reference: {summary.get('reference', 'pytorch-cpu')}. Data: {summary['data']} ({held_out}). "
           f"Machine: {summary['machine']}.\nLatency: mean wall time of one `infer` call, host arrays in and out.\n\n"
           + markdown_table(summary["results"], summary["batch_sizes"]))
-    artifacts.atomic_write_bytes(paths["markdown"], md.encode())
+    cache.atomic_write_bytes(paths["markdown"], md.encode())
     return paths

@@ -1,13 +1,11 @@
 """Seeded CPU training with a cache keyed by the training configuration.
 
-A checkpoint is `<key>.pt` (a state_dict) beside `<key>.json` (config, held-out accuracy and the
-checkpoint's sha256). The sidecar is written last, so a checkpoint without a matching sidecar is
-an interrupted run and is retrained, never loaded.
+A checkpoint is `simplecnn-<key>.pt` (a state_dict), cached through `model.cache`: its sidecar
+holds the configuration (the key), the held-out accuracy, training time and torch version, all
+covered by the sidecar's hash; a checkpoint its sidecar does not vouch for is retrained, never loaded.
 """
 from __future__ import annotations
 
-import io
-import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,12 +15,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from model import artifacts
+from model import cache
 from model.data import Dataset, Split
 from model.network import SimpleCNN
-
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -37,7 +32,7 @@ class TrainConfig:
 class Trained:
     model: SimpleCNN  # in eval mode
     checkpoint: Path
-    sidecar: dict
+    sidecar: dict  # the cache record; the measured figures are under "figures"
 
 
 def evaluate(model: nn.Module, split: Split, batch_size: int = 500) -> float:
@@ -97,37 +92,25 @@ def _cache_config(dataset: Dataset, config: TrainConfig) -> dict:
 def load_or_train(
     dataset: Dataset,
     config: TrainConfig = TrainConfig(),
-    cache_dir: str | Path = artifacts.DEFAULT_CACHE,
+    cache_dir: str | Path = cache.DEFAULT_CACHE,
     retrain: bool = False,
     progress: bool = True,
 ) -> Trained:
     cache_config = _cache_config(dataset, config)
-    key = artifacts.config_key(cache_config)
-    ckpt = Path(cache_dir) / "weights" / f"simplecnn-{key}.pt"
-    meta_path = ckpt.with_suffix(".json")
-    meta = artifacts.read_json(meta_path)
-    if not retrain and meta is not None and ckpt.exists():
-        if meta.get("sha256") == artifacts.sha256_file(ckpt) and meta.get("config") == cache_config:
-            model = SimpleCNN()
-            model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
-            return Trained(model.eval(), ckpt, meta)
-        log.warning("cached checkpoint %s does not match its sidecar; retraining", ckpt)
+    trained = {}
 
-    start = time.perf_counter()
-    model = train(dataset, config, progress=progress)
-    seconds = time.perf_counter() - start
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    artifacts.atomic_write_bytes(ckpt, buf.getvalue())
-    meta = {
-        "config": cache_config,
-        "data": dataset.name,
-        "epochs": config.epochs,
-        "seed": config.seed,
-        "holdout_accuracy": evaluate(model, dataset.holdout),
-        "train_seconds": round(seconds, 1),
-        "torch": torch.__version__,
-        "sha256": artifacts.sha256_file(ckpt),
-    }
-    artifacts.atomic_write_json(meta_path, meta)
-    return Trained(model, ckpt, meta)
+    def build(tmp: Path) -> dict:
+        start = time.perf_counter()
+        trained["model"] = model = train(dataset, config, progress=progress)
+        seconds = time.perf_counter() - start
+        torch.save(model.state_dict(), tmp)
+        return {"data": dataset.name, "holdout_accuracy": evaluate(model, dataset.holdout),
+                "train_seconds": round(seconds, 1), "torch": torch.__version__}
+
+    art = cache.get_or_build(Path(cache_dir) / "weights", f"simplecnn-{cache.key(cache_config)}.pt",
+                             cache_config, build, rebuild=retrain)
+    model = trained.get("model")
+    if model is None:  # cached (here or by a concurrent run): load the verified bytes
+        model = SimpleCNN()
+        model.load_state_dict(torch.load(art.path, map_location="cpu", weights_only=True))
+    return Trained(model.eval(), art.path, art.sidecar)

@@ -120,7 +120,7 @@ def test_floor_is_the_pcie_copy_at_the_measured_bandwidth_plus_gpu_compute(tmp_p
     assert by[("tensorrt-fp16", "gpu-in-out", 4096)]["floor_ms"] == pytest.approx(1.1)  # nothing crosses the PCIe
     assert by[("pytorch-cuda-fp16", "end-to-end", 4096)]["floor_ms"] is None  # no GPU compute time recorded
     md = bench_report.markdown(rows, {})
-    assert "## Latency, end-to-end-pinned" in md and "| Floor (PCIe + GPU) | Over floor |" in md
+    assert "## simplecnn: latency, end-to-end-pinned" in md and "| Floor (PCIe + GPU) | Over floor |" in md
 
 
 def test_side_by_side_says_where_the_done_when_holds(tmp_path):

@@ -1,5 +1,7 @@
 """`python -m model compare`: the main job's table, files and errors."""
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -60,9 +62,9 @@ def test_markdown_table_lists_every_backend(run):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["compare", "--batch-sizes", "0"], "argument --batch-sizes: expected comma-separated positive integers"),
-    (["compare", "--batch-sizes", "a,b"], "argument --batch-sizes: expected comma-separated positive integers"),
-    (["compare", "--batch-sizes", ","], "argument --batch-sizes: expected comma-separated positive integers"),
+    (["compare", "--batch-sizes", "0"], "argument --batch-sizes: batch sizes must be positive integers (at least one)"),
+    (["compare", "--batch-sizes", "a,b"], "argument --batch-sizes: expected comma-separated integers like 1,32,256"),
+    (["compare", "--batch-sizes", ","], "argument --batch-sizes: batch sizes must be positive integers (at least one)"),
     (["compare", "--axis", "seq=1,64"], "argument --axis: an axis range is NAME=MIN,OPT,MAX"),
     (["compare", "--backends", "tensorflow"], "unknown backends"),
     (["compare", "--profile", "1,32"], "a batch profile is MIN,OPT,MAX"),
@@ -135,3 +137,88 @@ def test_evaluation_chunks_stay_inside_the_profile(model_artifacts, model_spec):
     for name in model_spec.output_names:
         assert got[name].shape[0] == 20
         np.testing.assert_allclose(got[name], expected[name], atol=1e-5, rtol=1e-4)
+
+
+# -- locations, inputs and results: refused before any work, named in the error, never lost -------
+
+@pytest.fixture
+def no_training(monkeypatch):
+    from model import training
+
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("trained before checking the locations"))
+
+
+def test_out_under_a_file_is_refused_before_training(tmp_path, capsys, no_training):
+    (tmp_path / "a-file").write_text("")
+    code = main(["compare", "--out", str(tmp_path / "a-file" / "out"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2 and f"--out {tmp_path / 'a-file' / 'out'}: cannot create the folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a mode-0500 folder; the file-path case above covers root")
+def test_read_only_out_is_refused_before_training(tmp_path, capsys, no_training):
+    read_only = tmp_path / "ro"
+    read_only.mkdir(mode=0o500)
+    code = main(["compare", "--out", str(read_only), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2 and f"--out {read_only}: cannot write files in it" in capsys.readouterr().err
+
+
+def test_cache_dir_naming_a_file_is_refused_before_training(tmp_path, capsys, no_training):
+    (tmp_path / "cache").write_text("")
+    code = main(["compare", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2 and f"--cache-dir {tmp_path / 'cache'}: is a file, expected a folder" in capsys.readouterr().err
+
+
+def test_results_are_printed_before_a_failing_write(tmp_path, capsys, monkeypatch, dataset, trained, cache_dir):
+    from dataclasses import replace
+
+    from model import data, report
+    from model.data import Split
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "out" / "comparison.json"))
+
+    monkeypatch.setattr(report, "write", full_disk)
+    # The session's dataset with a short held-out split: the same cached model, measured quickly.
+    short = replace(dataset, holdout=Split(dataset.holdout.x[:100], dataset.holdout.y[:100]))
+    monkeypatch.setattr(data, "load", lambda *a, **k: short)
+    code = main(["compare", "--backends", "pytorch-cpu", "--batch-sizes", "1", "--runs", "1",
+                 "--out", str(tmp_path / "out"), "--cache-dir", str(cache_dir)])
+    out, err = capsys.readouterr()
+    assert code == 2 and "No space left on device" in err
+    assert "| pytorch-cpu | fp32 |" in out and ">>> Accuracy:" in out  # on screen, not lost
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read it (No such file or directory)"),
+    ("garbage", "not JSON (Expecting value: line 1 column 1 (char 0))"),
+    ("[1, 2]", "holds a JSON list"),
+    ("{}", "is not a pytest-benchmark JSON file"),
+])
+def test_report_names_the_bad_input_file(tmp_path, capsys, content, message):
+    path = tmp_path / "garbage.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(["report", str(path), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and message in err
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--batch-sizes=,"], "--batch-sizes: batch sizes must be positive integers (at least one), received ','"),
+    (["--batch-sizes=abc"], "--batch-sizes: expected comma-separated integers like 1,32,256, received 'abc'"),
+    (["--batch-sizes=1,64", "--profile=1,8/32,32"], "--batch-sizes [64] lie outside simplecnn's profile (min=1 opt=8/32 max=32)"),
+    (["--profile=1,32"], "--profile: a batch profile is MIN,OPT,MAX"),
+    ([f"--cache-dir={__file__}"], f"--cache-dir {__file__}: is a file, expected a folder"),
+    (["--model=vgg"], "unknown model 'vgg'; shipped models:"),
+])
+def test_pytest_options_are_checked_like_the_cli(options, message):
+    """`pytest --batch-sizes ,` once passed green with every per-batch test skipped: now every bad
+    option stops pytest with a usage error naming it, as the CLI does."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "--model=simplecnn", *options, "tests/test_compare.py"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error
+    assert message in done.stderr

@@ -41,7 +41,7 @@ def test_synthetic_is_not_solved_by_nearest_class_mean(dataset, trained):
     h = dataset.holdout.x.reshape(len(dataset.holdout), -1)
     d = (h**2).sum(1, keepdims=True) - 2 * h @ centroids.T + (centroids**2).sum(1)
     template = float((d.argmin(1) == dataset.holdout.y).mean())
-    assert template < 0.6 and template <= trained.sidecar["holdout_accuracy"] - 0.15
+    assert template < 0.6 and template <= trained.sidecar["figures"]["holdout_accuracy"] - 0.15
 
 
 def test_missing_cifar_folder_says_what_to_do(tmp_path):

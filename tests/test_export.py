@@ -4,6 +4,7 @@ import onnx
 import pytest
 
 from model.compare import compare_outputs
+from model import zoo
 from model.export import OPSET, check_onnx, export_onnx
 from model.spec import SpecError
 
@@ -81,3 +82,16 @@ def test_damaged_cached_onnx_is_exported_again(tmp_path, model_artifacts, model_
     again = ModelArtifacts(model_spec, tmp_path)
     again._built = model_artifacts._built
     assert again.onnx == path and path.read_bytes() == good
+
+
+def test_checker_failure_is_a_value_error_naming_the_file(tmp_path):
+    """onnx.checker's ValidationError is no ValueError: unconverted, `compare` printed a traceback."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("NoSuchOp", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), str(path))
+    with pytest.raises(ValueError, match=rf"{path} fails onnx.checker: .*NoSuchOp"):
+        check_onnx(path, zoo.get("simplecnn"))

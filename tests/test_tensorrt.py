@@ -1,5 +1,6 @@
 """TensorRT-specific behaviour, for every model: profile bounds over every dynamic axis, shape
 binding, graph replay, and the engine cache."""
+import json
 import logging
 import re
 import shutil
@@ -7,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from model import cache
 from model.compare import compare_outputs
 from model.engine import EngineSpec, engine_for_onnx
 from model.profile import nearest_opt, serving_profile
@@ -159,18 +161,19 @@ def test_second_request_reuses_the_cached_plan(model_artifacts):
 
 
 def _damage(plan_path, sidecar_path, how):
-    import json
-
     blob = plan_path.read_bytes()
     if how == "truncated":
         plan_path.write_bytes(blob[: len(blob) // 2])
-    elif how == "corrupted":
-        plan_path.write_bytes(blob[:1000] + bytes(b ^ 0x5A for b in blob[1000:2000]) + blob[2000:])
-    elif how in ("other_tensorrt", "other_gpu"):
+    elif how == "corrupted":  # same size: only the hash can tell
+        middle = len(blob) // 2
+        plan_path.write_bytes(blob[:middle] + bytes(4096) + blob[middle + 4096:])
+    elif how in ("other_tensorrt", "other_gpu"):  # a sound record of a plan built elsewhere
         sidecar = json.loads(sidecar_path.read_text())
         key = "tensorrt" if how == "other_tensorrt" else "gpu"
-        sidecar["identity"][key] = "7.2.3" if key == "tensorrt" else "Tesla K80"
-        sidecar_path.write_text(json.dumps(sidecar))
+        sidecar["key"][key] = "7.2.3" if key == "tensorrt" else "Tesla K80"
+        sidecar_path.write_text(json.dumps(cache.seal(sidecar)))
+    elif how == "junk_sidecar":
+        sidecar_path.write_text("[]")
     elif how == "no_sidecar":
         sidecar_path.unlink()
 
@@ -179,23 +182,23 @@ def _damage(plan_path, sidecar_path, how):
 def quick_engine(model_artifacts, tmp_path_factory):
     """A plan built at builder optimization level 0 (seconds, not minutes) in a cache of its own: what
     these tests exercise is the cache's refusal of a bad plan, not the deployed engine's tactics."""
-    cache = tmp_path_factory.mktemp("engine-cache")
-    return engine_for_onnx(model_artifacts.onnx, EngineSpec(model_artifacts.spec, optimization_level=0), cache), cache
+    folder = tmp_path_factory.mktemp("engine-cache")
+    return engine_for_onnx(model_artifacts.onnx, EngineSpec(model_artifacts.spec, optimization_level=0), folder)
 
 
-@pytest.mark.parametrize("how", ["truncated", "corrupted", "other_tensorrt", "other_gpu", "no_sidecar"])
+@pytest.mark.parametrize("how", ["truncated", "corrupted", "other_tensorrt", "other_gpu", "junk_sidecar", "no_sidecar"])
 def test_bad_cached_plan_is_rebuilt_never_used(model_artifacts, quick_engine, golden, tmp_path, caplog, how):
     from model.runners.trt_runner import TrtRunner
 
-    good, cache = quick_engine
+    good = quick_engine
     engines = tmp_path / "engines"
     shutil.copytree(good.path.parent, engines)  # the plan, its sidecar and the timing cache
     plan_path = engines / good.path.name
-    _damage(plan_path, plan_path.with_suffix(".json"), how)
+    _damage(plan_path, cache.sidecar_path(plan_path), how)
     with caplog.at_level(logging.WARNING):
         engine = engine_for_onnx(model_artifacts.onnx, EngineSpec(model_artifacts.spec, optimization_level=0), tmp_path)
     assert engine.rebuilt and engine.path == plan_path
-    assert "rebuilding TensorRT engine" in caplog.text
+    assert f"not using cached {plan_path}" in caplog.text
     feed, ref = golden[7]
     with TrtRunner(engine.plan(), declared=model_artifacts.spec.input_metadata()) as runner:
         assert _ok(ref, runner.infer(feed), model_artifacts.spec)
@@ -204,8 +207,23 @@ def test_bad_cached_plan_is_rebuilt_never_used(model_artifacts, quick_engine, go
 def test_engine_key_separates_precisions(model_artifacts):
     fp32, fp16 = model_artifacts.engine_set("fp32"), model_artifacts.engine_set("fp16")
     assert not {e.path for e in fp32.values()} & {e.path for e in fp16.values()}
-    assert all(e.sidecar["identity"]["precision"] == "fp32" for e in fp32.values())
-    assert all(e.sidecar["identity"]["precision"] == "fp16" for e in fp16.values())
+    assert all(e.sidecar["key"]["precision"] == "fp32" for e in fp32.values())
+    assert all(e.sidecar["key"]["precision"] == "fp16" for e in fp16.values())
+
+
+def test_damaged_timing_cache_is_not_fed_to_the_builder(model_artifacts, quick_engine, tmp_path, caplog):
+    good = quick_engine
+    engines = tmp_path / "engines"
+    shutil.copytree(good.path.parent, engines)
+    (timing,) = engines.glob("timing-*.cache")
+    blob = timing.read_bytes()
+    timing.write_bytes(blob[: len(blob) // 2] + bytes(64) + blob[len(blob) // 2 + 64:])  # same size
+    cache.sidecar_path(engines / good.path.name).unlink()  # so the plan is built, reading the timing cache
+    with caplog.at_level(logging.WARNING):
+        engine = engine_for_onnx(model_artifacts.onnx, EngineSpec(model_artifacts.spec, optimization_level=0), tmp_path)
+    assert engine.rebuilt and f"not using cached {timing}" in caplog.text
+    rewritten = json.loads(cache.sidecar_path(timing).read_text())
+    assert cache.problem(timing, rewritten["key"]) == (None, rewritten)  # the refined one is whole
 
 
 # -- the host path and zero-copy feeds (model/runners/host_staging.py, device_arrays.py) ---------

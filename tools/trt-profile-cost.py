@@ -19,7 +19,7 @@ x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
 plans = {}
 for label, prof in [("one profile (32)", BatchProfile(1, (32,), 4096)), ("two profiles (32, 4096)", BatchProfile(1, (32, 4096), 4096))]:
     t = time.time()
-    plans[label] = build_plan(sys.argv[1], EngineSpec(precision="fp16", profile=prof))
+    plans[label], _ = build_plan(sys.argv[1], EngineSpec(precision="fp16", profile=prof))
     print(f"{label}: built in {time.time() - t:.1f}s, {len(plans[label]) / 1e6:.2f} MB", flush=True)
 
 

@@ -16,11 +16,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model import artifacts, data  # noqa: E402
+from model import cache, data, zoo  # noqa: E402
 from model.backends import ModelArtifacts  # noqa: E402
 from model.profile import DEFAULT_PROFILE, INPUT_NAME  # noqa: E402
 from model.runners.trt_engine_set import TrtEngineSet  # noqa: E402
-from model.training import load_or_train  # noqa: E402
 
 VARIANTS = {
     "default": {},
@@ -39,10 +38,10 @@ def main() -> None:
     parser.add_argument("--precision", default="fp16")
     args = parser.parse_args()
     dataset = data.load(data.SYNTHETIC)
-    arts = ModelArtifacts(load_or_train(dataset, cache_dir=artifacts.DEFAULT_CACHE), artifacts.DEFAULT_CACHE,
-                          profile=DEFAULT_PROFILE, calib_images=dataset.calib.x)
+    arts = ModelArtifacts(zoo.get("simplecnn"), cache.DEFAULT_CACHE, profile=DEFAULT_PROFILE, progress=False)
     plans = {p: e.plan() for p, e in arts.engine_set(args.precision).items()}
-    runners = {name: TrtEngineSet(plans, label=args.precision, runner_options=opts).activate() for name, opts in VARIANTS.items()}
+    runners = {name: TrtEngineSet(plans, label=args.precision, declared=arts.spec.input_metadata(),
+                                  runner_options=opts).activate() for name, opts in VARIANTS.items()}
     print(f"end-to-end infer, TensorRT {args.precision}, median of {args.calls} interleaved calls (ms)")
     print("batch | " + " | ".join(VARIANTS))
     try:

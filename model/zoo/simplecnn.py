@@ -12,7 +12,7 @@ def _build(ctx: BuildContext) -> Built:
 
     config = TrainConfig() if ctx.epochs is None else TrainConfig(epochs=ctx.epochs)
     trained = load_or_train(data.load(ctx.data), config, ctx.cache_dir, retrain=ctx.retrain, progress=ctx.progress)
-    return Built(trained.model, trained.checkpoint, trained.sidecar)
+    return Built(trained.model, trained.checkpoint, {**trained.sidecar["figures"], "key": trained.sidecar["key"]})
 
 
 def _dataset(option: str | None) -> Dataset:
