@@ -8,7 +8,8 @@ mode sets the statistics as training would, so the logits keep a realistic scale
 Random weights also make near-tie decisions: over the 256 seeded evaluation images the logits have
 a standard deviation of 0.116 and a median gap of 0.027 between the top two, so a class flips for
 errors far below what a trained network would notice. Reduced precisions are therefore held mostly
-to value bounds: FP16 (worst error 0.001 on ONNX Runtime CPU) to at least 97% agreement, INT8
+to value bounds: FP16 (worst error 0.001 on ONNX Runtime CPU, 0.012 on TensorRT 8.6 on the H200 for
+Hypothesis inputs in [-4, 4]) to |error| <= 0.02 + 5% and at least 97% agreement, INT8
 (worst 0.185, 99th percentile 0.077 on ONNX Runtime CPU, 68% agreement) to |error| <= 0.25 and at
 least 50% agreement; a broken conversion (wrong scale, saturation, garbage) lands far outside."""
 from __future__ import annotations
@@ -42,7 +43,7 @@ SPEC = ModelSpec(
     module=_build,
     identity={"network": "torchvision.resnet18", "size": SIZE, "classes": CLASSES, "seed": SEED, "bn_passes": 4},
     logits=("logits",),
-    tolerances={"fp16": Tolerance(atol=5e-3, rtol=5e-2, min_top1_agreement=0.97, tie_margin=0.01),
+    tolerances={"fp16": Tolerance(atol=2e-2, rtol=5e-2, min_top1_agreement=0.97, tie_margin=0.01),
                 "int8": Tolerance(atol=0.25, rtol=0.0, min_top1_agreement=0.5, tie_margin=0.25)},
     source="zoo:resnet18",
 )
