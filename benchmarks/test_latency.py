@@ -138,11 +138,9 @@ def test_end_to_end_from_gpu(benchmark, record, runner_pool, model_artifacts, mo
             free()
 
 
-DEVICE = [
-    pytest.param("tensorrt-fp32", "fp32", "graph", marks=pytest.mark.needs_trt, id="tensorrt-fp32-graph"),
-    pytest.param("tensorrt-fp16", "fp16", "graph", marks=pytest.mark.needs_trt, id="tensorrt-fp16-graph"),
-    pytest.param("tensorrt-fp16-typed", "fp16", "graph", marks=pytest.mark.needs_trt, id="tensorrt-fp16-typed-graph"),
-    pytest.param("tensorrt-int8", "int8", "graph", marks=pytest.mark.needs_trt, id="tensorrt-int8-graph"),
+# Every TensorRT backend of the registry replays its graph; PyTorch and ONNX Runtime have several modes.
+DEVICE = [pytest.param(b.name, b.precision, "graph", marks=pytest.mark.needs(*b.needs), id=f"{b.name}-graph")
+          for b in BACKENDS.values() if b.framework == "TensorRT"] + [
     pytest.param("pytorch", "fp32", "eager", marks=needs_torch_cuda, id="pytorch-fp32-eager"),
     pytest.param("pytorch", "fp16", "eager", marks=needs_torch_cuda, id="pytorch-fp16-eager"),
     pytest.param("pytorch", "fp32", "graph", marks=needs_torch_cuda, id="pytorch-fp32-graph"),

@@ -4,9 +4,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
-
 
 @dataclass(frozen=True)
 class BatchProfile:

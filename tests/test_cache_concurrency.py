@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import cache, data, export, quantize, training, zoo
+from model import cache, data, export, training, zoo
 from model.network import SimpleCNN
 from tests.test_cache import TINY_DATA, TINY_TRAIN, simplecnn_onnx, simplecnn_variant
 

@@ -1,6 +1,5 @@
 """Every backend against the model's reference (PyTorch FP32 on the CPU, or ONNX Runtime CPU FP32
 for a model without PyTorch source), for every model and batch size: shape, values, decisions."""
-import numpy as np
 import pytest
 
 from model.compare import MAX_ACCURACY_DROP, compare_outputs

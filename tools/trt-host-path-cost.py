@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model.profile import INPUT_NAME, OUTPUT_NAME, BatchProfile  # noqa: E402
+from model.profile import BatchProfile  # noqa: E402
+from model.zoo.simplecnn import INPUT_NAME, OUTPUT_NAME  # noqa: E402
 from model.runners import trt_runner as trt_runner_module  # noqa: E402
 from model.runners.base import TensorMeta, check_feed  # noqa: E402
 from model.runners.device_arrays import GpuTarget  # noqa: E402

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from model import data
 from model.network import INPUT_SHAPE, NUM_CLASSES
-from model.profile import DEFAULT_PROFILE, INPUT_NAME, OUTPUT_NAME
+from model.profile import DEFAULT_PROFILE
 from model.spec import BATCH, BuildContext, Built, Dataset, ModelSpec, TensorSpec
+
+
+INPUT_NAME, OUTPUT_NAME = "input", "output"  # as in the user's notebook
 
 
 def _build(ctx: BuildContext) -> Built:
