@@ -99,7 +99,7 @@ def backend_marks(backend) -> list:
 
 def applicable_backends(spec, precisions=("fp32", "fp16", "int8"), include_reference=False):
     """The backends a test covers for one model: its precisions, PyTorch only with a module."""
-    from model.backends import BACKENDS
+    from model.backends.registry import BACKENDS
 
     return [b for b in BACKENDS.values()
             if b.precision in precisions and b.precision in spec.precisions
@@ -161,13 +161,13 @@ class ModelStore:
         return self._memo[model, key]
 
     def artifacts(self, model: str):
-        from model.backends import ModelArtifacts
+        from model.artifacts import ModelArtifacts
 
         return self.memo(model, "artifacts", lambda: ModelArtifacts(
             self.config.model_specs[model], self.cache_dir, data=self.config.getoption("--data"), progress=False))
 
     def runner(self, model: str, backend: str):
-        from model.backends import BACKENDS
+        from model.backends.registry import BACKENDS
 
         if (model, backend) not in self._runners:
             self._runners[model, backend] = BACKENDS[backend].runner(self.artifacts(model)).activate()
@@ -241,8 +241,8 @@ def backend(request, backend_name, runner_pool, model_artifacts):
     """(activated runner, precision its outputs are judged at). Where this Python cannot build the
     model's PyTorch module (the GPU kit has no torchvision), ONNX Runtime CPU is the reference and
     the PyTorch backends skip, saying why."""
-    from model.backends import BACKENDS
-    from model.runners.base import BackendUnavailable
+    from model.backends.base import BackendUnavailable
+    from model.backends.registry import BACKENDS
 
     marker = request.node.get_closest_marker("backends")
     if backend_name == model_artifacts.reference and not (marker and marker.kwargs.get("include_reference")):

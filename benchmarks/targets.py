@@ -28,7 +28,7 @@ def tensorrt_graph(runner, feed: dict):
         sync()
 
     def gpu_time() -> list[float]:
-        from model import cuda_rt
+        from model.backends.tensorrt import cuda as cuda_rt
 
         start, end, times = cuda_rt.Event(), cuda_rt.Event(), []
         try:
@@ -50,7 +50,7 @@ def pytorch(model, feed: dict, spec, precision: str, mode: str):
     """mode: eager | graph (torch.cuda.CUDAGraph) | compile (torch.compile, reduce-overhead)."""
     import torch
 
-    from model.runners.torch_runner import as_outputs, disable_tf32
+    from model.backends.pytorch import as_outputs, disable_tf32
 
     dtype = torch.float16 if precision == "fp16" else torch.float32
     torch.backends.cudnn.benchmark = True
@@ -99,7 +99,7 @@ def onnxruntime_cuda_graph(onnx_path, feed: dict, spec):
     """ONNX Runtime CUDA provider with IO binding on device buffers and CUDA graph replay."""
     import onnxruntime as ort
 
-    from model.runners.ort_runner import CUDA_OPTIONS
+    from model.backends.onnxruntime import CUDA_OPTIONS
 
     providers = [("CUDAExecutionProvider", {**CUDA_OPTIONS, "enable_cuda_graph": "1"})]
     session = ort.InferenceSession(str(onnx_path), providers=providers)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from benchmarks import samples, targets
-from model.backends import BACKENDS
+from model.backends.base import InputError
+from model.backends.registry import BACKENDS
 from model.compare import compare_outputs
-from model.runners.base import InputError
 
 needs_torch_cuda = pytest.mark.needs_cuda("torch")
 needs_ort_cuda = pytest.mark.needs_cuda("onnxruntime")
@@ -70,7 +70,7 @@ def _gpu_tensor(x: np.ndarray):
         import torch
 
         return torch.from_numpy(x).cuda(), lambda: None
-    from model import cuda_rt
+    from model.backends.tensorrt import cuda as cuda_rt
 
     array = cuda_rt.DeviceArray.from_host(x)
     return array, array.free
@@ -84,7 +84,7 @@ def _host_copy(out) -> np.ndarray:
     try:
         import cupy
     except ImportError:
-        from model import cuda_rt
+        from model.backends.tensorrt import cuda as cuda_rt
 
         return cuda_rt.to_host(out)
     return cupy.asnumpy(cupy.asarray(out))

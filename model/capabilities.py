@@ -18,7 +18,7 @@ class Missing:
 
 @lru_cache(maxsize=None)
 def gpu() -> Missing | None:
-    from model.cuda_rt import gpu_unavailable_reason
+    from model.backends.tensorrt.cuda import gpu_unavailable_reason
 
     reason = gpu_unavailable_reason()
     return Missing(reason, True) if reason else None
@@ -26,8 +26,8 @@ def gpu() -> Missing | None:
 
 @lru_cache(maxsize=None)
 def tensorrt() -> Missing | None:
-    from model.runners.base import BackendUnavailable
-    from model.trt_compat import import_tensorrt
+    from model.backends.base import BackendUnavailable
+    from model.backends.tensorrt.compat import import_tensorrt
 
     try:
         import_tensorrt()
@@ -60,7 +60,7 @@ def ort_cuda() -> Missing | None:
     # The provider can be listed and still fail to load its CUDA libraries: probe a real session.
     from onnx import TensorProto, helper
 
-    from model.runners.ort_runner import preload_cuda_libraries
+    from model.backends.onnxruntime import preload_cuda_libraries
 
     preload_cuda_libraries(ort)
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
@@ -82,7 +82,7 @@ def tensorrt_builder_flags() -> Missing | None:
     missing = tensorrt()
     if missing:
         return missing
-    from model.trt_compat import import_tensorrt, major
+    from model.backends.tensorrt.compat import import_tensorrt, major
 
     trt = import_tensorrt()
     if major(trt) >= 11:

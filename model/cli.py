@@ -10,7 +10,8 @@ from pathlib import Path
 from onnx.checker import ValidationError
 
 from model import machine, options, report, validate
-from model.backends import BACKENDS, DEFAULT_BACKENDS, ModelArtifacts
+from model.artifacts import ModelArtifacts
+from model.backends.registry import BACKENDS, DEFAULT_BACKENDS
 from model.evaluate import measure
 from model.spec import ModelSpec, SpecError
 

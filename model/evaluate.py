@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from model.backends import Backend, ModelArtifacts
-from model.runners.base import BackendUnavailable, Runner
+from model.artifacts import ModelArtifacts
+from model.backends.base import BackendUnavailable, Runner
+from model.backends.registry import Backend
 
 EVAL_SAMPLES = 256  # rows of sample inputs a model without data is compared on
 

@@ -16,7 +16,8 @@ def library_versions() -> dict:
 
 
 def gpu_info() -> dict:
-    from model import capabilities, cuda_rt
+    from model import capabilities
+    from model.backends.tensorrt import cuda as cuda_rt
 
     if capabilities.gpu():
         return {}
@@ -26,8 +27,9 @@ def gpu_info() -> dict:
 def copy_bandwidth() -> dict:
     """Host-to-device copy bandwidth from pinned and pageable memory, measured now (GB/s), or
     why not: {} without a GPU, {"unavailable": reason} without cuda-python."""
-    from model import capabilities, cuda_rt
-    from model.runners.base import BackendUnavailable
+    from model import capabilities
+    from model.backends.base import BackendUnavailable
+    from model.backends.tensorrt import cuda as cuda_rt
 
     if capabilities.gpu():
         return {}

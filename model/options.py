@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model import cache, data, validate
-from model.engine import DEFAULT_WORKSPACE
+from model.backends.tensorrt.build import DEFAULT_WORKSPACE
 from model.profile import BatchProfile
 
 
@@ -56,7 +56,7 @@ def axis(text: str):
 
 
 def backend_list(text: str) -> list[str]:
-    from model.backends import BACKENDS
+    from model.backends.registry import BACKENDS
 
     names = name_list(text)
     unknown = [n for n in names if n not in BACKENDS]

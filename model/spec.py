@@ -18,9 +18,9 @@ from typing import Callable
 
 import numpy as np
 
+from model.backends.base import TensorMeta
 from model.compare import TOLERANCES, Tolerance
 from model.profile import BatchProfile
-from model.runners.base import TensorMeta
 
 BATCH = "batch"
 # INT8 outputs that are not decisions (hidden states, embeddings), without a tolerance of the model's

@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from model import cuda_rt, trt_compat
+from model.backends.tensorrt import compat as trt_compat
+from model.backends.tensorrt import cuda as cuda_rt
 
 
 class NaiveTrtRunner:

@@ -107,7 +107,8 @@ def test_bad_model_options_name_what_was_wrong(capsys, tmp_path, argv, message):
 
 def test_profile_reaches_every_runner(trained, cache_dir):
     """A narrower profile is what each runner declares, so feeds past it fail the same way everywhere."""
-    from model.backends import BACKENDS, ModelArtifacts
+    from model.artifacts import ModelArtifacts
+    from model.backends.registry import BACKENDS
     from model.profile import BatchProfile
     from model.zoo import get
 
@@ -123,7 +124,8 @@ def test_evaluation_chunks_stay_inside_the_profile(model_artifacts, model_spec):
     chunk is topped up and the extra outputs dropped), at most its max."""
     import numpy as np
 
-    from model.backends import BACKENDS, ModelArtifacts
+    from model.artifacts import ModelArtifacts
+    from model.backends.registry import BACKENDS
     from model.evaluate import run_chunked
     from model.profile import BatchProfile
 

@@ -4,8 +4,8 @@ pointer lives is answered by a fake lookup instead of cudaPointerGetAttributes."
 import numpy as np
 import pytest
 
-from model.runners.base import InputError, Runner, TensorMeta, check_feed
-from model.runners.device_arrays import DeviceView, GpuArray, GpuTarget
+from model.backends.base import InputError, Runner, TensorMeta, check_feed
+from model.backends.device_arrays import DeviceView, GpuArray, GpuTarget
 
 META = {"input": TensorMeta(np.dtype(np.float32), (None, 3, 32, 32), ((1, 4096), None, None, None))}
 EXPECTED = r"Expected float32 \(N, 3, 32, 32\) with N in \[1, 4096\]"

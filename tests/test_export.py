@@ -3,8 +3,8 @@ on the declared inputs and outputs, the same math as PyTorch."""
 import onnx
 import pytest
 
-from model.compare import compare_outputs
 from model import zoo
+from model.compare import compare_outputs
 from model.export import OPSET, check_onnx, export_onnx
 from model.spec import SpecError
 
@@ -52,7 +52,7 @@ def test_fixed_batch_export_is_rejected(tmp_path, onnx_path, model_spec):
 def test_export_matches_torch_on_odd_sizes(tmp_path, model_artifacts, model_spec):
     import onnxruntime as ort
 
-    from model.runners.torch_runner import as_outputs
+    from model.backends.pytorch import as_outputs
 
     if not model_artifacts.has_module:
         pytest.skip(f"no PyTorch module for {model_spec.name} here: {model_artifacts._built}")
@@ -70,7 +70,7 @@ def test_export_matches_torch_on_odd_sizes(tmp_path, model_artifacts, model_spec
 
 
 def test_damaged_cached_onnx_is_exported_again(tmp_path, model_artifacts, model_spec):
-    from model.backends import ModelArtifacts
+    from model.artifacts import ModelArtifacts
 
     if not model_artifacts.has_module:
         pytest.skip(f"no PyTorch module for {model_spec.name} here to export again")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.runners import host_staging
-from model.runners.base import InputError
+from model.backends.base import InputError
+from model.backends.tensorrt import staging as host_staging
 
 _spec = importlib.util.spec_from_file_location("trt_host_path_cost", Path(__file__).parent.parent / "tools" / "trt-host-path-cost.py")
 tool = importlib.util.module_from_spec(_spec)

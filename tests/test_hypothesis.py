@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from model.backends.base import InputError
 from model.compare import compare_outputs
-from model.runners.base import InputError
 
 # Normalized pixels lie in about [-2, 2.1]; allow a margin beyond.
 value = st.floats(-4.0, 4.0, allow_nan=False, allow_infinity=False, width=32)

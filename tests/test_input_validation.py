@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
+from model.backends.base import InputError
 from model.compare import compare_outputs
-from model.runners.base import InputError
 from model.spec import BATCH
 
 pytestmark = pytest.mark.backends(include_reference=True)
@@ -180,7 +180,7 @@ def test_runner_does_not_keep_a_reference_to_its_outputs(backend, golden):
 
 
 def test_nonfinite_inputs_pass_when_allowed(trained):
-    from model.runners.torch_runner import TorchRunner
+    from model.backends.pytorch import TorchRunner
     from model.zoo import get
 
     spec = get("simplecnn")
@@ -190,7 +190,7 @@ def test_nonfinite_inputs_pass_when_allowed(trained):
 
 
 def test_inactive_runner_says_how_to_activate(trained):
-    from model.runners.torch_runner import TorchRunner
+    from model.backends.pytorch import TorchRunner
     from model.zoo import get
 
     spec = get("simplecnn")
@@ -202,8 +202,8 @@ def test_onnxruntime_silent_cpu_fallback_is_refused(model_artifacts, monkeypatch
     """onnxruntime-gpu without a usable GPU quietly runs on the CPU; the runner must not."""
     import onnxruntime as ort
 
-    from model.runners.base import BackendUnavailable
-    from model.runners.ort_runner import OrtRunner
+    from model.backends.base import BackendUnavailable
+    from model.backends.onnxruntime import OrtRunner
 
     real = ort.InferenceSession
 

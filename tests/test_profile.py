@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
+from model.backends.base import BackendUnavailable, TensorMeta
 from model.profile import DEFAULT_PROFILE, BatchProfile, nearest_opt, serving_profile
-from model.runners.base import BackendUnavailable, TensorMeta
 
 
 @pytest.mark.parametrize("text, profile", [
@@ -57,7 +57,7 @@ def test_nearest_opt_is_nearest_on_a_log_scale(batch, expected):
 
 def _profiles(ranges, active=0):
     """A TrtRunner's profile choice over made-up engine profiles (no GPU needed)."""
-    from model.runners.trt_runner import TrtRunner
+    from model.backends.tensorrt.runner import TrtRunner
 
     runner = TrtRunner(b"")
     runner.profiles = [{"input": ((lo, 3, 32, 32), (opt, 3, 32, 32), (hi, 3, 32, 32))} for lo, opt, hi in ranges]
@@ -123,7 +123,7 @@ class _FakeEngineRunner:
 
 
 def _engine_set(profiles):
-    from model.runners.trt_engine_set import TrtEngineSet
+    from model.backends.tensorrt.engine_set import TrtEngineSet
 
     engines = TrtEngineSet({p: b"" for p in profiles})
     engines.runners = {p: _FakeEngineRunner(p.min, p.max) for p in profiles}
@@ -142,7 +142,7 @@ def test_engine_set_dispatches_each_batch_and_declares_the_whole_dynamic_range(o
 
 
 def test_engine_set_releases_what_it_activated_when_one_engine_fails(monkeypatch):
-    from model.runners.trt_engine_set import TrtEngineSet
+    from model.backends.tensorrt.engine_set import TrtEngineSet
 
     made = []
 
@@ -157,7 +157,7 @@ def test_engine_set_releases_what_it_activated_when_one_engine_fails(monkeypatch
 
 
 def test_engine_set_needs_a_plan():
-    from model.runners.trt_engine_set import TrtEngineSet
+    from model.backends.tensorrt.engine_set import TrtEngineSet
 
     with pytest.raises(ValueError, match="at least one plan"):
         TrtEngineSet({})

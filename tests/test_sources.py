@@ -163,7 +163,7 @@ def test_onnx_dynamic_axis_without_a_name_is_refused(onnx_file, tmp_path):
 
 
 def test_onnx_file_without_the_declared_inputs_is_refused(onnx_file, tmp_path):
-    from model.backends import ModelArtifacts
+    from model.artifacts import ModelArtifacts
 
     spec = ModelSpec(name="declared", inputs=[TensorSpec("tokens", "int64", ("batch", "seq"))],
                      outputs=[TensorSpec("out", "float32", ("batch", 3))], profile=from_onnx(

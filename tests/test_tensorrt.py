@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from model import cache
+from model.backends.base import InputError
+from model.backends.tensorrt.build import EngineSpec, engine_for_onnx
 from model.compare import compare_outputs
-from model.engine import EngineSpec, engine_for_onnx
 from model.profile import nearest_opt, serving_profile
-from model.runners.base import InputError
 
 pytestmark = pytest.mark.needs_trt
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.needs_trt
 def trt(model_artifacts):
     """A runner on one engine holding every opt batch's profile (the backends run one engine per
     opt batch instead: see the engine-set tests below)."""
-    from model.runners.trt_runner import TrtRunner
+    from model.backends.tensorrt.runner import TrtRunner
 
     with TrtRunner(model_artifacts.engine("fp32").plan(), label="fp32",
                    declared=model_artifacts.spec.input_metadata()) as runner:
@@ -143,7 +143,7 @@ def test_repeated_shape_is_replayed_from_a_graph_with_the_same_answers(trt, gold
 
 
 def test_graphs_can_be_turned_off(model_artifacts, golden, model_spec):
-    from model.runners.trt_runner import TrtRunner
+    from model.backends.tensorrt.runner import TrtRunner
 
     feed, ref = golden[7]
     with TrtRunner(model_artifacts.engine("fp32").plan(), graphs=False, declared=model_spec.input_metadata()) as runner:
@@ -188,7 +188,7 @@ def quick_engine(model_artifacts, tmp_path_factory):
 
 @pytest.mark.parametrize("how", ["truncated", "corrupted", "other_tensorrt", "other_gpu", "junk_sidecar", "no_sidecar"])
 def test_bad_cached_plan_is_rebuilt_never_used(model_artifacts, quick_engine, golden, tmp_path, caplog, how):
-    from model.runners.trt_runner import TrtRunner
+    from model.backends.tensorrt.runner import TrtRunner
 
     good = quick_engine
     engines = tmp_path / "engines"
@@ -226,7 +226,7 @@ def test_damaged_timing_cache_is_not_fed_to_the_builder(model_artifacts, quick_e
     assert cache.problem(timing, rewritten["key"]) == (None, rewritten)  # the refined one is whole
 
 
-# -- the host path and zero-copy feeds (model/runners/host_staging.py, device_arrays.py) ---------
+# -- the host path and zero-copy feeds (model/backends/tensorrt/staging.py, model/backends/device_arrays.py) ---------
 
 @pytest.fixture(scope="module")
 def trt_fp32_set(runner_pool):
@@ -240,7 +240,7 @@ def _narrowed(runner, batch: int) -> list[str]:
 
 @pytest.mark.parametrize("end", ["probe", "max"], ids=["bs7-graph-path", "max-pipelined"])
 def test_gpu_feed_gives_the_same_answers(trt_fp32_set, golden, profile, model_spec, end):
-    from model import cuda_rt
+    from model.backends.tensorrt import cuda as cuda_rt
 
     feed, ref = golden[7 if end == "probe" else profile.max]
     batch = next(iter(feed.values())).shape[0]
@@ -262,7 +262,7 @@ def test_gpu_feed_gives_the_same_answers(trt_fp32_set, golden, profile, model_sp
 
 @pytest.mark.parametrize("wanted", [7, 300, None], ids=["bs7", "bs300", "max"])
 def test_pinned_feed_and_device_outputs_give_the_same_answers(trt_fp32_set, golden, profile, model_spec, wanted):
-    from model import cuda_rt
+    from model.backends.tensorrt import cuda as cuda_rt
 
     batch = min(wanted or profile.max, profile.max)
     full, full_ref = golden[profile.max]
@@ -281,7 +281,7 @@ def test_pinned_feed_and_device_outputs_give_the_same_answers(trt_fp32_set, gold
 
 def test_subbatches_chunks_and_threads_do_not_change_the_answers(model_artifacts, golden, profile, model_spec):
     """Small units force many sub-batches (two engine shapes per call) and uploads at the profile's max."""
-    from model.runners.trt_runner import TrtRunner
+    from model.backends.tensorrt.runner import TrtRunner
 
     feed, ref = golden[profile.max]
     cut = max(profile.min, profile.max - 95)

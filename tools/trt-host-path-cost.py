@@ -24,14 +24,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from model.backends.base import TensorMeta, check_feed  # noqa: E402
+from model.backends.device_arrays import GpuTarget  # noqa: E402
+from model.backends.tensorrt import runner as trt_runner_module  # noqa: E402
+from model.backends.tensorrt.engine_set import TrtEngineSet  # noqa: E402
+from model.backends.tensorrt.runner import TrtRunner  # noqa: E402
+from model.backends.tensorrt.staging import ADDRESS_ALIGN, row_alignment  # noqa: E402
 from model.profile import BatchProfile  # noqa: E402
 from model.zoo.simplecnn import INPUT_NAME, OUTPUT_NAME  # noqa: E402
-from model.runners import trt_runner as trt_runner_module  # noqa: E402
-from model.runners.base import TensorMeta, check_feed  # noqa: E402
-from model.runners.device_arrays import GpuTarget  # noqa: E402
-from model.runners.host_staging import ADDRESS_ALIGN, row_alignment  # noqa: E402
-from model.runners.trt_engine_set import TrtEngineSet  # noqa: E402
-from model.runners.trt_runner import TrtRunner  # noqa: E402
 
 MAX_BATCH, CLASSES, IMAGE = 4096, 100, (3, 32, 32)
 

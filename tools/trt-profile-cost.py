@@ -6,13 +6,14 @@ cuda-python calls, between CUDA events (GPU time) and back to back (launch-bound
 """
 import sys
 import time
+
 import numpy as np
 from cuda.bindings import runtime as rt
 
-from model.engine import EngineSpec, build_plan
+from model.backends.tensorrt import cuda as cuda_rt
+from model.backends.tensorrt.build import EngineSpec, build_plan
+from model.backends.tensorrt.runner import TrtRunner
 from model.profile import BatchProfile
-from model.runners.trt_runner import TrtRunner
-from model import cuda_rt
 
 T0 = time.time()
 x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)

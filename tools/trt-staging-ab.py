@@ -17,10 +17,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model import cache, data, zoo  # noqa: E402
-from model.backends import ModelArtifacts  # noqa: E402
+from model.artifacts import ModelArtifacts  # noqa: E402
+from model.backends.tensorrt.engine_set import TrtEngineSet  # noqa: E402
 from model.profile import DEFAULT_PROFILE  # noqa: E402
 from model.zoo.simplecnn import INPUT_NAME  # noqa: E402
-from model.runners.trt_engine_set import TrtEngineSet  # noqa: E402
 
 VARIANTS = {
     "default": {},

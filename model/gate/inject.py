@@ -49,7 +49,7 @@ def host_delay_fixture(seconds: float, backend_prefix: str):
 
 
 def _gpu_seconds(stream, enqueue, runs: int = 30) -> float:
-    from model import cuda_rt
+    from model.backends.tensorrt import cuda as cuda_rt
 
     start, end, times = cuda_rt.Event(), cuda_rt.Event(), []
     try:
@@ -69,7 +69,7 @@ class PaddedGraph:
     """The runner's captured graph, followed on each launch by a memset costing `fraction` of its GPU time."""
 
     def __init__(self, graph, stream, fraction: float) -> None:
-        from model import cuda_rt
+        from model.backends.tensorrt import cuda as cuda_rt
 
         self._graph, self._stream, self._rt = graph, stream, cuda_rt._runtime()
         graph_s = _gpu_seconds(stream, graph.launch)
@@ -84,7 +84,7 @@ class PaddedGraph:
                              f"+{added * 1e6:.2f} us ({100 * added / graph_s:+.1f}%, asked {100 * fraction:+.1f}%)\n")
 
     def _alloc(self, nbytes: int) -> None:
-        from model import cuda_rt
+        from model.backends.tensorrt import cuda as cuda_rt
 
         if self._buffer is None or self._buffer.nbytes != nbytes:
             if self._buffer is not None:
@@ -92,7 +92,7 @@ class PaddedGraph:
             self._buffer = cuda_rt.DeviceBuffer(nbytes)
 
     def _pad(self) -> None:
-        from model import cuda_rt
+        from model.backends.tensorrt import cuda as cuda_rt
 
         cuda_rt.check(self._rt.cudaMemsetAsync(self._buffer.ptr, 0, self._buffer.nbytes, self._stream.handle))
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from model.runners import device_arrays
-from model.runners.device_arrays import GpuArray, GpuTarget
+from model.backends import device_arrays
+from model.backends.device_arrays import GpuArray, GpuTarget
 
 
 class InputError(ValueError):

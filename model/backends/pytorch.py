@@ -11,8 +11,8 @@ import copy
 import numpy as np
 import torch
 
-from model.runners.base import BackendUnavailable, InputError, Runner, TensorMeta, check_pinned_batch
-from model.runners.device_arrays import GpuArray, GpuTarget
+from model.backends.base import BackendUnavailable, InputError, Runner, TensorMeta, check_pinned_batch
+from model.backends.device_arrays import GpuArray, GpuTarget
 
 
 def disable_tf32() -> None:
@@ -62,7 +62,7 @@ class TorchRunner(Runner):
         self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
         if self.device.type == "cuda":
             disable_tf32()
-            from model import cuda_rt
+            from model.backends.tensorrt import cuda as cuda_rt
 
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()
             self._gpu = GpuTarget(index, cuda_rt.locate_pointer)

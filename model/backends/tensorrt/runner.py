@@ -15,12 +15,20 @@ import math
 
 import numpy as np
 
-from model import cuda_rt, trt_compat
+from model.backends.base import (
+    BackendUnavailable,
+    InputError,
+    Runner,
+    TensorMeta,
+    check_feed,
+    check_pinned_batch,
+    nonfinite_error,
+)
+from model.backends.device_arrays import DeviceView, GpuArray, GpuTarget
+from model.backends.tensorrt import compat as trt_compat
+from model.backends.tensorrt import cuda as cuda_rt
+from model.backends.tensorrt import staging as host_staging
 from model.profile import nearest_opt
-from model.runners import host_staging
-from model.runners.base import (BackendUnavailable, InputError, Runner, TensorMeta, check_feed, check_pinned_batch,
-                                nonfinite_error)
-from model.runners.device_arrays import DeviceView, GpuArray, GpuTarget
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from model.runners.base import BackendUnavailable
+from model.backends.base import BackendUnavailable
 
 log = logging.getLogger("tensorrt")
 

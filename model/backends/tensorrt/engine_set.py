@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from model.backends.base import Runner, TensorMeta
+from model.backends.tensorrt.runner import TrtRunner
 from model.profile import BatchProfile, serving_profile
-from model.runners.base import Runner, TensorMeta
-from model.runners.trt_runner import TrtRunner
 
 
 class TrtEngineSet(Runner):

@@ -12,9 +12,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model import cache, cuda_rt, trt_compat
+from model import cache
+from model.backends.base import BackendUnavailable
+from model.backends.tensorrt import compat as trt_compat
+from model.backends.tensorrt import cuda as cuda_rt
 from model.profile import BatchProfile
-from model.runners.base import BackendUnavailable
 from model.spec import ModelSpec
 
 log = logging.getLogger(__name__)

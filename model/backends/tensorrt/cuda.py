@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from model.runners.base import BackendUnavailable
+from model.backends.base import BackendUnavailable
 
 
 class CudaError(RuntimeError):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.runners.base import BackendUnavailable, Runner, TensorMeta
-from model.runners.device_arrays import DeviceView, GpuArray, GpuTarget
+from model.backends.base import BackendUnavailable, Runner, TensorMeta
+from model.backends.device_arrays import DeviceView, GpuArray, GpuTarget
 
 # The CUDA provider computes FP32 convolutions in TF32 unless told not to (use_tf32=0); FP32
 # here means IEEE FP32 on every backend.
@@ -68,7 +68,7 @@ class OrtRunner(Runner):
         self.session = session
         self._outputs = [(o.name, np.dtype(_ORT_DTYPES[o.type])) for o in session.get_outputs()]
         if self.device == "cuda":
-            from model import cuda_rt
+            from model.backends.tensorrt import cuda as cuda_rt
 
             self._gpu = GpuTarget(0, cuda_rt.locate_pointer)  # the CUDA provider's default device_id
 
@@ -92,7 +92,7 @@ class OrtRunner(Runner):
         for name, value in feed.items():
             if isinstance(value, GpuArray):
                 if value.stream is not None:  # ONNX Runtime runs on its own stream: the producer's must be done
-                    from model import cuda_rt
+                    from model.backends.tensorrt import cuda as cuda_rt
 
                     cuda_rt.synchronize_foreign_stream(value.stream)
                 binding.bind_input(name, "cuda", value.device, value.dtype.type, list(value.shape), value.ptr)
