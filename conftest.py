@@ -23,36 +23,17 @@ settings.register_profile("dev", max_examples=10, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-PROBE_BATCHES = (7, 32)  # an odd batch and a common one, where the profile holds them
-
-
 def pytest_addoption(parser):
     options.add_to_pytest(parser.getgroup("models"))
 
 
 def pytest_configure(config):
     from model import zoo
-    from model.spec import SpecError
 
     try:
-        specs = options.model_specs(config.getoption("--model"), config.getoption("--onnx"),
-                                    config.getoption("--axis"), default=list(zoo.shipped()))
-    except (SpecError, ValueError) as exc:
-        raise pytest.UsageError(str(exc))
-    try:
-        validate.writable_folder(config.getoption("--cache-dir"), "--cache-dir")
+        config.model_specs, config.batch_sizes = options.run_settings(config.getoption, default=list(zoo.shipped()))
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
-    override = config.getoption("--profile")
-    config.model_specs = {s.name: s.with_profile(override) for s in specs}
-    sizes = config.getoption("--batch-sizes")
-    config.batch_sizes = {}
-    for name, spec in config.model_specs.items():
-        chosen = sizes or sorted({n for n in (spec.profile.min, *PROBE_BATCHES, spec.profile.max) if n in spec.profile})
-        bad = [s for s in chosen if s not in spec.profile]
-        if bad:
-            raise pytest.UsageError(f"--batch-sizes {bad} lie outside {name}'s profile ({spec.profile}); widen --profile")
-        config.batch_sizes[name] = chosen
 
 
 def _missing_for(item) -> capabilities.Missing | None:
@@ -227,7 +208,7 @@ def golden(model_store, model_artifacts, pytestconfig, model_name, reference_run
         source, _ = evaluation_feed(model_artifacts)
         total = len(next(iter(source.values())))
         sizes = sorted(set(pytestconfig.batch_sizes[model_name]) | {profile.min, profile.max, *profile.static}
-                       | {n for n in PROBE_BATCHES if n in profile})
+                       | {n for n in options.PROBE_BATCHES if n in profile})
         out = {}
         for n in sizes:
             feed = {k: np.ascontiguousarray(v[np.arange(n) % total]) for k, v in source.items()}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.network import INPUT_SHAPE, NUM_CLASSES
-
+NUM_CLASSES = 100
+INPUT_SHAPE = (3, 32, 32)  # C, H, W of one CIFAR image
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 SYNTHETIC = "synthetic"

@@ -146,3 +146,24 @@ def model_specs(names: list[str] | None, onnx_paths: list[Path] | None, axes: li
     if axes and not onnx_paths:
         raise ValueError("--axis gives ranges for --onnx models; no --onnx was given")
     return specs
+
+
+PROBE_BATCHES = (7, 32)  # an odd batch and a common one, where the profile holds them
+
+
+def run_settings(get, default: list[str]) -> tuple[dict, dict]:
+    """What a pytest run covers, from its parsed options (`get(flag)`): each model's spec (with
+    --profile applied) and each model's batch sizes (--batch-sizes, else the profile's ends and
+    PROBE_BATCHES where it holds them). A bad option raises ValueError (SpecError is one) naming it."""
+    specs = model_specs(get("--model"), get("--onnx"), get("--axis"), default=default)
+    validate.writable_folder(get("--cache-dir"), "--cache-dir")
+    override = get("--profile")
+    specs = {s.name: s.with_profile(override) for s in specs}
+    sizes, batches = get("--batch-sizes"), {}
+    for name, spec in specs.items():
+        chosen = sizes or sorted({n for n in (spec.profile.min, *PROBE_BATCHES, spec.profile.max) if n in spec.profile})
+        bad = [s for s in chosen if s not in spec.profile]
+        if bad:
+            raise ValueError(f"--batch-sizes {bad} lie outside {name}'s profile ({spec.profile}); widen --profile")
+        batches[name] = chosen
+    return specs, batches

@@ -1,4 +1,6 @@
 """`python -m model compare`: the main job's table, files and errors."""
+import contextlib
+import io
 import json
 import os
 from pathlib import Path
@@ -10,31 +12,38 @@ from model.cli import main
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, trained, cache_dir):
+    """`compare` of SimpleCNN: (exit code, its output folder, what it printed)."""
     out = tmp_path_factory.mktemp("compare")
     args = ["compare", "--backends", "onnxruntime-cpu,tensorrt-fp32", "--batch-sizes", "1,7",
             "--runs", "3", "--out", str(out), "--cache-dir", str(cache_dir)]
-    return main(args), out / "simplecnn"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(args)
+    return code, out / "simplecnn", printed.getvalue()
 
 
 def test_exit_code_and_files(run):
-    code, out = run
+    code, out, _ = run
     assert code == 0
     assert (out / "comparison.json").exists() and (out / "comparison.md").exists()
 
 
-def test_every_model_prints_its_table(model_name, model_artifacts, cache_dir, tmp_path, capsys):
-    """`compare --model NAME` for each model of the run: its reference and ONNX Runtime side by side."""
+def test_every_model_prints_its_table(model_name, model_artifacts, cache_dir, tmp_path, capsys, request):
+    """`compare --model NAME` for each model of the run: its reference and ONNX Runtime side by side
+    (SimpleCNN's run is the `run` fixture's, which the other tests here read too)."""
     spec = model_artifacts.spec
-    if spec.onnx:
-        which = ["--onnx", spec.onnx, *[f"--axis={a.name}={a.min},{a.opt},{a.max}" for a in spec.axes]]
+    if model_name == "simplecnn" and not spec.onnx:
+        code, out, printed = request.getfixturevalue("run")
     else:
-        which = ["--model", spec.source if ".py:" in spec.source else model_name]
-    assert main(["compare", *which, "--backends", "onnxruntime-cpu", "--batch-sizes", "1,7", "--runs", "2",
-                 "--out", str(tmp_path), "--cache-dir", str(cache_dir)]) == 0
-    printed = capsys.readouterr().out
+        which = (["--onnx", spec.onnx, *[f"--axis={a.name}={a.min},{a.opt},{a.max}" for a in spec.axes]] if spec.onnx
+                 else ["--model", spec.source if ".py:" in spec.source else model_name])
+        code = main(["compare", *which, "--backends", "onnxruntime-cpu", "--batch-sizes", "1,7", "--runs", "2",
+                     "--out", str(tmp_path), "--cache-dir", str(cache_dir)])
+        out, printed = tmp_path / model_name, capsys.readouterr().out
+    assert code == 0
     assert f"## {model_name} (reference: {model_artifacts.reference}" in printed
     assert f"| {model_artifacts.reference} |" in printed and "| onnxruntime-cpu |" in printed
-    summary = json.loads((tmp_path / model_name / "comparison.json").read_text())
+    summary = json.loads((out / "comparison.json").read_text())
     rows = {r["backend"]: r for r in summary["results"]}
     assert rows["onnxruntime-cpu"]["available"] and rows["onnxruntime-cpu"]["max_abs_error"] < 1e-3
 
@@ -205,7 +214,21 @@ def test_report_names_the_bad_input_file(tmp_path, capsys, content, message):
     assert str(path) in err and message in err
 
 
-@pytest.mark.parametrize("options, message", [
+def test_pytest_options_are_checked_like_the_cli():
+    """`pytest --batch-sizes ,` once passed green with every per-batch test skipped: now a bad
+    option stops pytest with a usage error naming it, as the CLI does (one real run; the checks
+    themselves are options.run_settings, below)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "--model=vgg", "tests/test_compare.py"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error
+    assert "unknown model 'vgg'; shipped models:" in done.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
     (["--batch-sizes=,"], "--batch-sizes: batch sizes must be positive integers (at least one), received ','"),
     (["--batch-sizes=abc"], "--batch-sizes: expected comma-separated integers like 1,32,256, received 'abc'"),
     (["--batch-sizes=1,64", "--profile=1,8/32,32"], "--batch-sizes [64] lie outside simplecnn's profile (min=1 opt=8/32 max=32)"),
@@ -213,14 +236,17 @@ def test_report_names_the_bad_input_file(tmp_path, capsys, content, message):
     ([f"--cache-dir={__file__}"], f"--cache-dir {__file__}: is a file, expected a folder"),
     (["--model=vgg"], "unknown model 'vgg'; shipped models:"),
 ])
-def test_pytest_options_are_checked_like_the_cli(options, message):
-    """`pytest --batch-sizes ,` once passed green with every per-batch test skipped: now every bad
-    option stops pytest with a usage error naming it, as the CLI does."""
-    import subprocess
-    import sys
+def test_each_bad_pytest_option_is_named(argv, message):
+    """The pytest options' declarations and checks, run as pytest_configure runs them."""
+    import argparse
 
-    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                           "--model=simplecnn", *options, "tests/test_compare.py"],
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
-    assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error
-    assert message in done.stderr
+    from model import options
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    group = parser.add_argument_group("models")
+    group.addoption = group.add_argument  # pytest's group API over argparse's, as pytest itself builds it
+    options.add_to_pytest(group)
+    with pytest.raises((argparse.ArgumentError, ValueError)) as info:
+        parsed = vars(parser.parse_args(["--model=simplecnn", *argv]))
+        options.run_settings(lambda flag: parsed[flag.lstrip("-").replace("-", "_")], default=["simplecnn"])
+    assert message in str(info.value)

@@ -1,18 +1,40 @@
 """Training: learns the embedded task, is reproducible, and its cache never serves a bad checkpoint."""
 import json
+import shutil
 
 import pytest
 import torch
 
 from model import cache, data, training
 
-TINY_DATA = data.SyntheticSpec(train_per_class=2, calib_per_class=1, holdout_per_class=1)
+TINY_DATA = data.SyntheticSpec(train_per_class=1, calib_per_class=1, holdout_per_class=1)
 TINY_TRAIN = training.TrainConfig(epochs=1, batch_size=50)
 
 
 @pytest.fixture(scope="module")
 def tiny():
     return data.synthetic(TINY_DATA)
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tiny, tmp_path_factory):
+    """A cache holding one tiny training run; tests start from a copy instead of training again."""
+    folder = tmp_path_factory.mktemp("tiny-cache")
+    return folder, training.load_or_train(tiny, TINY_TRAIN, folder, progress=False)
+
+
+@pytest.fixture
+def filled(tiny_cache, tmp_path):
+    """(cache folder, the run it holds): a private copy of tiny_cache's folder."""
+    folder, run = tiny_cache
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
+    return tmp_path, run
+
+
+def same_weights(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
 
 
 @pytest.fixture
@@ -37,44 +59,43 @@ def test_embedded_task_is_learned_well_above_chance(trained, dataset):
     assert training.evaluate(trained.model, dataset.holdout) == pytest.approx(trained.sidecar["figures"]["holdout_accuracy"])
 
 
-def test_cache_hit_does_not_train(tiny, tmp_path, monkeypatch):
-    first = training.load_or_train(tiny, TINY_TRAIN, tmp_path, progress=False)
+def test_cache_hit_does_not_train(tiny, filled, monkeypatch):
+    folder, first = filled
     monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("trained again despite a valid cache"))
-    second = training.load_or_train(tiny, TINY_TRAIN, tmp_path, progress=False)
-    assert second.checkpoint == first.checkpoint
-    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
-        assert torch.equal(a, b)
+    second = training.load_or_train(tiny, TINY_TRAIN, folder, progress=False)
+    assert second.checkpoint.name == first.checkpoint.name and second.sidecar == first.sidecar
+    same_weights(first.model.state_dict(), second.model.state_dict())
 
 
-def test_cache_key_follows_the_configuration(tiny, tmp_path):
-    a = training.load_or_train(tiny, TINY_TRAIN, tmp_path, progress=False)
-    b = training.load_or_train(tiny, training.TrainConfig(epochs=1, batch_size=50, seed=1), tmp_path, progress=False)
-    assert a.checkpoint != b.checkpoint
+def test_cache_key_follows_the_configuration(tiny, filled, training_runs):
+    folder, a = filled
+    b = training.load_or_train(tiny, training.TrainConfig(epochs=1, batch_size=50, seed=1), folder, progress=False)
+    assert a.checkpoint.name != b.checkpoint.name and len(training_runs) == 1
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "no_sidecar"])
-def test_damaged_checkpoint_is_retrained_not_loaded(tiny, tmp_path, damage, caplog, training_runs):
-    first = training.load_or_train(tiny, TINY_TRAIN, tmp_path, progress=False)
-    blob = first.checkpoint.read_bytes()
+def test_damaged_checkpoint_is_retrained_not_loaded(tiny, filled, damage, caplog, training_runs):
+    folder, first = filled
+    checkpoint = folder / first.checkpoint.relative_to(first.checkpoint.parents[1])
+    blob = checkpoint.read_bytes()
     if damage == "truncate":
-        first.checkpoint.write_bytes(blob[: len(blob) // 3])
+        checkpoint.write_bytes(blob[: len(blob) // 3])
     elif damage == "flip":
-        first.checkpoint.write_bytes(blob[:-100] + bytes(b ^ 0xFF for b in blob[-100:]))
+        checkpoint.write_bytes(blob[:-100] + bytes(b ^ 0xFF for b in blob[-100:]))
     else:
-        cache.sidecar_path(first.checkpoint).unlink()
-    runs_before = len(training_runs)
-    again = training.load_or_train(tiny, TINY_TRAIN, tmp_path, progress=False)
-    assert len(training_runs) == runs_before + 1  # retrained: a damaged or orphaned checkpoint is never loaded
-    reloaded = torch.load(again.checkpoint, weights_only=True)  # loads: the file is whole again
-    for (name, x), y in zip(first.model.state_dict().items(), reloaded.values()):
-        assert torch.equal(x, y), name  # and deterministic retraining gave the same weights
-    assert f"not using cached {first.checkpoint}" in caplog.text
+        cache.sidecar_path(checkpoint).unlink()
+    again = training.load_or_train(tiny, TINY_TRAIN, folder, progress=False)
+    assert len(training_runs) == 1  # retrained: a damaged or orphaned checkpoint is never loaded
+    assert again.checkpoint == checkpoint
+    # it loads (the file is whole again), and deterministic retraining gave the same weights
+    same_weights(first.model.state_dict(), torch.load(again.checkpoint, weights_only=True))
+    assert f"not using cached {checkpoint}" in caplog.text
 
 
-def test_retrain_flag_forces_training(tiny, tmp_path, training_runs):
-    training.load_or_train(tiny, TINY_TRAIN, tmp_path, progress=False)
-    training.load_or_train(tiny, TINY_TRAIN, tmp_path, retrain=True, progress=False)
-    assert len(training_runs) == 2  # the first fills the cache, --retrain trains despite it
+def test_retrain_flag_forces_training(tiny, filled, training_runs):
+    folder, _ = filled
+    training.load_or_train(tiny, TINY_TRAIN, folder, retrain=True, progress=False)
+    assert len(training_runs) == 1  # the cache held this run; --retrain trains despite it
 
 
 @pytest.mark.parametrize("before", [False, True])
@@ -89,9 +110,5 @@ def test_training_leaves_the_deterministic_setting_as_it_found_it(tiny, before):
         torch.use_deterministic_algorithms(was)
 
 
-@pytest.mark.slow
-def test_training_is_deterministic(tiny):
-    a = training.train(tiny, TINY_TRAIN, progress=False)
-    b = training.train(tiny, TINY_TRAIN, progress=False)
-    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(x, y), name
+def test_training_is_deterministic(tiny, tiny_cache):
+    same_weights(tiny_cache[1].model.state_dict(), training.train(tiny, TINY_TRAIN, progress=False).state_dict())

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from model import data
-from model.network import INPUT_SHAPE, NUM_CLASSES
+from model.data import INPUT_SHAPE, NUM_CLASSES
 from model.profile import DEFAULT_PROFILE
 from model.spec import BATCH, BuildContext, Built, Dataset, ModelSpec, TensorSpec
 
