@@ -7,7 +7,6 @@ from torch import nn
 from model.data import INPUT_SHAPE, NUM_CLASSES  # noqa: F401  (re-exported: the network's contract)
 
 
-
 class SimpleCNN(nn.Module):
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ from model import cache
 from model.data import Dataset, Split
 from model.network import SimpleCNN
 
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 3

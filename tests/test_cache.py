@@ -12,6 +12,7 @@ import torch
 from model import cache, data, quantize, report, training
 from model.network import SimpleCNN
 
+
 def simplecnn_onnx(trained, folder):
     """SimpleCNN's cached FP32 export, keyed by its weights as the suite keys it."""
     from model import export, zoo

@@ -6,7 +6,6 @@ from model.data import INPUT_SHAPE, NUM_CLASSES
 from model.profile import DEFAULT_PROFILE
 from model.spec import BATCH, BuildContext, Built, Dataset, ModelSpec, TensorSpec
 
-
 INPUT_NAME, OUTPUT_NAME = "input", "output"  # as in the user's notebook
 
 
