@@ -12,17 +12,7 @@ import pytest
 pytest.importorskip("scipy", reason="the regression gate needs scipy (requirements.txt)")
 
 from model.gate import environment
-from model.gate.stats import (
-    IMPROVED,
-    REGRESSED,
-    TOO_NOISY,
-    UNCHANGED,
-    Settings,
-    holm,
-    judge,
-    process_spread,
-    resolution,
-)
+from model.gate.stats import IMPROVED, REGRESSED, TOO_NOISY, UNCHANGED, Settings, holm, judge, process_spread, resolution
 
 
 def groups(rng, median: float, n_processes: int = 2, rounds: int = 50, cv: float = 0.02, process_cv: float = 0.0):
