@@ -53,7 +53,16 @@ def _missing_for(item) -> capabilities.Missing | None:
     return None
 
 
+def _gpu_marked(item) -> bool:
+    return any(m.name in ("needs_trt", "needs_cuda") or (m.name == "needs" and m.args) for m in item.iter_markers())
+
+
 def pytest_collection_modifyitems(config, items):
+    if config.getoption("--gpu-only"):
+        deselected = [item for item in items if not _gpu_marked(item)]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if _gpu_marked(item)]
     require = config.getoption("--require-gpu")
     for item in items:
         missing = _missing_for(item)

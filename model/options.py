@@ -113,6 +113,9 @@ OPTIONS = [
     Option("--require-gpu", dict(action="store_true",
                                  help="GPU-marked tests fail instead of skipping when there is no GPU or TensorRT"),
            cli=None),
+    Option("--gpu-only", dict(action="store_true",
+                              help="run only the GPU-marked tests (a GPU job whose CPU twin runs the rest)"),
+           cli=None),
 ]
 
 
