@@ -86,6 +86,18 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def source_digest(*modules) -> str:
+    """sha256 over the source files of `modules`: part of the key of an artifact that a change of
+    that code must invalidate (a cache shared between checkouts, as CI keeps one, then never serves
+    weights another version of the training code made)."""
+    import inspect
+
+    h = hashlib.sha256()
+    for module in modules:
+        h.update(Path(inspect.getsourcefile(module)).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _canonical(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 

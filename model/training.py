@@ -1,11 +1,12 @@
 """Seeded CPU training with a cache keyed by the training configuration.
 
 A checkpoint is `simplecnn-<key>.pt` (a state_dict), cached through `model.cache`: its sidecar
-holds the configuration (the key), the held-out accuracy, training time and torch version, all
+holds the configuration and the digest of the network's and this module's code (the key), the held-out accuracy, training time and torch version, all
 covered by the sidecar's hash; a checkpoint its sidecar does not vouch for is retrained, never loaded.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from model import cache
+from model import cache, network
 from model.data import Dataset, Split
 from model.network import SimpleCNN
 
@@ -87,7 +88,8 @@ def _train(dataset: Dataset, config: TrainConfig, progress: bool) -> SimpleCNN:
 def _cache_config(dataset: Dataset, config: TrainConfig) -> dict:
     # torch's version is recorded in the sidecar, not keyed: a checkpoint trained by one release
     # loads in another, and the GPU machine's two Pythons (different torch) share one model.
-    return {"data": dataset.description, "train": asdict(config)}
+    return {"data": dataset.description, "train": asdict(config),
+            "code": cache.source_digest(network, sys.modules[__name__])}
 
 
 def load_or_train(
