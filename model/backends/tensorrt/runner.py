@@ -51,8 +51,12 @@ class TrtRunner(Runner):
     def __init__(self, plan: bytes, label: str = "fp32", graphs: bool = True, *,
                  declared: dict[str, TensorMeta] | None = None, staging_threads: int | None = None,
                  graph_max_bytes: int = host_staging.GRAPH_MAX_BYTES, subbatch_bytes: int = host_staging.SUBBATCH_BYTES,
-                 chunk_bytes: int = host_staging.CHUNK_BYTES, split_bytes: int = host_staging.SPLIT_BYTES, **kwargs) -> None:
+                 chunk_bytes: int = host_staging.CHUNK_BYTES, split_bytes: int = host_staging.SPLIT_BYTES,
+                 finite_check: str = host_staging.FINITE_CHECK, **kwargs) -> None:
         super().__init__(**kwargs)
+        if finite_check not in host_staging.FINITE_CHECKS:
+            raise ValueError(f"finite_check must be one of {list(host_staging.FINITE_CHECKS)}, received {finite_check!r}")
+        self.finite_check = finite_check
         self.name = f"tensorrt-{label}"
         self._plan = plan
         # The model's own input metadata, whose dtypes and axis names the runner accepts (TensorRT
@@ -263,7 +267,7 @@ class TrtRunner(Runner):
         check = not self.allow_nonfinite and host_staging.finite_dtype(value.dtype)
         if own and not check:
             return
-        item = host_staging.Staged(value, None if own else self.host[name].view(value.shape), check)
+        item = host_staging.Staged(value, None if own else self.host[name].view(value.shape), check, self.finite_check)
         if self._stager.stage_now([item], value.shape[0], value.nbytes, self.split_bytes) >= 0:
             raise nonfinite_error(name, value)
 
@@ -363,7 +367,8 @@ class TrtRunner(Runner):
                                        row_align=self._row_align,
                                        subbatch_bytes=self.subbatch_bytes if self._batch_major else 0)
         items = [host_staging.Staged(feed[n], None if self._own_pinned(n, feed[n]) else self.host[n].view(feed[n].shape),
-                                     not self.allow_nonfinite and host_staging.finite_dtype(feed[n].dtype)) for n in host]
+                                     not self.allow_nonfinite and host_staging.finite_dtype(feed[n].dtype),
+                                     self.finite_check) for n in host]
         pinned = {n: self.host[n].view(feed[n].shape) for n in host}
         futures = self._stager.submit(items, subbatches) if host_staging.needs_staging(items) else []
         try:
