@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model.backends.base import InputError
 from model.backends.tensorrt import staging as host_staging
@@ -277,3 +279,83 @@ def test_a_host_feed_never_replays_the_graph_of_a_copied_gpu_feed(fake):
     for _ in range(3):
         runner.infer({"input": FakeDeviceTensor(gpu, x, offset=4)})
     np.testing.assert_array_equal(runner.infer({"input": y})["output"], tool.stand_in_model(y))
+
+
+# -- the NaN/Inf check, the calling thread's staging, GPU feeds fed again ------------------------
+
+_FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                    st.sampled_from([3.4e38, -3.4e38, 1e19, -1e19, 1e30]))  # finite values that overflow x.x and sums
+
+
+@settings(max_examples=200)
+@given(values=st.lists(_FLOATS, max_size=300), dtype=st.sampled_from([np.float32, np.float64, np.float16]),
+       method=st.sampled_from(host_staging.FINITE_CHECKS))
+def test_every_finite_check_answers_as_isfinite(values, dtype, method):
+    """A NaN/Inf anywhere makes x.x and the sum non-finite; finite values that overflow them only
+    send the check to its exact fallback. So each method's answer is np.isfinite's, always."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = np.array(values, np.float64).astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # the overflow is the point, not a fault
+        assert host_staging.all_finite(x, method) == bool(np.isfinite(x).all())
+
+
+def test_an_overflowing_but_finite_batch_passes_and_a_single_nan_fails():
+    x = np.full(4096, 3e38, np.float32)  # x.x and the sum overflow to inf: the exact check decides
+    with np.errstate(over="ignore"):
+        assert all(host_staging.all_finite(x, m) for m in host_staging.FINITE_CHECKS)
+        x[1234] = np.nan
+        assert not any(host_staging.all_finite(x, m) for m in host_staging.FINITE_CHECKS)
+
+
+def test_an_unknown_finite_check_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"finite_check must be one of \['dot', 'sum', 'minmax', 'isfinite'\], received 'fast'"):
+        tool.fake_runner(tool.FakeGpu(), finite_check="fast")
+
+
+@pytest.mark.parametrize("batch", [300, 4096])
+def test_without_workers_the_calling_thread_stages_each_chunk_before_its_upload(fake, batch):
+    gpu, make = fake
+    runner = make(staging_threads=0, chunk_bytes=1 << 20)
+    x = _images(batch)
+    out, calls = _calls(gpu, lambda: runner.infer({"input": x})["output"])
+    np.testing.assert_array_equal(out, tool.stand_in_model(x))
+    assert runner._stager._pool is None  # no thread was started
+    plan = host_staging.plan(batch, ROW_BYTES, 0, chunk_bytes=1 << 20, row_align=runner._row_align)
+    assert calls["h2d"] == sum(len(sb.chunks) for sb in plan) and calls["execute"] == len(plan)
+    x[-1, 1, 2, 3] = np.inf
+    with pytest.raises(InputError, match=r"^Input tensor: input \| Received 1 NaN/Inf values"):
+        runner.infer({"input": x})
+    clean = _images(batch, seed=5)
+    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
+
+
+def test_a_gpu_feed_fed_again_is_not_located_again(fake, monkeypatch):
+    gpu, make = fake
+    runner = make()
+    located = []
+    real = runner._gpu.locate
+    monkeypatch.setattr(runner, "_gpu", runner._gpu.__class__(0, lambda p: located.append(p) or real(p), runner._gpu.stream))
+    x = _images(7)
+    tensor = FakeDeviceTensor(gpu, x)
+    for _ in range(3):
+        np.testing.assert_array_equal(runner.infer({"input": tensor})["output"], tool.stand_in_model(x))
+    assert located == [tensor.ptr]
+    other = FakeDeviceTensor(gpu, _images(7, seed=9))  # another object: checked and located afresh
+    runner.infer({"input": other})
+    assert located == [tensor.ptr, other.ptr]
+    tensor.__cuda_array_interface__["typestr"] = "<f2"  # the same object and dict, saying something else now
+    with pytest.raises(InputError, match=r"^Input tensor: input \| Received dtype float16 \| Expected float32"):
+        runner.infer({"input": tensor})
+
+
+def test_a_gpu_feed_is_checked_again_once_its_object_is_gone(fake):
+    """The memo holds the object weakly: a new object at a reused id is not taken for the old one."""
+    gpu, make = fake
+    runner = make()
+    tensor = FakeDeviceTensor(gpu, _images(7))
+    runner.infer({"input": tensor})
+    del tensor
+    host = FakeDeviceTensor(gpu, _images(7))
+    host.__cuda_array_interface__ = dict(host.__cuda_array_interface__, data=(np.zeros(1).ctypes.data, False))
+    with pytest.raises(InputError, match=r"Received host memory behind __cuda_array_interface__ v3"):
+        runner.infer({"input": host})

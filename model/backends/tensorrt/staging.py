@@ -162,10 +162,11 @@ def stage_rows(items: list[Staged], start: int, stop: int) -> int:
 
 
 class Stager:
-    """A small pool of staging threads owned by one runner (made on first use, closed with it)."""
+    """A small pool of staging threads owned by one runner (made on first use, closed with it);
+    with 0 workers, the calling thread stages everything itself."""
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = max(1, workers if workers is not None else min(MAX_WORKERS, os.cpu_count() or 1))
+        self.workers = max(0, workers if workers is not None else min(MAX_WORKERS, os.cpu_count() or 1))
         self._pool: ThreadPoolExecutor | None = None
 
     def submit(self, items: list[Staged], subbatches: list[SubBatch]) -> list[Future]:
