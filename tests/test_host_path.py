@@ -359,3 +359,17 @@ def test_a_gpu_feed_is_checked_again_once_its_object_is_gone(fake):
     host.__cuda_array_interface__ = dict(host.__cuda_array_interface__, data=(np.zeros(1).ctypes.data, False))
     with pytest.raises(InputError, match=r"Received host memory behind __cuda_array_interface__ v3"):
         runner.infer({"input": host})
+
+
+def test_the_calling_thread_stages_the_first_chunks_and_the_workers_the_rest(fake, monkeypatch):
+    import threading
+
+    gpu, make = fake
+    runner = make(staging_threads=2, chunk_bytes=1 << 20, caller_chunks=2)
+    by = []
+    real = host_staging.stage_rows
+    monkeypatch.setattr(host_staging, "stage_rows", lambda items, a, b: by.append((a, threading.current_thread())) or real(items, a, b))
+    x = _images(1024)
+    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
+    starts = sorted(by, key=lambda t: t[0])
+    assert [t is threading.main_thread() for _, t in starts] == [True, True] + [False] * (len(starts) - 2)

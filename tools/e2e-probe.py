@@ -294,6 +294,9 @@ def variants_for(batch: int) -> dict[str, dict]:
     for t in ((0, 2, 4, 6, 8, 12, 16) if batch >= 4096 else (0, 2, 4, 8, 12) if batch >= 1024 else (0, 1, 2, 4, 8)):
         for c in sizes:
             v[f"pipe {f'{t} thr' if t else 'inline'}, chunk {c} MiB"] = {"graph_max_bytes": 0, "staging_threads": t, "chunk_bytes": int(c * MiB)}
+    for t in (4, 8):
+        v[f"pipe {t} thr, caller stages none"] = {"graph_max_bytes": 0, "staging_threads": t, "caller_chunks": 0}
+        v[f"pipe {t} thr, caller stages 2"] = {"graph_max_bytes": 0, "staging_threads": t, "caller_chunks": 2}
     if batch >= 1024:
         for sub in (0, 6, 24):
             for t in (4, 8):

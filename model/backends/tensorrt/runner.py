@@ -52,11 +52,12 @@ class TrtRunner(Runner):
                  declared: dict[str, TensorMeta] | None = None, staging_threads: int | None = None,
                  graph_max_bytes: int = host_staging.GRAPH_MAX_BYTES, subbatch_bytes: int = host_staging.SUBBATCH_BYTES,
                  chunk_bytes: int = host_staging.CHUNK_BYTES, split_bytes: int = host_staging.SPLIT_BYTES,
-                 finite_check: str = host_staging.FINITE_CHECK, **kwargs) -> None:
+                 finite_check: str = host_staging.FINITE_CHECK, caller_chunks: int = host_staging.CALLER_CHUNKS,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         if finite_check not in host_staging.FINITE_CHECKS:
             raise ValueError(f"finite_check must be one of {list(host_staging.FINITE_CHECKS)}, received {finite_check!r}")
-        self.finite_check = finite_check
+        self.finite_check, self.caller_chunks = finite_check, caller_chunks
         self.name = f"tensorrt-{label}"
         self._plan = plan
         # The model's own input metadata, whose dtypes and axis names the runner accepts (TensorRT
@@ -383,16 +384,18 @@ class TrtRunner(Runner):
                                      self.finite_check) for n in host]
         pinned = {n: self.host[n].view(feed[n].shape) for n in host}
         staged = host_staging.needs_staging(items)
-        inline = staged and self._stager.workers == 0  # no workers: each chunk staged right before its upload
-        futures = self._stager.submit(items, subbatches) if staged and not inline else []
+        # The calling thread stages the first `caller_chunks` chunks (all without workers), each
+        # right before its upload; the workers take the rest.
+        mine = (sum(len(sb.chunks) for sb in subbatches) if self._stager.workers == 0 else self.caller_chunks) if staged else 0
+        futures = self._stager.submit(items, subbatches, skip=mine) if staged else []
         try:
             self._wait_for_producers(feed)
             base = {n: self.device[n].ptr if n in host else self._device_address(n, feed[n]) for n in self.inputs}
             task, out_shapes = 0, None
             for i, sb in enumerate(subbatches):
                 for a, b in sb.chunks:
-                    if futures or inline:
-                        bad = host_staging.stage_rows(items, a, b) if inline else futures[task].result()
+                    if staged:
+                        bad = host_staging.stage_rows(items, a, b) if task < mine else futures[task - mine].result()
                         task += 1
                         if bad >= 0:
                             raise nonfinite_error(host[bad], feed[host[bad]])
