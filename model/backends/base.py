@@ -139,9 +139,12 @@ def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: boo
         raise InputError(f"feed names {sorted(feed)} do not match the model's inputs {sorted(metadata)}"
                          + (f"; missing {missing}" if missing else "") + (f"; unexpected {extra}" if extra else ""))
     checked, sizes = {}, {}
+    shared = len(metadata) > 1  # axes agree across inputs only where there are several
     for name, meta in metadata.items():
         value = feed[name]
-        if isinstance(value, np.ndarray):
+        if memo and name in memo and memo[name][0]() is value:  # fed before: see _checked_gpu_array
+            checked[name] = _checked_gpu_array(name, value, meta, gpu, sizes, memo, shared)
+        elif isinstance(value, np.ndarray):
             _check_dtype_and_shape(name, value.dtype, value.shape, meta, sizes)
             _check_values(name, value, meta)
             if not staged:
@@ -150,14 +153,15 @@ def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: boo
                 value = np.ascontiguousarray(value)
             checked[name] = value
         elif gpu is not None and device_arrays.is_gpu_candidate(value):
-            checked[name] = _checked_gpu_array(name, value, meta, gpu, sizes, memo)
+            checked[name] = _checked_gpu_array(name, value, meta, gpu, sizes, memo, shared)
         else:
             kinds = "a numpy array or a GPU array" if gpu is not None else "a numpy array"
             raise InputError(f"Input tensor: {name} | Received a {type(value).__name__}, not {kinds} | {_expected(meta)}")
     return checked
 
 
-def _checked_gpu_array(name: str, value, meta: TensorMeta, gpu: GpuTarget, sizes: dict, memo: dict | None) -> GpuArray:
+def _checked_gpu_array(name: str, value, meta: TensorMeta, gpu: GpuTarget, sizes: dict, memo: dict | None,
+                       shared: bool = True) -> GpuArray:
     """`_check_gpu_array`, or its earlier answer for the very same live object describing the same
     memory the same way (a live producer keeps its allocation, so where it lives cannot change)."""
     if memo is None:
@@ -168,7 +172,8 @@ def _checked_gpu_array(name: str, value, meta: TensorMeta, gpu: GpuTarget, sizes
         return _check_gpu_array(name, value, meta, gpu, sizes)
     seen = memo.get(name)
     if seen is not None and seen[0]() is value and seen[1] == cai:
-        _check_shared_axes(name, seen[2].shape, meta, sizes)
+        if shared:
+            _check_shared_axes(name, seen[2].shape, meta, sizes)
         return seen[2]
     array = _check_gpu_array(name, value, meta, gpu, sizes)
     try:
