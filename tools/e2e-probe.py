@@ -436,7 +436,7 @@ def e2e(kit, batches: list[int], budget: float, calls: int) -> None:
 
 def table() -> str:
     lines = []
-    for batch, row in RESULTS.get("e2e", {}).items():
+    for batch, row in sorted(RESULTS.get("e2e", {}).items()):
         if "device_ms" not in row:
             continue
         dev = row["device_ms"]
@@ -456,7 +456,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=150, help="seconds; later batches are skipped past it")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--sections", default="host,cuda,e2e")
-    parser.add_argument("--batches", default="1,32,256,1024,4096")
+    parser.add_argument("--batches", default="4096,32,256,1024,1", help="in this order (the budget may cut the last)")
     parser.add_argument("--calls", type=int, default=60)
     parser.add_argument("--fake", action="store_true", help="no GPU: the fake GPU of tools/trt-host-path-cost.py "
                         "(pinned memory is plain memory, the cuda section is skipped; to try the probe itself)")
