@@ -373,3 +373,26 @@ def test_the_calling_thread_stages_the_first_chunks_and_the_workers_the_rest(fak
     np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
     starts = sorted(by, key=lambda t: t[0])
     assert [t is threading.main_thread() for _, t in starts] == [True, True] + [False] * (len(starts) - 2)
+
+
+@pytest.mark.parametrize("batch, options", [
+    (4096, {"staging_threads": 4}), (1000, {"staging_threads": 3, "subbatch_bytes": 3 << 20, "caller_chunks": 0}),
+], ids=["bs4096", "bs1000-3-subbatches"])
+def test_workers_may_upload_what_they_staged_on_their_own_streams(fake, batch, options):
+    """The fake GPU fails any engine read of rows not uploaded on a stream it waited for."""
+    gpu, make = fake
+    runner = make(worker_uploads=True, chunk_bytes=1 << 20, **options)
+    x = _images(batch)
+    for _ in range(2):
+        out, calls = _calls(gpu, lambda: runner.infer({"input": x})["output"])
+        np.testing.assert_array_equal(out, tool.stand_in_model(x))
+    plan = host_staging.plan(batch, ROW_BYTES, runner._stager.workers, chunk_bytes=1 << 20,
+                             subbatch_bytes=runner.subbatch_bytes, row_align=runner._row_align)
+    chunks = sum(len(sb.chunks) for sb in plan)
+    assert calls["h2d"] == chunks and calls["execute"] == len(plan)
+    assert 1 <= len(runner._worker_streams) <= runner._stager.workers
+    x[batch // 2, 0, 0, 0] = np.nan
+    with pytest.raises(InputError, match=r"Received 1 NaN/Inf values"):
+        runner.infer({"input": x})
+    clean = _images(batch, seed=4)
+    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))

@@ -310,7 +310,8 @@ def variants_for(batch: int) -> dict[str, dict]:
                 "graph, sum": {**graph, "finite_check": "sum"}, "graph split 2": {**graph, "split_bytes": 0, "staging_threads": 2},
                 "graph split 4": {**graph, "split_bytes": 0, "staging_threads": 4},
                 "pipe inline": {"graph_max_bytes": 0, "staging_threads": 0},
-                "pipe 2 thr": {"graph_max_bytes": 0, "staging_threads": 2}}
+                "pipe 2 thr": {"graph_max_bytes": 0, "staging_threads": 2},
+                "pipe 2 thr, workers upload": {"graph_max_bytes": 0, "staging_threads": 2, "worker_uploads": True}}
     v = {"default": {}, "graph 1 thread": graph, "graph 1 thread isfinite": {**graph, "finite_check": "isfinite"}}
     for t in (2, 4, 8):
         v[f"graph split {t}"] = {**graph, "split_bytes": 0, "staging_threads": t}
@@ -319,6 +320,9 @@ def variants_for(batch: int) -> dict[str, dict]:
         for c in sizes:
             v[f"pipe {f'{t} thr' if t else 'inline'}, chunk {c} MiB"] = {"graph_max_bytes": 0, "staging_threads": t, "chunk_bytes": int(c * MiB)}
     for t in (4, 8):
+        for c in sizes:
+            v[f"pipe {t} thr, chunk {c} MiB, workers upload"] = {"graph_max_bytes": 0, "staging_threads": t,
+                                                                  "chunk_bytes": int(c * MiB), "worker_uploads": True}
         v[f"pipe {t} thr, caller stages none"] = {"graph_max_bytes": 0, "staging_threads": t, "caller_chunks": 0}
         v[f"pipe {t} thr, caller stages 2"] = {"graph_max_bytes": 0, "staging_threads": t, "caller_chunks": 2}
     if batch >= 1024:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import threading
 import timeit
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class FakeGpu:
     def __init__(self, simulate: bool = True) -> None:
         self.simulate = simulate
         self.memory: dict[int, np.ndarray] = {}  # base address -> bytes
+        self.lock = threading.Lock()  # staging workers make streams and upload too (worker_uploads)
         self._next = 0x7F0000000000
         self.writes: list[tuple[int, int, "FakeStream", int]] = []
         self.calls = {"h2d": 0, "d2h": 0, "d2d": 0, "execute": 0, "set_input_shape": 0, "set_tensor_address": 0,
@@ -56,9 +58,10 @@ class FakeGpu:
         self.host_seen: dict[int, int] = {}  # stream id -> sequence the host has waited for
 
     def alloc(self, nbytes: int) -> int:
-        base = self._next
-        self.memory[base] = np.zeros(nbytes, np.uint8)
-        self._next += (nbytes + 0xFFFF) & ~0xFFFF
+        with self.lock:
+            base = self._next
+            self.memory[base] = np.zeros(nbytes, np.uint8)
+            self._next += (nbytes + 0xFFFF) & ~0xFFFF
         return base
 
     def bytes_at(self, ptr: int, nbytes: int) -> np.ndarray:
@@ -107,8 +110,9 @@ class FakeEvent:
         self.gpu, self.stream, self.sequence = gpu, None, -1
 
     def record(self, stream) -> None:
-        self.gpu.calls["event_record"] += 1
-        self.stream, self.sequence = (stream, stream.sequence) if isinstance(stream, FakeStream) else (None, -1)
+        with self.gpu.lock:
+            self.gpu.calls["event_record"] += 1
+            self.stream, self.sequence = (stream, stream.sequence) if isinstance(stream, FakeStream) else (None, -1)
 
     def synchronize(self) -> None:
         if self.stream is not None:
@@ -125,11 +129,12 @@ class FakeDeviceBuffer:
 
     def copy_from_host_async(self, host: np.ndarray, stream: FakeStream, offset: int = 0) -> None:
         assert host.flags.c_contiguous and offset + host.nbytes <= self.nbytes
-        self.gpu.calls["h2d"] += 1
-        stream.op()
-        if self.gpu.simulate:
-            self.gpu.bytes_at(self.ptr + offset, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
-            self.gpu.write(self.ptr + offset, host.nbytes, stream)
+        with self.gpu.lock:
+            self.gpu.calls["h2d"] += 1
+            stream.op()
+            if self.gpu.simulate:
+                self.gpu.bytes_at(self.ptr + offset, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
+                self.gpu.write(self.ptr + offset, host.nbytes, stream)
 
     def copy_from_device_async(self, ptr: int, nbytes: int, stream: FakeStream) -> None:
         assert nbytes <= self.nbytes
@@ -188,6 +193,10 @@ class FakeContext:
         return True
 
     def execute_async_v3(self, stream_handle: int) -> bool:
+        with self.gpu.lock:
+            return self._execute(stream_handle)
+
+    def _execute(self, stream_handle: int) -> bool:
         self.gpu.calls["execute"] += 1
         stream = self.streams[stream_handle]
         stream.op()
@@ -241,6 +250,7 @@ def fake_runner(gpu: FakeGpu, **options) -> TrtRunner:
     runner.stream, runner.copy_stream = FakeStream(gpu, "engine stream"), FakeStream(gpu, "copy stream")
     runner.context = FakeContext(gpu, {runner.stream.ptr: runner.stream, runner.copy_stream.ptr: runner.copy_stream})
     runner._make_event = lambda: FakeEvent(gpu)
+    runner._make_stream = lambda: FakeStream(gpu, "a staging worker's stream")
     runner._producer_event = runner._make_event()
     runner._gpu = GpuTarget(0, gpu.locate, runner.stream.ptr)
     runner._metadata = {INPUT_NAME: TensorMeta(np.dtype(np.float32), (None, *IMAGE), ((1, MAX_BATCH), None, None, None))}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 
 import numpy as np
 
@@ -53,11 +54,15 @@ class TrtRunner(Runner):
                  graph_max_bytes: int = host_staging.GRAPH_MAX_BYTES, subbatch_bytes: int = host_staging.SUBBATCH_BYTES,
                  chunk_bytes: int = host_staging.CHUNK_BYTES, split_bytes: int = host_staging.SPLIT_BYTES,
                  finite_check: str = host_staging.FINITE_CHECK, caller_chunks: int = host_staging.CALLER_CHUNKS,
-                 **kwargs) -> None:
+                 worker_uploads: bool = host_staging.WORKER_UPLOADS, **kwargs) -> None:
         super().__init__(**kwargs)
         if finite_check not in host_staging.FINITE_CHECKS:
             raise ValueError(f"finite_check must be one of {list(host_staging.FINITE_CHECKS)}, received {finite_check!r}")
-        self.finite_check, self.caller_chunks = finite_check, caller_chunks
+        self.finite_check, self.caller_chunks, self.worker_uploads = finite_check, caller_chunks, worker_uploads
+        self._local = threading.local()  # each staging worker's own copy stream (worker_uploads)
+        self._worker_streams: list = []
+        self._streams_lock = threading.Lock()
+        self._chunk_events: list = []
         self.name = f"tensorrt-{label}"
         self._plan = plan
         # The model's own input metadata, whose dtypes and axis names the runner accepts (TensorRT
@@ -129,11 +134,13 @@ class TrtRunner(Runner):
         self._set_addresses()
 
     def _deactivate(self) -> None:
-        self._stager.close()
+        self._stager.close()  # joins the workers: nothing records on their streams any more
         self.release_graph()
-        for buf in [*self.device.values(), *self.host.values(), *self._events, self._producer_event]:
+        for buf in [*self.device.values(), *self.host.values(), *self._events, *self._chunk_events,
+                    self._producer_event, *self._worker_streams]:
             buf.free()
         self.device, self.host, self._events, self._addresses, self._handed, self._views = {}, {}, [], {}, {}, {}
+        self._chunk_events, self._worker_streams, self._local = [], [], threading.local()
         self._gpu = None
         self.copy_stream.free()
         self.stream.free()
@@ -364,6 +371,23 @@ class TrtRunner(Runner):
     def _make_event(self):
         return cuda_rt.Event(timing=False)
 
+    def _make_stream(self):
+        return cuda_rt.Stream()
+
+    def _worker_stream(self):
+        """The calling staging worker's own stream for its uploads, made on its first use."""
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = self._make_stream()
+            with self._streams_lock:
+                self._worker_streams.append(stream)
+        return stream
+
+    def _chunk_event(self, index: int):
+        while len(self._chunk_events) <= index:
+            self._chunk_events.append(self._make_event())
+        return self._chunk_events[index]
+
     def _infer_pipelined(self, feed, outputs):
         """A large batch: worker threads stage chunks (copy + NaN/Inf check) into pinned memory; each
         finished chunk is uploaded on the copy stream; each sub-batch runs on the runner's stream
@@ -393,18 +417,40 @@ class TrtRunner(Runner):
         # The calling thread stages the first `caller_chunks` chunks (all without workers), each
         # right before its upload; the workers take the rest.
         mine = (sum(len(sb.chunks) for sb in subbatches) if self._stager.workers == 0 else self.caller_chunks) if staged else 0
-        futures = self._stager.submit(items, subbatches, skip=mine) if staged else []
+        # worker_uploads: each worker uploads the chunk it staged on its own stream and records the
+        # chunk's event there (made here, before any worker can need it); the engine's stream
+        # waits for those events. Otherwise this thread uploads each chunk once its task is done.
+        by_workers = staged and self.worker_uploads and self._stager.workers > 0
+        stage_task = host_staging.stage_rows
+        if by_workers:
+            flat = [c for sb in subbatches for c in sb.chunks]
+            events = [self._chunk_event(k) for k in range(len(flat))]
+            index = {a: k for k, (a, _) in enumerate(flat)}
+
+            def stage_and_upload(items_, a, b):
+                bad = host_staging.stage_rows(items_, a, b)
+                if bad < 0:
+                    stream = self._worker_stream()
+                    for n in host:
+                        self.device[n].copy_from_host_async(pinned[n][a:b], stream, offset=a * row_bytes[n])
+                    events[index[a]].record(stream)
+                return bad
+            stage_task = stage_and_upload
+        futures = self._stager.submit(items, subbatches, skip=mine, task=stage_task) if staged else []
         try:
             self._wait_for_producers(feed)
             base = {n: self.device[n].ptr if n in host else self._device_address(n, feed[n]) for n in self.inputs}
             task, out_shapes = 0, None
             for i, sb in enumerate(subbatches):
                 for a, b in sb.chunks:
+                    k, task = task, task + 1
                     if staged:
-                        bad = host_staging.stage_rows(items, a, b) if task < mine else futures[task - mine].result()
-                        task += 1
+                        bad = host_staging.stage_rows(items, a, b) if k < mine else futures[k - mine].result()
                         if bad >= 0:
                             raise nonfinite_error(host[bad], feed[host[bad]])
+                        if by_workers and k >= mine:  # uploaded by its worker
+                            self.stream.wait(events[k])
+                            continue
                     for n in host:
                         self.device[n].copy_from_host_async(pinned[n][a:b], self.copy_stream, offset=a * row_bytes[n])
                 if host:
@@ -436,8 +482,8 @@ class TrtRunner(Runner):
             return results
         except BaseException:
             self._stager.abandon(futures)
-            self.copy_stream.synchronize()
-            self.stream.synchronize()
+            for stream in (self.copy_stream, self.stream, *self._worker_streams):
+                stream.synchronize()
             raise
 
     @property

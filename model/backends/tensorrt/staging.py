@@ -30,6 +30,9 @@ MAX_WORKERS = 4
 # The calling thread stages this many chunks itself before it waits for the workers' (it would
 # only idle while they wake up).
 CALLER_CHUNKS = 1
+# Whether each worker uploads the chunks it staged itself, on a stream of its own (else the
+# calling thread uploads each chunk once its task is done).
+WORKER_UPLOADS = False
 # On the graph path, a feed of at least SPLIT_BYTES is staged in pieces of at least PIECE_BYTES,
 # the calling thread taking the first while workers take the rest (the `split_bytes` option).
 # Measured there, splitting the graph path's staging lost: batch 32 (384 KiB) took 0.404 ms split and
@@ -173,14 +176,15 @@ class Stager:
         self.workers = max(0, workers if workers is not None else min(MAX_WORKERS, os.cpu_count() or 1))
         self._pool: ThreadPoolExecutor | None = None
 
-    def submit(self, items: list[Staged], subbatches: list[SubBatch], skip: int = 0) -> list[Future]:
+    def submit(self, items: list[Staged], subbatches: list[SubBatch], skip: int = 0, task=None) -> list[Future]:
         """One task per chunk after the first `skip` (the caller's own), in upload order, all at
-        once: the workers never wait for the GPU."""
+        once: the workers never wait for the GPU. `task(items, start, stop)`: `stage_rows`, or
+        one that also uploads what it staged."""
         chunks = [c for sb in subbatches for c in sb.chunks][skip:]
         if not chunks:
             return []
         pool = self._executor()
-        return [pool.submit(stage_rows, items, a, b) for a, b in chunks]
+        return [pool.submit(task or stage_rows, items, a, b) for a, b in chunks]
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
