@@ -3,6 +3,7 @@ TensorRT context replaced by tools/trt-host-path-cost.py's fake GPU, which moves
 stand-in model and fails any engine read not ordered after the upload it reads (streams and
 events). What it cannot show: real CUDA/TensorRT behaviour (tests/test_tensorrt.py on a GPU)."""
 import importlib.util
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -354,7 +355,9 @@ def test_a_gpu_feed_is_checked_again_once_its_object_is_gone(fake):
     runner = make()
     tensor = FakeDeviceTensor(gpu, _images(7))
     runner.infer({"input": tensor})
+    gone = weakref.ref(tensor)
     del tensor
+    assert gone() is None  # the memo did not keep it alive
     host = FakeDeviceTensor(gpu, _images(7))
     host.__cuda_array_interface__ = dict(host.__cuda_array_interface__, data=(np.zeros(1).ctypes.data, False))
     with pytest.raises(InputError, match=r"Received host memory behind __cuda_array_interface__ v3"):

@@ -130,7 +130,8 @@ def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: boo
     `memo`: a dict the caller keeps across calls with the same `metadata` and `gpu` (a runner's),
     so a GPU array fed again (the same live object, its `__cuda_array_interface__` unchanged) is
     not described and located again: on the H200 that work was most of what `infer` added to a
-    batch-1 graph replay.
+    batch-1 graph replay. Such an array comes back with `source` None: only for runners that
+    read a GPU array by its pointer.
     """
     if not isinstance(feed, dict):
         raise InputError(f"feed must be a dict of name -> numpy array, received {type(feed).__name__}")
@@ -177,7 +178,9 @@ def _checked_gpu_array(name: str, value, meta: TensorMeta, gpu: GpuTarget, sizes
         return seen[2]
     array = _check_gpu_array(name, value, meta, gpu, sizes)
     try:
-        memo[name] = (weakref.ref(value), dict(cai), array)  # a copy: a producer may reuse its dict
+        # The interface copied (a producer may reuse its dict); the array without its source, so
+        # the memo never keeps the caller's object (and its GPU memory) alive.
+        memo[name] = (weakref.ref(value), dict(cai), replace(array, source=None))
     except TypeError:  # no weak references to this type: nothing kept, nothing kept alive
         memo.pop(name, None)
     return array
@@ -228,6 +231,7 @@ class Runner:
 
     name = "runner"
     stages_inputs = False  # True: the runner copies host arrays itself and checks NaN/Inf as it copies
+    remembers_gpu_feeds = False  # True: GPU arrays fed again skip the check (see check_feed's memo); reads .ptr only
 
     def __init__(self, allow_nonfinite: bool = False) -> None:
         self.allow_nonfinite = allow_nonfinite
@@ -271,7 +275,8 @@ class Runner:
         if outputs != "host":
             self._check_outputs_place(outputs)
         return self._infer(check_feed(feed, self._metadata, self.allow_nonfinite, gpu=self._gpu,
-                                      staged=self.stages_inputs, memo=self._gpu_memo), outputs)
+                                      staged=self.stages_inputs,
+                                      memo=self._gpu_memo if self.remembers_gpu_feeds else None), outputs)
 
     def _check_outputs_place(self, outputs) -> None:
         if outputs not in OUTPUT_PLACES:

@@ -48,6 +48,7 @@ class TrtRunner(Runner):
     `pinned_inputs` is uploaded without being staged."""
 
     stages_inputs = True
+    remembers_gpu_feeds = True
 
     def __init__(self, plan: bytes, label: str = "fp32", graphs: bool = True, *,
                  declared: dict[str, TensorMeta] | None = None, staging_threads: int | None = None,
