@@ -399,3 +399,18 @@ def test_workers_may_upload_what_they_staged_on_their_own_streams(fake, batch, o
         runner.infer({"input": x})
     clean = _images(batch, seed=4)
     np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
+
+
+def test_a_small_batch_is_checked_while_its_graph_runs_and_fails_after_it(fake):
+    gpu, make = fake
+    runner = make()
+    x = _images(7)
+    for _ in range(3):
+        runner.infer({"input": x})
+    assert runner.replaying
+    bad = x.copy()
+    bad[3, 1, 2, 3] = np.nan
+    with pytest.raises(InputError, match=r"^Input tensor: input \| Received 1 NaN/Inf values"):
+        _calls(gpu, lambda: runner.infer({"input": bad}))
+    assert runner.replaying  # the same shapes and addresses: the graph stays
+    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))

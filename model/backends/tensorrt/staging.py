@@ -191,10 +191,14 @@ class Stager:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="trt-staging")
         return self._pool
 
+    def pieces(self, rows: int, nbytes: int, split_bytes: int = SPLIT_BYTES) -> int:
+        """How many threads `stage_now` would share these rows among (1: the caller alone)."""
+        return min(self.workers, nbytes // PIECE_BYTES, rows) if nbytes >= split_bytes else 1
+
     def stage_now(self, items: list[Staged], rows: int, nbytes: int, split_bytes: int = SPLIT_BYTES) -> int:
         """Stage rows `0:rows` of every item before returning (the graph path): on this thread alone
         below `split_bytes`, else shared with the workers. Returns what `stage_rows` returns."""
-        parts = min(self.workers, nbytes // PIECE_BYTES, rows) if nbytes >= split_bytes else 1
+        parts = self.pieces(rows, nbytes, split_bytes)
         if parts <= 1:
             return stage_rows(items, 0, rows)
         pieces = split(0, rows, parts)
