@@ -457,6 +457,11 @@ def e2e(kit, batches: list[int], budget: float, calls: int) -> None:
             say(f"batch {batch}: device {row['device_ms']:.3f} ms, pageable default {row['pageable_ms']['default']:.3f}, "
                 f"best {best} {row['pageable_ms'][best]:.3f}, pinned {row['pinned_ms']:.3f}, GPU in/host out "
                 f"{row['gpu_in_host_out_ms']:.3f}, GPU in/out {row['gpu_in_gpu_out_ms']:.3f} ms")
+        except Exception as exc:  # one batch's failure must not cost the others (device calls are few)
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            say(f"batch {batch} FAILED: {row['error']}")
+            import traceback
+            traceback.print_exc()
         finally:
             for r in runners.values():
                 r.deactivate()
@@ -466,6 +471,9 @@ def table() -> str:
     lines = []
     for batch, row in sorted(RESULTS.get("e2e", {}).items()):
         if "device_ms" not in row:
+            lines.append(f"batch {batch}: {row.get('error', 'not measured')}")
+            if row.get("pageable_ms"):
+                lines += [f"  {ms:8.3f} ms  {label}" for label, ms in sorted(row["pageable_ms"].items(), key=lambda kv: kv[1])]
             continue
         dev = row["device_ms"]
         lines.append(f"batch {batch}: device-resident {dev:.3f} ms | pinned feed {row['pinned_ms']:.3f} | GPU in->host "
@@ -499,10 +507,15 @@ def main() -> None:
         f"affinity {len(os.sched_getaffinity(0))}")
     RESULTS["machine"] = {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "numpy": np.__version__}
     try:
-        if "host" in sections:
-            section_host()
-        if "cuda" in sections:
-            section_cuda()
+        for section, run in (("host", section_host), ("cuda", section_cuda)):
+            if section in sections:
+                try:
+                    run()
+                except Exception as exc:  # reported, and the e2e races still run
+                    RESULTS.setdefault("errors", {})[section] = f"{type(exc).__name__}: {exc}"
+                    say(f"section {section} FAILED: {exc}")
+                    import traceback
+                    traceback.print_exc()
     finally:
         for pool in _POOLS.values():
             pool.shutdown()
