@@ -519,12 +519,14 @@ def main() -> None:
     finally:
         for pool in _POOLS.values():
             pool.shutdown()
-    if "e2e" in sections:
-        e2e(kit if args.fake else RealGpu(), [int(b) for b in args.batches.split(",")], args.budget, args.calls)
-    if args.json:
-        args.json.write_text(json.dumps(RESULTS, indent=1, default=str))
-    print(f"== e2e, TensorRT FP16 SimpleCNN, medians (total {elapsed():.0f} s) ==")
-    print(table())
+    try:
+        if "e2e" in sections:
+            e2e(kit if args.fake else RealGpu(), [int(b) for b in args.batches.split(",")], args.budget, args.calls)
+    finally:  # what was measured is kept and shown even if the engines could not be had
+        if args.json:
+            args.json.write_text(json.dumps(RESULTS, indent=1, default=str))
+        print(f"== e2e, TensorRT FP16 SimpleCNN, medians (total {elapsed():.0f} s) ==")
+        print(table())
 
 
 if __name__ == "__main__":
