@@ -325,7 +325,13 @@ def variants_for(batch: int) -> dict[str, dict]:
                                                                   "chunk_bytes": int(c * MiB), "worker_uploads": True}
         v[f"pipe {t} thr, caller stages none"] = {"graph_max_bytes": 0, "staging_threads": t, "caller_chunks": 0}
         v[f"pipe {t} thr, caller stages 2"] = {"graph_max_bytes": 0, "staging_threads": t, "caller_chunks": 2}
+    if batch < 1024:  # sub-batches let the engine start before the whole batch is staged
+        for sub in (0.75, 1.5):
+            for t in (0, 4, 8):
+                v[f"pipe {f'{t} thr' if t else 'inline'}, sub {sub} MiB, chunk 0.25 MiB"] = {
+                    "graph_max_bytes": 0, "staging_threads": t, "subbatch_bytes": int(sub * MiB), "chunk_bytes": MiB // 4}
     if batch >= 1024:
+        v["pipe 8 thr, sub 3 MiB"] = {"graph_max_bytes": 0, "staging_threads": 8, "subbatch_bytes": 3 * MiB}
         for sub in (0, 6, 24):
             for t in (4, 8):
                 v[f"pipe {t} thr, sub {sub} MiB"] = {"graph_max_bytes": 0, "staging_threads": t, "subbatch_bytes": sub * MiB}
