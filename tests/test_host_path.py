@@ -253,7 +253,7 @@ def test_the_cost_tool_measures_both_paths():
     assert small["calls"]["h2d"] == small["calls"]["execute"] == 0  # a replay is one launch
     plan = host_staging.plan(256, ROW_BYTES, host_staging.Stager().workers, row_align=16)
     assert large["calls"]["h2d"] == sum(len(sb.chunks) for sb in plan) and large["calls"]["execute"] == len(plan)
-    assert all(r["engine_set_us"] > 0 and r["runner_us"] > 0 and r["check_us"] > 0 for r in rows)
+    assert all(r["engine_set_us"] > 0 and r["runner_us"] > 0 and r["check_us"] > 0 and r["gpu_feed_us"] > 0 for r in rows)
 
 
 @pytest.mark.parametrize("batch", [22, 32, 85])

@@ -273,9 +273,27 @@ def per_call_us(fn, seconds: float = 1.0) -> float:
     return min(timer.repeat(repeat=5, number=runs)) / runs * 1e6
 
 
+class FakeGpuArray:
+    """An array in the fake GPU's memory, exposed as a producer would (`__cuda_array_interface__`
+    v3, built afresh on each read as PyTorch and CuPy do)."""
+
+    def __init__(self, gpu: FakeGpu, host: np.ndarray) -> None:
+        self.shape, self.typestr = host.shape, host.dtype.str
+        self.ptr = gpu.alloc(host.nbytes)
+        if gpu.simulate:
+            gpu.bytes_at(self.ptr, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": self.shape, "typestr": self.typestr, "data": (self.ptr, False), "version": 3,
+                "strides": None, "stream": None}
+
+
 def measure(batches: list[int], seconds: float = 1.0) -> list[dict]:
     """Per batch: microseconds per call of the engine set's and the runner's `infer`, of the feed
-    check alone, and the fake GPU's calls per `infer` (path, uploads, engine runs, downloads)."""
+    check alone, of the engine set's `infer` fed the batch as a GPU array with outputs left on the
+    GPU (all of it is what `infer` adds to a device-resident replay), and the fake GPU's calls per
+    `infer` (path, uploads, engine runs, downloads)."""
     rows = []
     with fake_graphs():
         for batch in batches:
@@ -290,7 +308,9 @@ def measure(batches: list[int], seconds: float = 1.0) -> list[dict]:
             if shape != (batch, CLASSES):
                 raise SystemExit(f"the path did not run as on the GPU: output shape {shape}, expected {(batch, CLASSES)}")
             calls = {k: gpu.calls[k] - before[k] for k in gpu.calls}
+            on_gpu = {INPUT_NAME: FakeGpuArray(gpu, feed[INPUT_NAME])}
             rows.append({"batch": batch, "path": "graph" if runner.replaying else "pipelined",
+                         "gpu_feed_us": per_call_us(lambda: engines.infer(on_gpu, outputs="device"), seconds),
                          "engine_set_us": per_call_us(lambda: engines.infer(feed), seconds),
                          "runner_us": per_call_us(lambda: runner.infer(feed), seconds),
                          "check_us": per_call_us(lambda: check_feed(feed, runner._metadata, staged=True), seconds),
@@ -300,11 +320,12 @@ def measure(batches: list[int], seconds: float = 1.0) -> list[dict]:
 
 
 def main(batches: list[int]) -> None:
-    print("batch | path | engine set infer | runner infer | feed check (us per call, best of 5) | uploads / engine runs / downloads per call")
+    print("batch | path | engine set infer | runner infer | feed check | GPU array in, GPU out (us per call, best of 5) "
+          "| uploads / engine runs / downloads per call")
     for r in measure(batches):
         c = r["calls"]
         print(f"{r['batch']} | {r['path']} | {r['engine_set_us']:.1f} | {r['runner_us']:.1f} | {r['check_us']:.1f} | "
-              f"{c['h2d']} / {c['execute']} / {c['d2h']}")
+              f"{r['gpu_feed_us']:.1f} | {c['h2d']} / {c['execute']} / {c['d2h']}")
 
 
 if __name__ == "__main__":
