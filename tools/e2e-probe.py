@@ -299,44 +299,27 @@ def synthetic_pipeline(device, pinned, stream) -> dict:
 
 def variants_for(batch: int) -> dict[str, dict]:
     """Runner options to race at `batch` ("default": the runner's own defaults). "graph": the
-    whole batch staged, then one CUDA graph (copy in, engine, copy out); "split T": that staging
-    shared by T threads; "pipe": chunks uploaded as they are staged, sub-batches run as their
-    chunks land; "inline": staged by the calling thread itself, no workers."""
+    whole batch copied on the calling thread, then one CUDA graph (copy in, engine, copy out);
+    "split T": that staging shared by T threads; "pipe T": the calling thread and T workers each
+    stage one piece of every sub-batch, each sub-batch uploaded and run once staged."""
     MiB = 1 << 20
     graph = {"graph_max_bytes": 64 * MiB, "split_bytes": 1 << 40}
     if batch <= 32:
         return {"default": {}, "graph, dot": {**graph, "finite_check": "dot"},
                 "graph, isfinite": {**graph, "finite_check": "isfinite"}, "graph, minmax": {**graph, "finite_check": "minmax"},
                 "graph, sum": {**graph, "finite_check": "sum"}, "graph split 2": {**graph, "split_bytes": 0, "staging_threads": 2},
-                "graph split 4": {**graph, "split_bytes": 0, "staging_threads": 4},
                 "pipe inline": {"graph_max_bytes": 0, "staging_threads": 0},
-                "pipe 2 thr": {"graph_max_bytes": 0, "staging_threads": 2},
-                "pipe 2 thr, workers upload": {"graph_max_bytes": 0, "staging_threads": 2, "worker_uploads": True}}
+                "pipe 1 thr": {"graph_max_bytes": 0, "staging_threads": 1}}
     v = {"default": {}, "graph 1 thread": graph, "graph 1 thread isfinite": {**graph, "finite_check": "isfinite"}}
-    for t in (2, 4, 8):
-        v[f"graph split {t}"] = {**graph, "split_bytes": 0, "staging_threads": t}
-    sizes = (1, 4) if batch >= 1024 else (0.25, 1)
-    for t in ((0, 2, 4, 6, 8, 12, 16) if batch >= 4096 else (0, 2, 4, 8, 12) if batch >= 1024 else (0, 1, 2, 4, 8)):
-        for c in sizes:
-            v[f"pipe {f'{t} thr' if t else 'inline'}, chunk {c} MiB"] = {"graph_max_bytes": 0, "staging_threads": t, "chunk_bytes": int(c * MiB)}
-    for t in (4, 8):
-        for c in sizes:
-            v[f"pipe {t} thr, chunk {c} MiB, workers upload"] = {"graph_max_bytes": 0, "staging_threads": t,
-                                                                  "chunk_bytes": int(c * MiB), "worker_uploads": True}
-        v[f"pipe {t} thr, caller stages none"] = {"graph_max_bytes": 0, "staging_threads": t, "caller_chunks": 0}
-        v[f"pipe {t} thr, caller stages 2"] = {"graph_max_bytes": 0, "staging_threads": t, "caller_chunks": 2}
-    if batch < 1024:  # sub-batches let the engine start before the whole batch is staged
-        for sub in (0.75, 1.5):
-            for t in (0, 4, 8):
-                v[f"pipe {f'{t} thr' if t else 'inline'}, sub {sub} MiB, chunk 0.25 MiB"] = {
-                    "graph_max_bytes": 0, "staging_threads": t, "subbatch_bytes": int(sub * MiB), "chunk_bytes": MiB // 4}
+    for t in (1, 3):
+        v[f"graph split {t + 1}"] = {**graph, "split_bytes": 0, "staging_threads": t}
+    subs = (0, 1.5) if batch < 1024 else (3, 6, 12, 24) if batch >= 4096 else (0, 3, 6)
+    for t in ((0, 1, 3) if batch < 1024 else (3, 5, 7, 11)):
+        for sub in subs:
+            v[f"pipe {t} thr, sub {sub} MiB"] = {"graph_max_bytes": 0, "staging_threads": t, "subbatch_bytes": int(sub * MiB)}
     if batch >= 1024:
-        v["pipe 8 thr, sub 3 MiB"] = {"graph_max_bytes": 0, "staging_threads": 8, "subbatch_bytes": 3 * MiB}
-        for sub in (0, 6, 24):
-            for t in (4, 8):
-                v[f"pipe {t} thr, sub {sub} MiB"] = {"graph_max_bytes": 0, "staging_threads": t, "subbatch_bytes": sub * MiB}
         for check in ("isfinite", "minmax", "sum"):
-            v[f"pipe 8 thr {check}"] = {"graph_max_bytes": 0, "staging_threads": 8, "finite_check": check}
+            v[f"pipe 7 thr {check}"] = {"graph_max_bytes": 0, "staging_threads": 7, "finite_check": check}
     return v
 
 

@@ -50,7 +50,7 @@ class FakeGpu:
     def __init__(self, simulate: bool = True) -> None:
         self.simulate = simulate
         self.memory: dict[int, np.ndarray] = {}  # base address -> bytes
-        self.lock = threading.Lock()  # staging workers make streams and upload too (worker_uploads)
+        self.lock = threading.Lock()  # safe to call from any thread
         self._next = 0x7F0000000000
         self.writes: list[tuple[int, int, "FakeStream", int]] = []
         self.calls = {"h2d": 0, "d2h": 0, "d2d": 0, "execute": 0, "set_input_shape": 0, "set_tensor_address": 0,
@@ -250,7 +250,6 @@ def fake_runner(gpu: FakeGpu, **options) -> TrtRunner:
     runner.stream, runner.copy_stream = FakeStream(gpu, "engine stream"), FakeStream(gpu, "copy stream")
     runner.context = FakeContext(gpu, {runner.stream.ptr: runner.stream, runner.copy_stream.ptr: runner.copy_stream})
     runner._make_event = lambda: FakeEvent(gpu)
-    runner._make_stream = lambda: FakeStream(gpu, "a staging worker's stream")
     runner._producer_event = runner._make_event()
     runner._gpu = GpuTarget(0, gpu.locate, runner.stream.ptr)
     runner._metadata = {INPUT_NAME: TensorMeta(np.dtype(np.float32), (None, *IMAGE), ((1, MAX_BATCH), None, None, None))}

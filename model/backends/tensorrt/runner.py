@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 
 import numpy as np
 
@@ -35,14 +34,16 @@ log = logging.getLogger(__name__)
 
 
 class TrtRunner(Runner):
-    """Two paths for an end-to-end call (see model/runners/host_staging.py):
+    """Two paths for an end-to-end call (see model/backends/tensorrt/staging.py):
 
-    - host input up to `graph_max_bytes` (default 1 MiB): staged and checked in one pass on the
-      calling thread; with `graphs=True` (default), once the same shapes, addresses and output
-      place come twice in a row, the copy in, the engine and the copy out are captured as one CUDA
-      graph and replayed, so a small batch costs one launch instead of four driver calls.
-    - larger: staged in chunks by `staging_threads` worker threads, uploaded on a second stream
-      while earlier sub-batches (about `subbatch_bytes` each; 0 runs the batch at once) run.
+    - host input up to `graph_max_bytes` (default 4 MiB): copied into pinned memory on the calling
+      thread; with `graphs=True` (default), once the same shapes, addresses and output place come
+      twice in a row, the copy in, the engine and the copy out are captured as one CUDA graph and
+      replayed, so a small batch costs one launch instead of four driver calls. The NaN/Inf check
+      (`finite_check`) runs while the GPU does.
+    - larger: staged by the calling thread and `staging_threads` workers, one piece of each
+      sub-batch (about `subbatch_bytes`; 0 runs the batch at once) each, every sub-batch uploaded
+      on a second stream and run as soon as its pieces are staged.
 
     Feeds already on the GPU are used where they are (their address goes to TensorRT); a feed from
     `pinned_inputs` is uploaded without being staged."""
@@ -54,16 +55,11 @@ class TrtRunner(Runner):
                  declared: dict[str, TensorMeta] | None = None, staging_threads: int | None = None,
                  graph_max_bytes: int = host_staging.GRAPH_MAX_BYTES, subbatch_bytes: int = host_staging.SUBBATCH_BYTES,
                  chunk_bytes: int = host_staging.CHUNK_BYTES, split_bytes: int = host_staging.SPLIT_BYTES,
-                 finite_check: str = host_staging.FINITE_CHECK, caller_chunks: int = host_staging.CALLER_CHUNKS,
-                 worker_uploads: bool = host_staging.WORKER_UPLOADS, **kwargs) -> None:
+                 finite_check: str = host_staging.FINITE_CHECK, **kwargs) -> None:
         super().__init__(**kwargs)
         if finite_check not in host_staging.FINITE_CHECKS:
             raise ValueError(f"finite_check must be one of {list(host_staging.FINITE_CHECKS)}, received {finite_check!r}")
-        self.finite_check, self.caller_chunks, self.worker_uploads = finite_check, caller_chunks, worker_uploads
-        self._local = threading.local()  # each staging worker's own copy stream (worker_uploads)
-        self._worker_streams: list = []
-        self._streams_lock = threading.Lock()
-        self._chunk_events: list = []
+        self.finite_check = finite_check
         self.name = f"tensorrt-{label}"
         self._plan = plan
         # The model's own input metadata, whose dtypes and axis names the runner accepts (TensorRT
@@ -135,13 +131,11 @@ class TrtRunner(Runner):
         self._set_addresses()
 
     def _deactivate(self) -> None:
-        self._stager.close()  # joins the workers: nothing records on their streams any more
+        self._stager.close()
         self.release_graph()
-        for buf in [*self.device.values(), *self.host.values(), *self._events, *self._chunk_events,
-                    self._producer_event, *self._worker_streams]:
+        for buf in [*self.device.values(), *self.host.values(), *self._events, self._producer_event]:
             buf.free()
         self.device, self.host, self._events, self._addresses, self._handed, self._views = {}, {}, [], {}, {}, {}
-        self._chunk_events, self._worker_streams, self._local = [], [], threading.local()
         self._gpu = None
         self.copy_stream.free()
         self.stream.free()
@@ -387,32 +381,17 @@ class TrtRunner(Runner):
     def _make_event(self):
         return cuda_rt.Event(timing=False)
 
-    def _make_stream(self):
-        return cuda_rt.Stream()
-
-    def _worker_stream(self):
-        """The calling staging worker's own stream for its uploads, made on its first use."""
-        stream = getattr(self._local, "stream", None)
-        if stream is None:
-            stream = self._local.stream = self._make_stream()
-            with self._streams_lock:
-                self._worker_streams.append(stream)
-        return stream
-
-    def _chunk_event(self, index: int):
-        while len(self._chunk_events) <= index:
-            self._chunk_events.append(self._make_event())
-        return self._chunk_events[index]
-
     def _infer_pipelined(self, feed, outputs):
-        """A large batch: worker threads stage chunks (copy + NaN/Inf check) into pinned memory; each
-        finished chunk is uploaded on the copy stream; each sub-batch runs on the runner's stream
-        once its last chunk has landed (an event), its outputs copied back behind it; the result
-        arrays are filled from pinned memory sub-batch by sub-batch as each one finishes.
+        """A large batch: this thread and the workers each stage one piece of every sub-batch (copy +
+        NaN/Inf check into pinned memory; see staging.py); once a sub-batch's pieces are all staged
+        (this thread's own, then its latch), it is uploaded on the copy stream and run on the
+        runner's stream after that upload (an event), its outputs copied back behind it, while the
+        threads stage the next; the result arrays are filled from pinned memory sub-batch by
+        sub-batch as each one finishes.
 
         One execution context runs the sub-batches one after another on one stream (its one
-        optimization profile is never used by two enqueues at once); only the copies overlap
-        the engine. A batch on the GPU already has nothing to upload: one chunk per sub-batch."""
+        optimization profile is never used by two enqueues at once); the staging and the copies
+        overlap the engine."""
         batch = feed[self.inputs[0]].shape[0]
         self._drop_io_graph()  # the context's addresses move below: no captured graph matches them
         self._io_key = None
@@ -430,45 +409,21 @@ class TrtRunner(Runner):
                                      self.finite_check) for n in host]
         pinned = {n: self.host[n].view(feed[n].shape) for n in host}
         staged = host_staging.needs_staging(items)
-        # The calling thread stages the first `caller_chunks` chunks (all without workers), each
-        # right before its upload; the workers take the rest.
-        mine = (sum(len(sb.chunks) for sb in subbatches) if self._stager.workers == 0 else self.caller_chunks) if staged else 0
-        # worker_uploads: each worker uploads the chunk it staged on its own stream and records the
-        # chunk's event there (made here, before any worker can need it); the engine's stream
-        # waits for those events. Otherwise this thread uploads each chunk once its task is done.
-        by_workers = staged and self.worker_uploads and self._stager.workers > 0
-        stage_task = host_staging.stage_rows
-        if by_workers:
-            flat = [c for sb in subbatches for c in sb.chunks]
-            events = [self._chunk_event(k) for k in range(len(flat))]
-            index = {a: k for k, (a, _) in enumerate(flat)}
-
-            def stage_and_upload(items_, a, b):
-                bad = host_staging.stage_rows(items_, a, b)
-                if bad < 0:
-                    stream = self._worker_stream()
-                    for n in host:
-                        self.device[n].copy_from_host_async(pinned[n][a:b], stream, offset=a * row_bytes[n])
-                    events[index[a]].record(stream)
-                return bad
-            stage_task = stage_and_upload
-        futures = self._stager.submit(items, subbatches, skip=mine, task=stage_task) if staged else []
+        latches, stop, futures = self._stager.start(items, subbatches) if staged else ([], None, [])
         try:
             self._wait_for_producers(feed)
             base = {n: self.device[n].ptr if n in host else self._device_address(n, feed[n]) for n in self.inputs}
-            task, out_shapes = 0, None
+            out_shapes = None
             for i, sb in enumerate(subbatches):
-                for a, b in sb.chunks:
-                    k, task = task, task + 1
-                    if staged:
-                        bad = host_staging.stage_rows(items, a, b) if k < mine else futures[k - mine].result()
-                        if bad >= 0:
-                            raise nonfinite_error(host[bad], feed[host[bad]])
-                        if by_workers and k >= mine:  # uploaded by its worker
-                            self.stream.wait(events[k])
-                            continue
-                    for n in host:
-                        self.device[n].copy_from_host_async(pinned[n][a:b], self.copy_stream, offset=a * row_bytes[n])
+                if staged:  # this thread's piece, then the workers' (one wake-up per sub-batch)
+                    bad = host_staging.stage_rows(items, *sb.chunks[0])
+                    if bad < 0:
+                        bad = latches[i].wait()
+                    if bad >= 0:
+                        raise nonfinite_error(host[bad], feed[host[bad]])
+                for n in host:  # the whole sub-batch in one copy
+                    self.device[n].copy_from_host_async(pinned[n][sb.start:sb.stop], self.copy_stream,
+                                                        offset=sb.start * row_bytes[n])
                 if host:
                     landed = self._event(2 * i)
                     landed.record(self.copy_stream)
@@ -497,9 +452,11 @@ class TrtRunner(Runner):
                     results[n][sb.start:sb.stop] = self.host[n].view(out_shapes[n])[sb.start:sb.stop]
             return results
         except BaseException:
-            self._stager.abandon(futures)
-            for stream in (self.copy_stream, self.stream, *self._worker_streams):
-                stream.synchronize()
+            if stop is not None:
+                stop.set()
+            self._stager.abandon(futures)  # the workers write nothing more once this returns
+            self.copy_stream.synchronize()
+            self.stream.synchronize()
             raise
 
     @property
