@@ -143,8 +143,12 @@ def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: boo
     shared = len(metadata) > 1  # axes agree across inputs only where there are several
     for name, meta in metadata.items():
         value = feed[name]
-        if memo and name in memo and memo[name][0]() is value:  # fed before: see _checked_gpu_array
-            checked[name] = _checked_gpu_array(name, value, meta, gpu, sizes, memo, shared)
+        seen = memo.get(name) if memo else None
+        if (seen is not None and seen[0]() is value
+                and seen[1] == getattr(value, "__cuda_array_interface__", None)):  # fed before: see _checked_gpu_array
+            if shared:
+                _check_shared_axes(name, seen[2].shape, meta, sizes)
+            checked[name] = seen[2]
         elif isinstance(value, np.ndarray):
             _check_dtype_and_shape(name, value.dtype, value.shape, meta, sizes)
             _check_values(name, value, meta)
