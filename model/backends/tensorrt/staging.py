@@ -43,7 +43,8 @@ PIECE_BYTES = 128 << 10
 
 @dataclass(frozen=True)
 class SubBatch:
-    """Rows `start:stop` of the batch, run by the engine at once, uploaded as `chunks` (row ranges)."""
+    """Rows `start:stop` of the batch, uploaded and run by the engine at once, staged as `chunks`
+    (row ranges): one piece per staging thread, the calling thread's first."""
     start: int
     stop: int
     chunks: tuple[tuple[int, int], ...]
@@ -113,6 +114,8 @@ def plan(batch: int, row_bytes: int, workers: int, *, chunk_bytes: int = CHUNK_B
 #   "sum":      np.add.reduce(x), likewise;
 #   "minmax":   x.min() and x.max() finite (NaN propagates through both; exact, no fallback);
 #   "isfinite": np.isfinite(x).all() (a temporary bool array per call).
+# On the H200's host, one thread, 48 MiB: dot 2.1 ms, isfinite 3.0, sum 3.3, minmax 4.2; 1 MiB in
+# cache: 24, 31, 62, 33 us.
 FINITE_CHECKS = ("dot", "sum", "minmax", "isfinite")
 FINITE_CHECK = "dot"
 _BLAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
