@@ -231,15 +231,22 @@ def side_by_side(rows: list[dict], comparison_paths=(), backend: str = "tensorrt
                      f"{pct(gpu_host, device)} | {pct(gpu_dev, device)} | {e2e['images_per_s']:,.0f} | "
                      f"{bench_text} | {table_text}" if e2e else f"{b} | - | {ms(device)} | - | {ms(pinned)} | - | "
                      f"{pct(gpu_host, device)} | {pct(gpu_dev, device)} | - | {bench_text} | {table_text}")
+        gpu_pct = pct(gpu_dev, device)
         if b >= 32:
-            verdict.append(("e2e <= 2x device from batch 32", ratio is not None and ratio <= 2))
+            verdict.append(("e2e <= 2x device from batch 32", ratio is not None and ratio <= 2, f"bs{b} {_ratio(ratio, '.2f')}"))
         if b == 4096:
-            verdict.append(("e2e at 4096 <= 3 ms", e2e is not None and e2e["median_ms"] <= 3))
-        verdict.append(("GPU in -> GPU out within 10% of device", bool(gpu_dev and device and gpu_dev["median_ms"] <= 1.1 * device["median_ms"])))
-        verdict.append(("ahead of every other backend (benchmarks)", bool(bench_ok)))
-        verdict.append(("ahead of every other backend (main table)", bool(table_ok)))
-    summary = {}
-    for name, ok in verdict:
+            verdict.append(("e2e at 4096 <= 3 ms", e2e is not None and e2e["median_ms"] <= 3,
+                            f"{ms(e2e)}" + (f" ({e2e['images_per_s'] / 1e6:.2f} M images/s)" if e2e else "")))
+        verdict.append(("GPU in -> GPU out within 10% of device", bool(gpu_dev and device and gpu_dev["median_ms"] <= 1.1 * device["median_ms"]),
+                        f"bs{b} {gpu_pct}"))
+        verdict.append(("ahead of every other backend (benchmarks)", bool(bench_ok), f"bs{b} {ms(e2e)} {bench_text}"))
+        verdict.append(("ahead of every other backend (main table)", bool(table_ok),
+                        f"bs{b} {_fmt_time(table[(backend, b)]) if (backend, b) in table else '-'} {table_text}"))
+    summary, figures = {}, {}
+    for name, ok, figure in verdict:
         summary[name] = summary.get(name, True) and ok
+        figures.setdefault(name, []).append(figure)
+    # One line per bar with the figures behind it, then the one-line verdict.
+    lines += [f"{name}: {'PASS' if ok else 'FAIL'} ({'; '.join(figures[name])})" for name, ok in summary.items()]
     lines.append("done-when: " + "; ".join(f"{name}: {'PASS' if ok else 'FAIL'}" for name, ok in summary.items()))
     return "\n".join(lines)

@@ -130,6 +130,10 @@ def test_side_by_side_says_where_the_done_when_holds(tmp_path):
     row4096 = next(line for line in lines if line.startswith("4096 |"))
     assert "2.50 ms | 1.17 ms | 2.14x" in row4096 and "+3%" in row4096  # GPU in -> GPU out vs device
     assert "yes (next pytorch-cuda-fp16 17.00 ms)" in row4096 and "NO (next pytorch-cuda 2.00 ms)" in row4096
+    assert "e2e <= 2x device from batch 32: FAIL (bs32 1.69x; bs4096 2.14x)" in lines  # each bar with its figures
+    assert "e2e at 4096 <= 3 ms: PASS (2.50 ms (1.64 M images/s))" in lines
+    assert "ahead of every other backend (main table): FAIL (bs32 100 us yes (next pytorch-cuda 700 us); bs4096 2.60 ms NO " \
+           "(next pytorch-cuda 2.00 ms))" in lines
     assert lines[-1] == ("done-when: e2e <= 2x device from batch 32: FAIL; GPU in -> GPU out within 10% of device: PASS; "
                          "ahead of every other backend (benchmarks): PASS; ahead of every other backend (main table): FAIL; "
                          "e2e at 4096 <= 3 ms: PASS")

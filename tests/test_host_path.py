@@ -3,10 +3,13 @@ TensorRT context replaced by tools/trt-host-path-cost.py's fake GPU, which moves
 stand-in model and fails any engine read not ordered after the upload it reads (streams and
 events). What it cannot show: real CUDA/TensorRT behaviour (tests/test_tensorrt.py on a GPU)."""
 import importlib.util
+import weakref
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model.backends.base import InputError
 from model.backends.tensorrt import staging as host_staging
@@ -77,12 +80,13 @@ def test_plan_covers_the_batch_in_order(batch, row_bytes, workers, sub, chunk, m
     for sb in plan:
         assert sb.chunks[0][0] == sb.start and sb.chunks[-1][1] == sb.stop
         assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(sb.chunks, sb.chunks[1:] + ((sb.stop, None),)))
-    chunks = sum(len(sb.chunks) for sb in plan)
     if row_bytes == 0:
-        assert chunks == len(plan)
-    else:
-        assert chunks >= min(workers, batch)  # every worker gets a share
-        assert all((b - a) * row_bytes <= max(chunk, row_bytes) * 2 for sb in plan for a, b in sb.chunks)
+        assert all(len(sb.chunks) == 1 for sb in plan)
+    else:  # one piece per staging thread at most (the caller and each worker), none under `chunk`
+        assert all(1 <= len(sb.chunks) <= workers + 1 for sb in plan)
+        assert all((b - a + 1) * row_bytes >= chunk or len(sb.chunks) == 1 for sb in plan for a, b in sb.chunks)
+        assert all(len(sb.chunks) == min(workers + 1, sb.rows * row_bytes // chunk, sb.rows)
+                   for sb in plan if sb.rows * row_bytes >= chunk)
 
 
 def test_plan_refuses_an_empty_batch():
@@ -93,10 +97,10 @@ def test_plan_refuses_an_empty_batch():
 # -- the pipelined path --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("batch, options", [
-    (4096, {}), (300, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18}),
-    (301, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3}),
-    (256, {"subbatch_bytes": 0}),
-], ids=["bs4096-defaults", "bs300-3-subbatches", "bs301-odd-3-threads", "bs256-one-run"])
+    (4096, {}), (300, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "graph_max_bytes": 1 << 20}),
+    (301, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3, "graph_max_bytes": 1 << 20}),
+    (256, {"subbatch_bytes": 0, "graph_max_bytes": 1 << 20}), (1000, {"staging_threads": 0}),
+], ids=["bs4096-defaults", "bs300-3-subbatches", "bs301-odd-3-threads", "bs256-one-run", "bs1000-no-workers"])
 def test_large_batch_is_uploaded_in_chunks_and_run_in_subbatches(fake, batch, options):
     gpu, make = fake
     runner = make(**options)
@@ -106,8 +110,8 @@ def test_large_batch_is_uploaded_in_chunks_and_run_in_subbatches(fake, batch, op
     plan = host_staging.plan(batch, ROW_BYTES, runner._stager.workers, chunk_bytes=runner.chunk_bytes,
                              subbatch_bytes=runner.subbatch_bytes, row_align=runner._row_align)
     assert all(sb.start % 16 == 0 for sb in plan)
-    assert calls["h2d"] == sum(len(sb.chunks) for sb in plan)  # one upload per chunk
-    assert calls["execute"] == calls["d2h"] == len(plan)  # one engine run and one download per sub-batch
+    assert all(len(sb.chunks) <= runner._stager.workers + 1 for sb in plan)  # one piece per staging thread
+    assert calls["h2d"] == calls["execute"] == calls["d2h"] == len(plan)  # one upload, run, download per sub-batch
     assert calls["event_record"] == 2 * len(plan) and calls["stream_wait"] == len(plan)
     assert calls["set_input_shape"] <= 3  # near-equal sub-batches: at most three shapes per call
     assert not runner.replaying
@@ -163,7 +167,7 @@ def test_a_pinned_feed_is_uploaded_without_staging(fake, monkeypatch):
     np.testing.assert_array_equal(out, tool.stand_in_model(x))
     assert staged and all(p is None for task in staged for p in task)  # checked for NaN/Inf, never copied
     plan = host_staging.plan(1000, ROW_BYTES, runner._stager.workers, subbatch_bytes=1 << 20, row_align=runner._row_align)
-    assert calls["h2d"] == sum(len(sb.chunks) for sb in plan) and calls["execute"] == len(plan) > 1
+    assert calls["h2d"] == calls["execute"] == len(plan) > 1
 
 
 def test_pinned_inputs_refuse_a_batch_outside_the_range(fake):
@@ -244,13 +248,13 @@ def test_a_producer_stream_is_waited_for_on_the_device(fake):
 
 
 def test_the_cost_tool_measures_both_paths():
-    rows = tool.measure([1, 256], seconds=0.01)
+    rows = tool.measure([1, 1024], seconds=0.01)
     small, large = rows
     assert (small["path"], large["path"]) == ("graph", "pipelined")
     assert small["calls"]["h2d"] == small["calls"]["execute"] == 0  # a replay is one launch
-    plan = host_staging.plan(256, ROW_BYTES, host_staging.Stager().workers, row_align=16)
-    assert large["calls"]["h2d"] == sum(len(sb.chunks) for sb in plan) and large["calls"]["execute"] == len(plan)
-    assert all(r["engine_set_us"] > 0 and r["runner_us"] > 0 and r["check_us"] > 0 for r in rows)
+    plan = host_staging.plan(1024, ROW_BYTES, host_staging.Stager().workers, row_align=16)
+    assert large["calls"]["h2d"] == large["calls"]["execute"] == len(plan)
+    assert all(r["engine_set_us"] > 0 and r["runner_us"] > 0 and r["check_us"] > 0 and r["gpu_feed_us"] > 0 for r in rows)
 
 
 @pytest.mark.parametrize("batch", [22, 32, 85])
@@ -277,3 +281,179 @@ def test_a_host_feed_never_replays_the_graph_of_a_copied_gpu_feed(fake):
     for _ in range(3):
         runner.infer({"input": FakeDeviceTensor(gpu, x, offset=4)})
     np.testing.assert_array_equal(runner.infer({"input": y})["output"], tool.stand_in_model(y))
+
+
+# -- the NaN/Inf check, the calling thread's staging, GPU feeds fed again ------------------------
+
+_FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                    st.sampled_from([3.4e38, -3.4e38, 1e19, -1e19, 1e30]))  # finite values that overflow x.x and sums
+
+
+@settings(max_examples=200)
+@given(values=st.lists(_FLOATS, max_size=300), dtype=st.sampled_from([np.float32, np.float64, np.float16]),
+       method=st.sampled_from(host_staging.FINITE_CHECKS))
+def test_every_finite_check_answers_as_isfinite(values, dtype, method):
+    """A NaN/Inf anywhere makes x.x and the sum non-finite; finite values that overflow them only
+    send the check to its exact fallback. So each method's answer is np.isfinite's, always."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = np.array(values, np.float64).astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # the overflow is the point, not a fault
+        assert host_staging.all_finite(x, method) == bool(np.isfinite(x).all())
+
+
+def test_an_overflowing_but_finite_batch_passes_and_a_single_nan_fails():
+    x = np.full(4096, 3e38, np.float32)  # x.x and the sum overflow to inf: the exact check decides
+    with np.errstate(over="ignore"):
+        assert all(host_staging.all_finite(x, m) for m in host_staging.FINITE_CHECKS)
+        x[1234] = np.nan
+        assert not any(host_staging.all_finite(x, m) for m in host_staging.FINITE_CHECKS)
+
+
+def test_an_unknown_finite_check_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"finite_check must be one of \['dot', 'sum', 'minmax', 'isfinite'\], received 'fast'"):
+        tool.fake_runner(tool.FakeGpu(), finite_check="fast")
+
+
+@pytest.mark.parametrize("batch", [300, 4096])
+def test_without_workers_the_calling_thread_stages_each_chunk_before_its_upload(fake, batch):
+    gpu, make = fake
+    runner = make(staging_threads=0, chunk_bytes=1 << 20, graph_max_bytes=0)
+    x = _images(batch)
+    out, calls = _calls(gpu, lambda: runner.infer({"input": x})["output"])
+    np.testing.assert_array_equal(out, tool.stand_in_model(x))
+    assert runner._stager._pool is None  # no thread was started
+    plan = host_staging.plan(batch, ROW_BYTES, 0, chunk_bytes=1 << 20, row_align=runner._row_align)
+    assert calls["h2d"] == sum(len(sb.chunks) for sb in plan) and calls["execute"] == len(plan)
+    x[-1, 1, 2, 3] = np.inf
+    with pytest.raises(InputError, match=r"^Input tensor: input \| Received 1 NaN/Inf values"):
+        runner.infer({"input": x})
+    clean = _images(batch, seed=5)
+    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
+
+
+def test_a_gpu_feed_fed_again_is_not_located_again(fake, monkeypatch):
+    gpu, make = fake
+    runner = make()
+    located = []
+    real = runner._gpu.locate
+    monkeypatch.setattr(runner, "_gpu", runner._gpu.__class__(0, lambda p: located.append(p) or real(p), runner._gpu.stream))
+    x = _images(7)
+    tensor = FakeDeviceTensor(gpu, x)
+    for _ in range(3):
+        np.testing.assert_array_equal(runner.infer({"input": tensor})["output"], tool.stand_in_model(x))
+    assert located == [tensor.ptr]
+    other = FakeDeviceTensor(gpu, _images(7, seed=9))  # another object: checked and located afresh
+    runner.infer({"input": other})
+    assert located == [tensor.ptr, other.ptr]
+    tensor.__cuda_array_interface__["typestr"] = "<f2"  # the same object and dict, saying something else now
+    with pytest.raises(InputError, match=r"^Input tensor: input \| Received dtype float16 \| Expected float32"):
+        runner.infer({"input": tensor})
+
+
+def test_a_gpu_feed_is_checked_again_once_its_object_is_gone(fake):
+    """The memo holds the object weakly: a new object at a reused id is not taken for the old one."""
+    gpu, make = fake
+    runner = make()
+    tensor = FakeDeviceTensor(gpu, _images(7))
+    runner.infer({"input": tensor})
+    gone = weakref.ref(tensor)
+    del tensor
+    assert gone() is None  # the memo did not keep it alive
+    host = FakeDeviceTensor(gpu, _images(7))
+    host.__cuda_array_interface__ = dict(host.__cuda_array_interface__, data=(np.zeros(1).ctypes.data, False))
+    with pytest.raises(InputError, match=r"Received host memory behind __cuda_array_interface__ v3"):
+        runner.infer({"input": host})
+
+
+def test_a_small_batch_is_checked_while_its_graph_runs_and_fails_after_it(fake):
+    gpu, make = fake
+    runner = make()
+    x = _images(7)
+    for _ in range(3):
+        runner.infer({"input": x})
+    assert runner.replaying
+    bad = x.copy()
+    bad[3, 1, 2, 3] = np.nan
+    with pytest.raises(InputError, match=r"^Input tensor: input \| Received 1 NaN/Inf values"):
+        _calls(gpu, lambda: runner.infer({"input": bad}))
+    assert runner.replaying  # the same shapes and addresses: the graph stays
+    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
+
+
+def test_each_thread_stages_one_piece_of_every_subbatch_and_the_caller_the_first(fake, monkeypatch):
+    import threading
+
+    gpu, make = fake
+    runner = make(staging_threads=3, subbatch_bytes=3 << 20)
+    by = []
+    real = host_staging.stage_rows
+    monkeypatch.setattr(host_staging, "stage_rows", lambda items, a, b: by.append((a, threading.current_thread())) or real(items, a, b))
+    x = _images(1024)
+    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
+    plan = host_staging.plan(1024, ROW_BYTES, 3, subbatch_bytes=3 << 20, row_align=runner._row_align)
+    assert len(plan) == 4 and all(len(sb.chunks) == 4 for sb in plan)
+    thread_of = dict(by)
+    for share in range(4):
+        threads = {thread_of[sb.chunks[share][0]] for sb in plan}
+        assert len(threads) == 1  # one task per thread per call
+        assert (threads == {threading.main_thread()}) == (share == 0)
+
+
+def test_after_a_failed_call_no_worker_writes_into_the_pinned_buffer(fake, monkeypatch):
+    """A NaN in the caller's piece fails the call at once; workers still staging later pieces must
+    be stopped and waited for before `infer` raises."""
+    import threading
+    import time
+
+    gpu, make = fake
+    runner = make(staging_threads=3, subbatch_bytes=3 << 20)
+    real = host_staging.stage_rows
+
+    def slow_workers(items, a, b):
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.02)
+        return real(items, a, b)
+    monkeypatch.setattr(host_staging, "stage_rows", slow_workers)
+    x = _images(1024)
+    x[0, 0, 0, 0] = np.nan  # in the caller's first piece
+    with pytest.raises(InputError, match=r"Received 1 NaN/Inf values"):
+        runner.infer({"input": x})
+    pinned = runner.host["input"].array.copy()
+    time.sleep(0.1)
+    np.testing.assert_array_equal(runner.host["input"].array, pinned)
+    clean = _images(1024, seed=6)
+    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
+
+
+def test_a_workers_error_is_raised_by_the_call_and_the_next_call_is_right(fake, monkeypatch):
+    import threading
+
+    gpu, make = fake
+    runner = make(staging_threads=2, subbatch_bytes=3 << 20)
+    real = host_staging.stage_rows
+
+    def failing_worker(items, a, b):
+        if threading.current_thread() is not threading.main_thread() and a >= 512:
+            raise MemoryError("a worker could not stage its piece")
+        return real(items, a, b)
+    monkeypatch.setattr(host_staging, "stage_rows", failing_worker)
+    with pytest.raises(MemoryError, match="a worker could not stage its piece"):
+        runner.infer({"input": _images(1024)})
+    monkeypatch.setattr(host_staging, "stage_rows", real)
+    clean = _images(1024, seed=7)
+    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
+
+
+def test_a_latch_keeps_the_first_nan_and_the_first_error():
+    latch = host_staging.Latch(3)
+    latch.count_down(-1)
+    latch.count_down(1)
+    assert not latch._done.is_set()
+    latch.count_down(0)
+    assert latch.wait() == 1
+    assert host_staging.Latch(0).wait() == -1
+    failed = host_staging.Latch(2)
+    failed.count_down(error=ValueError("first"))
+    failed.count_down(error=ValueError("second"))
+    with pytest.raises(ValueError, match="first"):
+        failed.wait()

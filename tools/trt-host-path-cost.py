@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import threading
 import timeit
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class FakeGpu:
     def __init__(self, simulate: bool = True) -> None:
         self.simulate = simulate
         self.memory: dict[int, np.ndarray] = {}  # base address -> bytes
+        self.lock = threading.Lock()  # safe to call from any thread
         self._next = 0x7F0000000000
         self.writes: list[tuple[int, int, "FakeStream", int]] = []
         self.calls = {"h2d": 0, "d2h": 0, "d2d": 0, "execute": 0, "set_input_shape": 0, "set_tensor_address": 0,
@@ -56,9 +58,10 @@ class FakeGpu:
         self.host_seen: dict[int, int] = {}  # stream id -> sequence the host has waited for
 
     def alloc(self, nbytes: int) -> int:
-        base = self._next
-        self.memory[base] = np.zeros(nbytes, np.uint8)
-        self._next += (nbytes + 0xFFFF) & ~0xFFFF
+        with self.lock:
+            base = self._next
+            self.memory[base] = np.zeros(nbytes, np.uint8)
+            self._next += (nbytes + 0xFFFF) & ~0xFFFF
         return base
 
     def bytes_at(self, ptr: int, nbytes: int) -> np.ndarray:
@@ -107,8 +110,9 @@ class FakeEvent:
         self.gpu, self.stream, self.sequence = gpu, None, -1
 
     def record(self, stream) -> None:
-        self.gpu.calls["event_record"] += 1
-        self.stream, self.sequence = (stream, stream.sequence) if isinstance(stream, FakeStream) else (None, -1)
+        with self.gpu.lock:
+            self.gpu.calls["event_record"] += 1
+            self.stream, self.sequence = (stream, stream.sequence) if isinstance(stream, FakeStream) else (None, -1)
 
     def synchronize(self) -> None:
         if self.stream is not None:
@@ -125,11 +129,12 @@ class FakeDeviceBuffer:
 
     def copy_from_host_async(self, host: np.ndarray, stream: FakeStream, offset: int = 0) -> None:
         assert host.flags.c_contiguous and offset + host.nbytes <= self.nbytes
-        self.gpu.calls["h2d"] += 1
-        stream.op()
-        if self.gpu.simulate:
-            self.gpu.bytes_at(self.ptr + offset, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
-            self.gpu.write(self.ptr + offset, host.nbytes, stream)
+        with self.gpu.lock:
+            self.gpu.calls["h2d"] += 1
+            stream.op()
+            if self.gpu.simulate:
+                self.gpu.bytes_at(self.ptr + offset, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
+                self.gpu.write(self.ptr + offset, host.nbytes, stream)
 
     def copy_from_device_async(self, ptr: int, nbytes: int, stream: FakeStream) -> None:
         assert nbytes <= self.nbytes
@@ -188,6 +193,10 @@ class FakeContext:
         return True
 
     def execute_async_v3(self, stream_handle: int) -> bool:
+        with self.gpu.lock:
+            return self._execute(stream_handle)
+
+    def _execute(self, stream_handle: int) -> bool:
         self.gpu.calls["execute"] += 1
         stream = self.streams[stream_handle]
         stream.op()
@@ -263,9 +272,27 @@ def per_call_us(fn, seconds: float = 1.0) -> float:
     return min(timer.repeat(repeat=5, number=runs)) / runs * 1e6
 
 
+class FakeGpuArray:
+    """An array in the fake GPU's memory, exposed as a producer would (`__cuda_array_interface__`
+    v3, built afresh on each read as PyTorch and CuPy do)."""
+
+    def __init__(self, gpu: FakeGpu, host: np.ndarray) -> None:
+        self.shape, self.typestr = host.shape, host.dtype.str
+        self.ptr = gpu.alloc(host.nbytes)
+        if gpu.simulate:
+            gpu.bytes_at(self.ptr, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": self.shape, "typestr": self.typestr, "data": (self.ptr, False), "version": 3,
+                "strides": None, "stream": None}
+
+
 def measure(batches: list[int], seconds: float = 1.0) -> list[dict]:
     """Per batch: microseconds per call of the engine set's and the runner's `infer`, of the feed
-    check alone, and the fake GPU's calls per `infer` (path, uploads, engine runs, downloads)."""
+    check alone, of the engine set's `infer` fed the batch as a GPU array with outputs left on the
+    GPU (all of it is what `infer` adds to a device-resident replay), and the fake GPU's calls per
+    `infer` (path, uploads, engine runs, downloads)."""
     rows = []
     with fake_graphs():
         for batch in batches:
@@ -280,7 +307,9 @@ def measure(batches: list[int], seconds: float = 1.0) -> list[dict]:
             if shape != (batch, CLASSES):
                 raise SystemExit(f"the path did not run as on the GPU: output shape {shape}, expected {(batch, CLASSES)}")
             calls = {k: gpu.calls[k] - before[k] for k in gpu.calls}
+            on_gpu = {INPUT_NAME: FakeGpuArray(gpu, feed[INPUT_NAME])}
             rows.append({"batch": batch, "path": "graph" if runner.replaying else "pipelined",
+                         "gpu_feed_us": per_call_us(lambda: engines.infer(on_gpu, outputs="device"), seconds),
                          "engine_set_us": per_call_us(lambda: engines.infer(feed), seconds),
                          "runner_us": per_call_us(lambda: runner.infer(feed), seconds),
                          "check_us": per_call_us(lambda: check_feed(feed, runner._metadata, staged=True), seconds),
@@ -290,11 +319,12 @@ def measure(batches: list[int], seconds: float = 1.0) -> list[dict]:
 
 
 def main(batches: list[int]) -> None:
-    print("batch | path | engine set infer | runner infer | feed check (us per call, best of 5) | uploads / engine runs / downloads per call")
+    print("batch | path | engine set infer | runner infer | feed check | GPU array in, GPU out (us per call, best of 5) "
+          "| uploads / engine runs / downloads per call")
     for r in measure(batches):
         c = r["calls"]
         print(f"{r['batch']} | {r['path']} | {r['engine_set_us']:.1f} | {r['runner_us']:.1f} | {r['check_us']:.1f} | "
-              f"{c['h2d']} / {c['execute']} / {c['d2h']}")
+              f"{r['gpu_feed_us']:.1f} | {c['h2d']} / {c['execute']} / {c['d2h']}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The TensorRT host path's knobs, A/B on a GPU: end-to-end `infer` from pageable numpy per batch
-for the default runner options and each variant below, interleaved call by call so drift hits all
+for the default runner options and each variant below (the defaults' nearest alternatives, as
+measured by tools/h200-e2e-probe), interleaved call by call so drift hits all
 alike; median of `--calls` calls each. Engines come from the cache (built when missing).
 
     python tools/trt-staging-ab.py [--batches 32,256,4096] [--calls 200] [--precision fp16]
@@ -24,11 +25,13 @@ from model.zoo.simplecnn import INPUT_NAME  # noqa: E402
 
 VARIANTS = {
     "default": {},
-    "graph path on one thread": {"split_bytes": 1 << 40},
-    "no sub-batches": {"subbatch_bytes": 0},
+    "no graph path past 1 MiB": {"graph_max_bytes": 1 << 20},
+    "graph path shared by 4 threads": {"split_bytes": 0, "staging_threads": 3},
+    "3 workers": {"staging_threads": 3},
+    "11 workers": {"staging_threads": 11},
     "sub-batches of 6 MiB": {"subbatch_bytes": 6 << 20},
-    "4 staging threads": {"staging_threads": 4},
-    "16 staging threads": {"staging_threads": 16},
+    "no sub-batches": {"subbatch_bytes": 0},
+    "check by np.isfinite": {"finite_check": "isfinite"},
 }
 
 

@@ -6,6 +6,7 @@ bad tensor fails the same way, with the same message, on every backend.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -87,12 +88,17 @@ def _check_dtype_and_shape(name: str, dtype, shape: tuple, meta: TensorMeta, siz
     if len(shape) != len(meta.shape) or any(d is not None and d != v for d, v in zip(meta.shape, shape)):
         raise InputError(f"Input tensor: {name} | Received incompatible shape {shape} | {_expected(meta)}")
     for i, r in enumerate(meta.ranges):
+        if r is not None and not r[0] <= shape[i] <= r[1]:
+            raise InputError(f"Input tensor: {name} | Received {_axis_label(meta, i)} {shape[i]} outside the supported range "
+                             f"[{r[0]}, {r[1]}] | {_expected(meta)}")
+    _check_shared_axes(name, shape, meta, sizes)
+
+
+def _check_shared_axes(name: str, shape: tuple, meta: TensorMeta, sizes: dict) -> None:
+    for i, r in enumerate(meta.ranges):
         if r is None:
             continue
         size, label = shape[i], _axis_label(meta, i)
-        if not r[0] <= size <= r[1]:
-            raise InputError(f"Input tensor: {name} | Received {label} {size} outside the supported range "
-                             f"[{r[0]}, {r[1]}] | {_expected(meta)}")
         seen = sizes.setdefault(label, (name, size))
         if seen[1] != size:
             raise InputError(f"Input tensor: {name} | Received {label} {size} | Expected {label} {seen[1]}, "
@@ -108,7 +114,7 @@ def _check_values(name: str, value: np.ndarray, meta: TensorMeta) -> None:
 
 
 def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: bool = False, *,
-               gpu: GpuTarget | None = None, staged: bool = False) -> dict:
+               gpu: GpuTarget | None = None, staged: bool = False, memo: dict | None = None) -> dict:
     """The feed made safe to hand to a backend: C-contiguous arrays of the right dtype and shape,
     every dynamic dim in its range and equal across the inputs that share its axis, integer inputs
     within their declared values.
@@ -121,6 +127,11 @@ def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: boo
     Their values are not checked for NaN/Inf: that would read them back to the host.
     `staged`: the runner copies host arrays into its own buffers and checks them for NaN/Inf while
     it copies (raising `nonfinite_error`), so host arrays come back as given, in any layout.
+    `memo`: a dict the caller keeps across calls with the same `metadata` and `gpu` (a runner's),
+    so a GPU array fed again (the same live object, its `__cuda_array_interface__` unchanged) is
+    not described and located again: on the H200 that work was most of what `infer` added to a
+    batch-1 graph replay. Such an array comes back with `source` None: only for runners that
+    read a GPU array by its pointer.
     """
     if not isinstance(feed, dict):
         raise InputError(f"feed must be a dict of name -> numpy array, received {type(feed).__name__}")
@@ -129,9 +140,16 @@ def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: boo
         raise InputError(f"feed names {sorted(feed)} do not match the model's inputs {sorted(metadata)}"
                          + (f"; missing {missing}" if missing else "") + (f"; unexpected {extra}" if extra else ""))
     checked, sizes = {}, {}
+    shared = len(metadata) > 1  # axes agree across inputs only where there are several
     for name, meta in metadata.items():
         value = feed[name]
-        if isinstance(value, np.ndarray):
+        seen = memo.get(name) if memo else None
+        if (seen is not None and seen[0]() is value
+                and seen[1] == getattr(value, "__cuda_array_interface__", None)):  # fed before: see _checked_gpu_array
+            if shared:
+                _check_shared_axes(name, seen[2].shape, meta, sizes)
+            checked[name] = seen[2]
+        elif isinstance(value, np.ndarray):
             _check_dtype_and_shape(name, value.dtype, value.shape, meta, sizes)
             _check_values(name, value, meta)
             if not staged:
@@ -140,11 +158,36 @@ def check_feed(feed: dict, metadata: dict[str, TensorMeta], allow_nonfinite: boo
                 value = np.ascontiguousarray(value)
             checked[name] = value
         elif gpu is not None and device_arrays.is_gpu_candidate(value):
-            checked[name] = _check_gpu_array(name, value, meta, gpu, sizes)
+            checked[name] = _checked_gpu_array(name, value, meta, gpu, sizes, memo, shared)
         else:
             kinds = "a numpy array or a GPU array" if gpu is not None else "a numpy array"
             raise InputError(f"Input tensor: {name} | Received a {type(value).__name__}, not {kinds} | {_expected(meta)}")
     return checked
+
+
+def _checked_gpu_array(name: str, value, meta: TensorMeta, gpu: GpuTarget, sizes: dict, memo: dict | None,
+                       shared: bool = True) -> GpuArray:
+    """`_check_gpu_array`, or its earlier answer for the very same live object describing the same
+    memory the same way (a live producer keeps its allocation, so where it lives cannot change)."""
+    if memo is None:
+        return _check_gpu_array(name, value, meta, gpu, sizes)
+    try:
+        cai = value.__cuda_array_interface__
+    except AttributeError:  # DLPack only: a capsule per call, nothing to remember
+        return _check_gpu_array(name, value, meta, gpu, sizes)
+    seen = memo.get(name)
+    if seen is not None and seen[0]() is value and seen[1] == cai:
+        if shared:
+            _check_shared_axes(name, seen[2].shape, meta, sizes)
+        return seen[2]
+    array = _check_gpu_array(name, value, meta, gpu, sizes)
+    try:
+        # The interface copied (a producer may reuse its dict); the array without its source, so
+        # the memo never keeps the caller's object (and its GPU memory) alive.
+        memo[name] = (weakref.ref(value), dict(cai), replace(array, source=None))
+    except TypeError:  # no weak references to this type: nothing kept, nothing kept alive
+        memo.pop(name, None)
+    return array
 
 
 def _check_gpu_array(name: str, value, meta: TensorMeta, gpu: GpuTarget, sizes: dict) -> GpuArray:
@@ -192,12 +235,14 @@ class Runner:
 
     name = "runner"
     stages_inputs = False  # True: the runner copies host arrays itself and checks NaN/Inf as it copies
+    remembers_gpu_feeds = False  # True: GPU arrays fed again skip the check (see check_feed's memo); reads .ptr only
 
     def __init__(self, allow_nonfinite: bool = False) -> None:
         self.allow_nonfinite = allow_nonfinite
         self.is_active = False
         self._metadata: dict[str, TensorMeta] | None = None
         self._gpu: GpuTarget | None = None
+        self._gpu_memo: dict = {}  # check_feed's memo of GPU arrays fed, for this activation
 
     def activate(self) -> "Runner":
         if not self.is_active:
@@ -210,6 +255,7 @@ class Runner:
         if self.is_active:
             self._deactivate()
             self.is_active = False
+            self._gpu_memo = {}
 
     def __enter__(self) -> "Runner":
         return self.activate()
@@ -233,7 +279,8 @@ class Runner:
         if outputs != "host":
             self._check_outputs_place(outputs)
         return self._infer(check_feed(feed, self._metadata, self.allow_nonfinite, gpu=self._gpu,
-                                      staged=self.stages_inputs), outputs)
+                                      staged=self.stages_inputs,
+                                      memo=self._gpu_memo if self.remembers_gpu_feeds else None), outputs)
 
     def _check_outputs_place(self, outputs) -> None:
         if outputs not in OUTPUT_PLACES:

@@ -17,6 +17,7 @@ from model.profile import BatchProfile, serving_profile
 
 class TrtEngineSet(Runner):
     stages_inputs = True
+    remembers_gpu_feeds = True
 
     def __init__(self, plans: dict[BatchProfile, bytes], label: str = "fp32", graphs: bool = True,
                  declared: dict[str, TensorMeta] | None = None, runner_options: dict | None = None, **kwargs) -> None:

@@ -1,43 +1,50 @@
-"""The host side of a large TensorRT call: the batch cut into chunks that worker threads copy into
-pinned memory and check for NaN/Inf in the same pass (numpy releases the GIL for both), while the
-GPU uploads finished chunks and runs finished sub-batches.
+"""The host side of a large TensorRT call: the batch cut into sub-batches, each sub-batch into one
+piece per staging thread (the calling thread and each worker); every thread copies its pieces into
+pinned memory and checks them for NaN/Inf (numpy releases the GIL for both), and as soon as a
+sub-batch's pieces are all staged the calling thread uploads it and runs the engine on it while
+the threads go on with the next.
 
-Measured on the H200's host for one 4096 x 3 x 32 x 32 float32 batch (50 MB), one thread:
-`np.isfinite(x).all()` 6.4 ms and `np.copyto` into pinned memory 7.8 ms, against 0.92 ms for the
-upload itself. Chunks of about 1 MiB are checked while they are still in the core's cache (the
-data is read from memory once) and spread over the workers; sub-batches of about 12 MiB let the
-engine start on the first rows while later ones are still being copied.
+Measured on the H200's host (tools/h200-e2e-probe, 16 cores of a Xeon VM): one thread copies
+pageable memory into pinned memory at 7-11 GB/s; eight threads, each copying one slice of a 48 MiB
+batch, at 42 GB/s (1.2 ms). But handing work to a pool is slow there: a round trip to one worker
+took 35 us, to eight 180 us, and staging the same batch as 48 tasks of 1 MiB took 3.8 ms on four
+threads and 6.1 ms on eight. So each worker gets one task per call (its piece of every sub-batch,
+in order) and signals only through a latch per sub-batch (`Latch`); the calling thread stages a
+piece itself instead of idling while the workers wake.
 
-Only batches above `GRAPH_MAX_BYTES` of host input take this path: below it one staging pass and a
-CUDA-graph replay (copy in, engine, copy out in one launch) cost less than handing work to threads
-(batch 32 of SimpleCNN is 384 KiB; 64 is 768 KiB; 256 is 3 MiB).
+Only batches above `GRAPH_MAX_BYTES` of host input take this path: below it one copy on the
+calling thread and a CUDA-graph replay (copy in, engine, copy out in one launch) cost less (on the
+H200 batch 256, 3 MiB, took 0.78 ms that way and 0.97-2.7 ms on every pipelined setting raced).
 """
 from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-GRAPH_MAX_BYTES = 1 << 20  # host input at or below this: one pass on the calling thread + graph replay
-CHUNK_BYTES = 1 << 20  # one upload (and one worker task) moves about this much
+GRAPH_MAX_BYTES = 4 << 20  # host input at or below this: one copy on the calling thread + graph replay
+CHUNK_BYTES = 512 << 10  # a piece handed to a thread holds at least this much (else fewer threads share it)
 SUBBATCH_BYTES = 12 << 20  # one engine run takes about this much input (0: the whole batch in one run)
-# On the H200 (tools/trt-staging-ab.py, 100 interleaved calls, TensorRT FP16 end to end) 4 staging
-# threads beat the earlier default of 8: 1.03 against 1.52 ms at batch 256, 6.98 against 8.09 ms at 4096.
-MAX_WORKERS = 4
+# Staging threads besides the calling one: copying 48 MiB into pinned memory on the H200's host ran
+# at 34 GB/s on 4 threads, 39 on 6, 42 on 8, 41 on 12 and 34 on 16.
+MAX_WORKERS = 7
 # On the graph path, a feed of at least SPLIT_BYTES is staged in pieces of at least PIECE_BYTES,
 # the calling thread taking the first while workers take the rest (the `split_bytes` option).
-# Measured there, splitting the graph path's staging lost: batch 32 (384 KiB) took 0.404 ms split and
-# 0.176 ms on one thread. So the split starts only at the graph path's own limit, i.e. never by default.
+# Measured on the H200, splitting the graph path's staging lost at every size raced: batch 32
+# took 0.135 ms on one thread, 0.297 ms on two, 0.362 on four; batch 256 0.78 ms on one thread,
+# 0.90 on two, 1.06 on four. So the split starts only past the graph path's own limit: never by default.
 SPLIT_BYTES = GRAPH_MAX_BYTES + 1
 PIECE_BYTES = 128 << 10
 
 
 @dataclass(frozen=True)
 class SubBatch:
-    """Rows `start:stop` of the batch, run by the engine at once, uploaded as `chunks` (row ranges)."""
+    """Rows `start:stop` of the batch, uploaded and run by the engine at once, staged as `chunks`
+    (row ranges): one piece per staging thread, the calling thread's first."""
     start: int
     stop: int
     chunks: tuple[tuple[int, int], ...]
@@ -76,12 +83,13 @@ def split(start: int, stop: int, parts: int, align: int = 1) -> list[tuple[int, 
 
 def plan(batch: int, row_bytes: int, workers: int, *, chunk_bytes: int = CHUNK_BYTES,
          subbatch_bytes: int = SUBBATCH_BYTES, min_rows: int = 1, row_align: int = 1) -> list[SubBatch]:
-    """How a batch of `batch` rows of `row_bytes` host bytes each is uploaded and run.
+    """How a batch of `batch` rows of `row_bytes` host bytes each is staged, uploaded and run.
 
     Sub-batches: about `subbatch_bytes` of input each (one when it is 0), never fewer rows than the
     engine accepts (`min_rows`), each starting a multiple of `row_align` rows in (so every tensor's
-    address stays aligned for TensorRT). Chunks: about `chunk_bytes` each, and at least `workers`
-    over the whole batch so every worker has a share; one chunk per sub-batch when nothing is staged."""
+    address stays aligned for TensorRT). Each sub-batch's `chunks` are its pieces, one per staging
+    thread (the caller's first, then one per worker), none under `chunk_bytes` (fewer threads
+    then); one piece per sub-batch when nothing is staged."""
     if batch < 1:
         raise ValueError(f"a batch to plan needs at least one row, received {batch}")
     total = batch * row_bytes
@@ -96,56 +104,151 @@ def plan(batch: int, row_bytes: int, workers: int, *, chunk_bytes: int = CHUNK_B
         if row_bytes == 0:
             chunks = [(start, stop)]
         else:
-            wanted = max(math.ceil((stop - start) * row_bytes / chunk_bytes), math.ceil(workers / len(subs)))
-            chunks = split(start, stop, wanted)
+            chunks = split(start, stop, min(workers + 1, max(1, (stop - start) * row_bytes // max(1, chunk_bytes))))
         out.append(SubBatch(start, stop, tuple(chunks)))
     return out
+
+
+# How `all_finite` decides, fastest first where it applies (see FINITE_CHECK for the default):
+#   "dot":      x . x through BLAS (float32/float64), exact np.isfinite only when that is not finite;
+#   "sum":      np.add.reduce(x), likewise;
+#   "minmax":   x.min() and x.max() finite (NaN propagates through both; exact, no fallback);
+#   "isfinite": np.isfinite(x).all() (a temporary bool array per call).
+# On the H200's host, one thread, 48 MiB: dot 2.1 ms, isfinite 3.0, sum 3.3, minmax 4.2; 1 MiB in
+# cache: 24, 31, 62, 33 us.
+FINITE_CHECKS = ("dot", "sum", "minmax", "isfinite")
+FINITE_CHECK = "dot"
+_BLAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def all_finite(x: np.ndarray, method: str = FINITE_CHECK) -> bool:
+    """Whether `x` (C-contiguous, floating) holds no NaN/Inf: the same answer as
+    `np.isfinite(x).all()` by every method.
+
+    "dot" and "sum" are one pass without a temporary. A NaN or Inf anywhere makes them non-finite
+    (x . x adds squares, never negative, so +Inf cannot cancel; a sum with +Inf and -Inf is NaN),
+    so a finite result proves every value finite. A non-finite result may also come from finite
+    values overflowing (|x| beyond about 1e19 in float32 for "dot"): then the exact check decides."""
+    if method == "isfinite" or x.dtype.kind != "f":
+        return bool(np.isfinite(x).all())
+    if x.size == 0:
+        return True
+    flat = x.reshape(-1)
+    if method == "minmax":
+        return math.isfinite(flat.min()) and math.isfinite(flat.max())
+    if method == "dot" and x.dtype in _BLAS_DTYPES:
+        total = np.dot(flat, flat)
+    elif method in ("dot", "sum"):
+        total = np.add.reduce(flat)
+    else:
+        raise ValueError(f"finite_check must be one of {list(FINITE_CHECKS)}, received {method!r}")
+    # math.isfinite on the scalar: np.isfinite cost about 1 us of a batch-1 call's few.
+    return math.isfinite(total) or bool(np.isfinite(flat).all())
 
 
 @dataclass(frozen=True)
 class Staged:
     """One host input: its rows are copied from `source` into `pinned` (None: the source already
-    is the runner's pinned buffer), and checked for NaN/Inf when `check`."""
+    is the runner's pinned buffer), and checked for NaN/Inf when `check` (by `method`, see `all_finite`)."""
     source: np.ndarray
     pinned: np.ndarray | None
     check: bool
+    method: str = FINITE_CHECK
 
 
 def stage_rows(items: list[Staged], start: int, stop: int) -> int:
     """Copy rows `start:stop` of every item and check them where asked: -1, or the index of the
-    first item holding a NaN/Inf there. The check reads the rows just written, still in cache."""
+    first item holding a NaN/Inf there. The check reads the rows just written, still in cache
+    (C-contiguous, whatever the source's layout)."""
     for index, item in enumerate(items):
         rows = item.source[start:stop]
         if item.pinned is not None:
             target = item.pinned[start:stop]
             np.copyto(target, rows)
             rows = target
-        if item.check and not np.isfinite(rows).all():
+        if item.check and not all_finite(rows, item.method):
             return index
     return -1
 
 
+class Latch:
+    """Counts down the workers' pieces of one sub-batch; the calling thread waits for zero. Keeps
+    the first NaN/Inf found (the index of its item) and the first error raised."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.bad, self.error = count, -1, None
+        self._lock, self._done = threading.Lock(), threading.Event()
+        if count <= 0:
+            self._done.set()
+
+    def count_down(self, bad: int = -1, error: BaseException | None = None) -> None:
+        with self._lock:
+            if bad >= 0 and self.bad < 0:
+                self.bad = bad
+            if error is not None and self.error is None:
+                self.error = error
+            self.count -= 1
+            if self.count <= 0:
+                self._done.set()
+
+    def wait(self) -> int:
+        """-1, or the index of an item that holds a NaN/Inf; re-raises a worker's error."""
+        self._done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.bad
+
+
+def stage_share(items: list[Staged], subbatches: list[SubBatch], share: int, latches: list[Latch],
+                stop: threading.Event) -> None:
+    """One worker's whole task for a call: piece `share` of every sub-batch, in order, each counted
+    down on that sub-batch's latch. Once `stop` is set (the call failed) nothing more is written."""
+    for sb, latch in zip(subbatches, latches):
+        if share >= len(sb.chunks):
+            continue
+        if stop.is_set():
+            latch.count_down()
+            continue
+        try:
+            bad = stage_rows(items, *sb.chunks[share])
+        except BaseException as exc:  # handed to the calling thread, which raises it
+            latch.count_down(error=exc)
+        else:
+            latch.count_down(bad)
+
+
 class Stager:
-    """A small pool of staging threads owned by one runner (made on first use, closed with it)."""
+    """A small pool of staging threads owned by one runner (made on first use, closed with it);
+    with 0 workers, the calling thread stages everything itself."""
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = max(1, workers if workers is not None else min(MAX_WORKERS, os.cpu_count() or 1))
+        self.workers = max(0, workers if workers is not None else min(MAX_WORKERS, (os.cpu_count() or 1) - 1))
         self._pool: ThreadPoolExecutor | None = None
 
-    def submit(self, items: list[Staged], subbatches: list[SubBatch]) -> list[Future]:
-        """One task per chunk, in upload order, all at once: the workers never wait for the GPU."""
+    def start(self, items: list[Staged], subbatches: list[SubBatch]) -> tuple[list[Latch], threading.Event, list[Future]]:
+        """The workers' shares of a call, one task each (piece 0 of each sub-batch is the caller's):
+        the latches to wait on per sub-batch, the event that stops them, their futures."""
+        shares = max(len(sb.chunks) for sb in subbatches)
+        latches = [Latch(len(sb.chunks) - 1) for sb in subbatches]
+        stop = threading.Event()
+        if shares <= 1:
+            return latches, stop, []
         pool = self._executor()
-        return [pool.submit(stage_rows, items, a, b) for sb in subbatches for a, b in sb.chunks]
+        return latches, stop, [pool.submit(stage_share, items, subbatches, share, latches, stop) for share in range(1, shares)]
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="trt-staging")
         return self._pool
 
+    def pieces(self, rows: int, nbytes: int, split_bytes: int = SPLIT_BYTES) -> int:
+        """How many threads `stage_now` would share these rows among (1: the caller alone)."""
+        return min(self.workers, nbytes // PIECE_BYTES, rows) if nbytes >= split_bytes else 1
+
     def stage_now(self, items: list[Staged], rows: int, nbytes: int, split_bytes: int = SPLIT_BYTES) -> int:
         """Stage rows `0:rows` of every item before returning (the graph path): on this thread alone
         below `split_bytes`, else shared with the workers. Returns what `stage_rows` returns."""
-        parts = min(self.workers, nbytes // PIECE_BYTES, rows) if nbytes >= split_bytes else 1
+        parts = self.pieces(rows, nbytes, split_bytes)
         if parts <= 1:
             return stage_rows(items, 0, rows)
         pieces = split(0, rows, parts)
