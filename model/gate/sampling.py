@@ -6,6 +6,12 @@ that checkout's own code. Sides are interleaved A B B A A B ..., so that a drift
 holds every round's time) each benchmark gives one group of samples per process: the per-round GPU
 compute times (CUDA events) where the benchmark recorded them in extra_info["gpu_compute_samples_s"],
 else the per-round wall times.
+
+With `cpus`, every process is pinned to that set of cores before it starts (sched_setaffinity, as
+`taskset -c` does; pyperf pins to isolated cores the same way): otherwise each process lands on
+whichever cores the scheduler picks, near the GPU or not, beside an interrupt-heavy core or not,
+and that choice, made once per process, is part of the process-to-process spread the gate must
+then tolerate.
 """
 from __future__ import annotations
 
@@ -35,7 +41,6 @@ class Side:
     clocks: dict[str, str] = field(default_factory=dict)    # benchmark -> "gpu" | "wall"
     machine_infos: list[dict] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)      # wall time of each process
-    stored_spread: dict[str, float] = field(default_factory=dict)  # a stored baseline's A/A spread
 
     def add(self, result: dict) -> None:
         self.machine_infos.append(result["machine_info"])
@@ -70,7 +75,24 @@ def interleaved(sides: list, processes: int) -> list:
     return order
 
 
-def run_process(side: Side, python: str, json_path: Path, log_path: Path, timeout_s: float = 3600) -> dict:
+def parse_cpus(text: str) -> frozenset[int]:
+    """taskset's list syntax: "2-5,8" -> {2, 3, 4, 5, 8}; every core must exist here."""
+    cpus = set()
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            lo, _, hi = part.partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ValueError(f"--cpus {text!r}: expected a list such as 2-5,8") from None
+    allowed = os.sched_getaffinity(0)
+    if not cpus or not cpus <= allowed:
+        raise ValueError(f"--cpus {text!r}: expected cores among the {len(allowed)} this process may use "
+                         f"({min(allowed)}-{max(allowed)})")
+    return frozenset(cpus)
+
+
+def run_process(side: Side, python: str, json_path: Path, log_path: Path, timeout_s: float = 3600,
+                cpus: frozenset[int] | None = None) -> dict:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [python, "-m", "pytest", *side.targets, "-q", "-p", "no:cacheprovider", "--benchmark-save-data",
            f"--benchmark-json={json_path}", *side.pytest_args]
@@ -78,7 +100,9 @@ def run_process(side: Side, python: str, json_path: Path, log_path: Path, timeou
     env.pop("PYTHONSAFEPATH", None)
     with open(log_path, "w") as log:
         start = time.perf_counter()
-        done = subprocess.run(cmd, cwd=side.checkout, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None  # in the child, before exec
+        done = subprocess.run(cmd, cwd=side.checkout, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
+                              preexec_fn=pin)
         side.seconds.append(time.perf_counter() - start)
     if done.returncode != 0:
         tail = "".join(Path(log_path).read_text(errors="replace").splitlines(keepends=True)[-25:])
@@ -87,12 +111,13 @@ def run_process(side: Side, python: str, json_path: Path, log_path: Path, timeou
     return json.loads(json_path.read_text())
 
 
-def measure(sides: list[Side], processes: int, out_dir: Path, python: str = sys.executable, progress=print) -> None:
+def measure(sides: list[Side], processes: int, out_dir: Path, python: str = sys.executable, progress=print,
+            cpus: frozenset[int] | None = None) -> None:
     """Run `processes` fresh processes per side, interleaved, and add their samples to each side."""
     counts: dict[str, int] = {}
     order = interleaved(sides, processes)
     for step, side in enumerate(order, 1):
         n = counts[side.label] = counts.get(side.label, 0) + 1
         stem = out_dir / f"{side.label}-{n}"
-        side.add(run_process(side, python, stem.with_suffix(".json"), stem.with_suffix(".log")))
+        side.add(run_process(side, python, stem.with_suffix(".json"), stem.with_suffix(".log"), cpus=cpus))
         progress(f"  [{step}/{len(order)}] {side.label} process {n}: {side.seconds[-1]:.1f} s")
