@@ -38,6 +38,12 @@ def _common(p: argparse.ArgumentParser, processes: int) -> None:
                    help="interpreter that runs the benchmark processes (default: this one)")
     p.add_argument("--cpus", type=_cpus, default=None,
                    help="pin every benchmark process to these cores (taskset syntax, e.g. 2-5); default: unpinned")
+    p.add_argument("--fork-server", action="store_true",
+                   help="fork each benchmark process from a server that has imported the libraries (not the project's "
+                        "code): seconds less per process; see model/gate/forkserver.py for what siblings then share")
+    p.add_argument("--preload", default=None,
+                   help="comma-separated modules the fork server imports (default: numpy, pytest, torch, onnxruntime, "
+                        "tensorrt, ...); leave out any that would initialize CUDA")
     p.add_argument("--out", type=Path, default=Path("out/gate"), help="logs, raw JSON and the verdict (default %(default)s)")
     p.add_argument("--alpha", type=float, default=Settings.alpha, help="family-wise error rate, Holm (default %(default)s)")
     p.add_argument("--min-effect", type=float, default=Settings.min_effect,
@@ -106,6 +112,8 @@ def finish(args, verdicts, env, only) -> int:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    sampling.FORK.update(enabled=args.fork_server,
+                         preload=None if args.preload is None else [m for m in args.preload.split(",") if m])
     if args.command in ("proof", "probe"):
         from model.gate import probe, proof
 

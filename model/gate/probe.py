@@ -11,6 +11,7 @@ whole benchmark set (--whole-args) and the effect an injected slowdown had (--ho
 """
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import statistics
@@ -68,27 +69,35 @@ def main(args) -> int:
     whole_args = _with_cache(shlex.split(args.whole_args), checkout) if args.whole_args is not None else None
     warm = sampling.Side("W", checkout, whole_args) if whole_args is not None else sampling.Side("W", checkout, common,
                                                                                                    targets=targets)
+    forked = sampling.FORK["enabled"]
+    extra = ["F", "X"] if forked else []
     print(f"plan: 1 warm-up process ({'the whole set: ' + args.whole_args if whole_args is not None else 'the selection'}"
-          f"), then {args.processes} per mode ({', '.join(modes)}; P = pinned to cores "
-          f"{_cpu_text(args.cpus)}), alternating; budget {args.budget_s:.0f} s; "
-          f"pytest {' '.join(targets)} {shlex.join(common)}", flush=True)
-    sides = {"W": warm, **{m: sampling.Side(m, checkout, common, targets=targets) for m in modes}}
+          f"), {'1 fresh interpreter (F) and 1 forked process with --durations (X) of the selection, then ' if forked else ''}"
+          f"{args.processes} per mode ({', '.join(modes)}; P = pinned to cores {_cpu_text(args.cpus)}), alternating, "
+          f"{'forked from a server that imported the libraries' if forked else 'each a fresh interpreter'}; "
+          f"budget {args.budget_s:.0f} s; pytest {' '.join(targets)} {shlex.join(common)}", flush=True)
+    sides = {"W": warm, **{m: sampling.Side(m, checkout, common, targets=targets) for m in [*extra, *modes]}}
+    if forked:  # where a process's seconds go, test by test (setup = fixtures: artifacts, engines, feeds)
+        sides["X"].pytest_args = [*common, "--durations=12"]
     measured = {m: [] for m in sides}
     start, count = time.perf_counter(), {m: 0 for m in sides}
-    for mode in ["W", *order]:
+    for mode in ["W", *extra, *order]:
         spent = time.perf_counter() - start
-        secs = [s for m, side in sides.items() if m != "W" for s in side.seconds]
+        secs = [s for m, side in sides.items() if m in modes for s in side.seconds]
         if secs and spent + max(secs) > args.budget_s:
             print(f"budget: {spent:.0f} s spent; starting no more processes", flush=True)
             break
         count[mode] += 1
         stem = out / "raw" / f"{mode}{count[mode]}"
+        began = time.perf_counter()
         result = sampling.run_process(sides[mode], args.python, stem.with_suffix(".json"), stem.with_suffix(".log"),
-                                      cpus=args.cpus if mode != "U" else None)
+                                      cpus=args.cpus if mode != "U" else None, fresh=mode in ("W", "F"))
         sides[mode].add(result)
         measured[mode].append(_measured_s(result))
+        setup = time.perf_counter() - began - sides[mode].seconds[-1]  # a fork server's start, outside the clock
+        started = f" (+{setup:.1f} s starting a fork server)" if setup > 0.5 else ""
         print(f"  {mode}{count[mode]}: {sides[mode].seconds[-1]:.1f} s wall, {measured[mode][-1]:.1f} s in timed rounds, "
-              f"{len(result['benchmarks'])} benchmarks", flush=True)
+              f"{len(result['benchmarks'])} benchmarks{started}", flush=True)
     sizes = [int(n) for n in args.sizes.split(",")]
     names = list(dict.fromkeys(n for m in modes for n in sides[m].groups))
     m = max(len(names), 1)
@@ -123,7 +132,9 @@ def main(args) -> int:
                          f"{statistics.median(measured[md]):.1f} s, the rest (start-up, engines, checks) "
                          f"{statistics.median(secs) - statistics.median(measured[md]):.1f} s")
     if whole_args is not None and warm.seconds:
-        lines.append(f"whole set (mode W: {args.whole_args}): {len(warm.groups)} benchmarks")
+        lines.append(f"whole set (mode W, a fresh interpreter: {args.whole_args}): {len(warm.groups)} benchmarks")
+    if (out / "raw" / "X1.log").is_file():
+        lines += _durations(out / "raw" / "X1.log", sides["X"])
     if args.detect and time.perf_counter() - start < args.budget_s:
         lines += _injected(args, checkout, sides[best], out)
     lines.append(f"elapsed {time.perf_counter() - start:.0f} s")
@@ -131,6 +142,19 @@ def main(args) -> int:
     (out / "probe-summary.txt").write_text(text + "\n")
     print(text)
     return 0
+
+
+def _durations(log, side: sampling.Side) -> list[str]:
+    """pytest's --durations of the X process: where its seconds went besides the timed rounds."""
+    text = log.read_text(errors="replace").splitlines()
+    try:
+        first = next(i for i, t in enumerate(text) if "slowest" in t and "durations" in t)
+    except StopIteration:
+        return []
+    rows = [t for t in text[first + 1:] if re.match(r"\d+\.\d+s ", t)]
+    total = sum(float(t.split("s", 1)[0]) for t in rows)
+    return [f"process X (forked, pinned): {side.seconds[-1]:.1f} s wall; its slowest phases ({total:.1f} s; the rest "
+            f"is start-up and collection):", *(f"  {t}" for t in rows)]
 
 
 def _cpu_text(cpus) -> str:
@@ -151,7 +175,8 @@ def _injected(args, checkout, reference: sampling.Side, out) -> list[str]:
     try:
         side = sampling.Side("injected", copy, _with_cache(list(args.pytest_args), checkout), targets=args.detect)
         stem = out / "raw" / "injected"
-        sampling.run_process(side, args.python, stem.with_suffix(".json"), stem.with_suffix(".log"), cpus=args.cpus)
+        side.add(sampling.run_process(side, args.python, stem.with_suffix(".json"), stem.with_suffix(".log"),
+                                      cpus=args.cpus))
         logged = [t for t in stem.with_suffix(".log").read_text(errors="replace").splitlines() if t.startswith("[gate proof]")]
     finally:
         shutil.rmtree(copy.parent, ignore_errors=True)
