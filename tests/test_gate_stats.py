@@ -115,13 +115,13 @@ def test_process_effects_that_fool_a_pooled_rank_test_do_not_fail_the_gate():
 
     rng = np.random.default_rng(9)
     pooled_alarms = failures = 0
-    for _ in range(20):
+    for _ in range(10):
         family = {f"b{i}": {"clock": "wall", "base": groups(rng, 1e-4, rounds=200, cv=0.01, process_cv=0.03),
                             "head": groups(rng, 1e-4, rounds=200, cv=0.01, process_cv=0.03)} for i in range(32)}
         pooled_alarms += sum(mannwhitneyu(np.concatenate(b["base"]), np.concatenate(b["head"])).pvalue < 0.01 / 32
                              for b in family.values())
         failures += any(v.verdict == REGRESSED for v in judge(family))
-    assert pooled_alarms > 100 and failures == 0, (pooled_alarms, failures)
+    assert pooled_alarms > 50 and failures == 0, (pooled_alarms, failures)
 
 
 def test_a_subset_is_corrected_for_the_whole_family():

@@ -33,6 +33,8 @@ def _cpus(text: str) -> frozenset[int]:
 def _common(p: argparse.ArgumentParser, processes: int) -> None:
     p.add_argument("--processes", type=_positive_int, default=processes,
                    help="fresh processes per side, interleaved A B B A ... (default %(default)s)")
+    p.add_argument("--warmup-processes", type=int, default=1,
+                   help="processes run first and not counted (cold caches after a checkout; default %(default)s)")
     p.add_argument("-k", dest="keyword", default=None, help="pytest -k expression selecting the benchmarks")
     p.add_argument("--python", default=sys.executable,
                    help="interpreter that runs the benchmark processes (default: this one)")
@@ -124,7 +126,8 @@ def main(argv=None) -> int:
         base = sampling.Side("base", args.base, pytest_args(args))
         head = sampling.Side("head", args.head, pytest_args(args))
         print(f"== same-job comparison: base {args.base} vs head {args.head}, {args.processes} processes each")
-        sampling.measure([base, head], args.processes, out / "raw", args.python, cpus=args.cpus)
+        sampling.measure([base, head], args.processes, out / "raw", args.python, cpus=args.cpus,
+                         warmup=args.warmup_processes)
         if not base.groups:
             print("error: no benchmark ran (all deselected or skipped); nothing to gate", file=sys.stderr)
             return 2
@@ -135,7 +138,8 @@ def main(argv=None) -> int:
             print("error: --processes must be at least 2 for record: the A/A spread is measured between processes",
                   file=sys.stderr)
             return 2
-        sampling.measure([head], args.processes, out / "raw", args.python, cpus=args.cpus)
+        sampling.measure([head], args.processes, out / "raw", args.python, cpus=args.cpus,
+                         warmup=args.warmup_processes)
         data = baseline.save(head, args.baseline)
         print(f"baseline of {len(data['benchmarks'])} benchmarks from {args.processes} processes written to {args.baseline}")
         for name, b in data["benchmarks"].items():
@@ -143,5 +147,5 @@ def main(argv=None) -> int:
         return 0
     stored = baseline.load(args.baseline)
     print(f"== against the baseline {args.baseline}, {args.processes} processes of {args.checkout}")
-    sampling.measure([head], args.processes, out / "raw", args.python, cpus=args.cpus)
+    sampling.measure([head], args.processes, out / "raw", args.python, cpus=args.cpus, warmup=args.warmup_processes)
     return finish(args, *decide(stored, head, settings))

@@ -142,8 +142,16 @@ def run_process(side: Side, python: str, json_path: Path, log_path: Path, timeou
 
 
 def measure(sides: list[Side], processes: int, out_dir: Path, python: str = sys.executable, progress=print,
-            cpus: frozenset[int] | None = None) -> None:
-    """Run `processes` fresh processes per side, interleaved, and add their samples to each side."""
+            cpus: frozenset[int] | None = None, warmup: int = 1) -> None:
+    """Run `processes` fresh processes per side, interleaved, and add their samples to each side.
+
+    First `warmup` processes of the first side whose samples are dropped: the first process after
+    a checkout or an install reads its libraries, data and engines from disk, and it would be A's."""
+    for i in range(warmup):
+        scratch = Side(sides[0].label, sides[0].checkout, sides[0].pytest_args, sides[0].targets)
+        stem = out_dir / f"warmup-{i + 1}"
+        run_process(scratch, python, stem.with_suffix(".json"), stem.with_suffix(".log"), cpus=cpus)
+        progress(f"  warm-up process {i + 1} ({sides[0].label}, not counted): {scratch.seconds[-1]:.1f} s")
     counts: dict[str, int] = {}
     order = interleaved(sides, processes)
     for step, side in enumerate(order, 1):
