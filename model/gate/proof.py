@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--step", type=int, default=0,
                    help="main-chain processes between the starts of neighbouring comparisons (default 2 x --processes: "
                         "independent comparisons; smaller shares processes between neighbours)")
+    p.add_argument("--copy-step", type=int, default=0,
+                   help="copy-chain processes between the starts of neighbouring detections (default --processes: "
+                        "no copy process serves two trials; with --step below 2 x --processes, --step // 2)")
     p.add_argument("--whole-trials", type=int, default=0, help="A/A comparisons over the whole benchmark set")
     p.add_argument("--whole-processes", type=_positive_int, default=3, help="processes per side for those")
     p.add_argument("--whole-args", default="", help="pytest arguments of the whole-set processes (e.g. fewer rounds)")
@@ -93,7 +96,7 @@ def merged(label: str, parts: list[sampling.Side]) -> sampling.Side:
     return side
 
 
-def schedule(trials: int, processes: int, step: int) -> tuple[list, list, int, int]:
+def schedule(trials: int, processes: int, step: int, copy_step: int = 0) -> tuple[list, list, int, int]:
     """Windows of the main chain (unchanged code) and of the injected copy's chain.
 
     Comparison i takes main processes [i*step, i*step + 2m) in the roles A B B A ... (m = processes
@@ -101,7 +104,7 @@ def schedule(trials: int, processes: int, step: int) -> tuple[list, list, int, i
     two comparisons (independent trials); a smaller step lets neighbouring comparisons share
     processes, with rotating roles, to save device time."""
     roles = sampling.interleaved(["A", "B"], processes)
-    cstep = processes if step >= 2 * processes else max(1, step // 2)
+    cstep = copy_step or (processes if step >= 2 * processes else max(1, step // 2))
     main = [[(i * step + j, r) for j, r in enumerate(roles)] for i in range(trials)]
     copy = [[i * cstep + j for j in range(processes)] for i in range(trials)]
     return main, copy, (trials - 1) * step + 2 * processes, (trials - 1) * cstep + processes
@@ -166,7 +169,7 @@ def _run(args, progress, copy: Path | None, detect: list[str]) -> dict:
     main_args = [*(["-k", args.keyword] if args.keyword else []), *common]
     targets = args.targets.split()
     step = args.step or 2 * args.processes
-    windows, cwindows, n_main, n_copy = schedule(args.trials, args.processes, step)
+    windows, cwindows, n_main, n_copy = schedule(args.trials, args.processes, step, args.copy_step)
     n_copy = n_copy if copy is not None else 0
     wn = args.whole_processes
     wwindows = [[(i * 2 * wn + j, r) for j, r in enumerate(sampling.interleaved(["A", "B"], wn))]
