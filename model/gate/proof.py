@@ -134,6 +134,7 @@ class Runner:
                                       cpus=self.args.cpus))
         self.seconds.setdefault(kind, []).append(side.seconds[-1])
         self.done[(kind, j)] = side
+        self.progress(f"  {side.label}: {side.seconds[-1]:.1f} s (at {self.elapsed():.0f} s)")
         if kind == "C" and j == 0:  # what the GPU padding achieved (model/gate/inject.py logs it)
             for text in stem.with_suffix(".log").read_text(errors="replace").splitlines():
                 if text.startswith("[gate proof]"):
@@ -160,6 +161,15 @@ def _plan(args, n_main: int, n_copy: int, n_whole: int, step: int) -> str:
             f"budget {args.budget_s:.0f} s")
 
 
+def _project(runner, n_main: int, n_copy: int, n_whole: int, progress) -> None:
+    """After the first process of each chain: how long the plan takes at those rates."""
+    t_m, t_c = runner.seconds["M"][0], runner.seconds["C"][0]
+    t_w = runner.seconds["warm-up"][0] if n_whole else 0.0
+    total = runner.elapsed() + (n_main - 1) * t_m + (n_copy - 1) * t_c + n_whole * t_w
+    progress(f"projection: {n_main} x {t_m:.1f} s + {n_copy} x {t_c:.1f} s + {n_whole} x {t_w:.1f} s (warm-up's rate) "
+             f"= about {total:.0f} s in all, budget {runner.args.budget_s:.0f} s")
+
+
 def _run(args, progress, copy: Path | None, detect: list[str]) -> dict:
     from model.gate.cli import decide, settings_of
 
@@ -177,10 +187,11 @@ def _run(args, progress, copy: Path | None, detect: list[str]) -> dict:
     n_whole = 2 * wn * args.whole_trials
     progress(_plan(args, n_main, n_copy, n_whole, step))
     runner = Runner(args, progress)
-    runner.run("warm-up", 0, sampling.Side("W0", checkout, main_args, targets=targets))
-    warm = runner.seconds["warm-up"][0]
-    progress(f"warm-up process: {warm:.1f} s; the plan at that rate: about "
-             f"{warm * (n_main + n_copy) + n_whole * warm * 3:.0f} s (a whole-set process guessed at 3x)")
+    whole_args = _with_cache(shlex.split(args.whole_args), checkout)
+    # The warm-up (not counted) is a whole-set process when there are whole-set comparisons: it warms
+    # every engine and cached reference, and it times what such a process costs, for the projection.
+    runner.run("warm-up", 0, sampling.Side("W0", checkout, whole_args) if n_whole
+               else sampling.Side("W0", checkout, main_args, targets=targets))
     # Copy processes spread evenly between the main ones, so both chains see the same drift.
     order = sorted([(j / n_main, "M", j) for j in range(n_main)] + [((k + 0.5) / max(n_copy, 1), "C", k) for k in range(n_copy)])
     for _, kind, j in order:
@@ -188,7 +199,8 @@ def _run(args, progress, copy: Path | None, detect: list[str]) -> dict:
                 else sampling.Side(f"C{j + 1}", copy, common, targets=detect))
         if not runner.run(kind, j, side):
             break
-    whole_args = _with_cache(shlex.split(args.whole_args), checkout)
+        if {"M", "C"} <= runner.seconds.keys() and len(runner.seconds["M"]) + len(runner.seconds["C"]) == 2:
+            _project(runner, n_main, n_copy, n_whole, progress)
     for j in range(n_whole):
         if not runner.run("W", j, sampling.Side(f"W{j + 1}", checkout, whole_args)):
             break
