@@ -135,12 +135,23 @@ def main(args) -> int:
         lines.append(f"whole set (mode W, a fresh interpreter: {args.whole_args}): {len(warm.groups)} benchmarks")
     if (out / "raw" / "X1.log").is_file():
         lines += _durations(out / "raw" / "X1.log", sides["X"])
+    injected = None
     if args.detect and time.perf_counter() - start < args.budget_s:
-        lines += _injected(args, checkout, sides[best], out)
+        more, injected = _injected(args, checkout, sides[best], out)
+        lines += more
     lines.append(f"elapsed {time.perf_counter() - start:.0f} s")
     text = "\n".join(lines)
     (out / "probe-summary.txt").write_text(text + "\n")
     print(text)
+    try:  # a suggestion only: never lose the measurements above to it
+        from model.gate.plan import suggest
+
+        advice = "\n".join(suggest(args, sides, modes, injected, m))
+    except Exception as exc:  # noqa: BLE001
+        advice = f"no suggestion: {type(exc).__name__}: {exc}"
+    with open(out / "probe-summary.txt", "a") as f:
+        f.write(advice + "\n")
+    print(advice)
     return 0
 
 
@@ -168,7 +179,7 @@ def sampling_spread(groups) -> str:
     return f"{100 * np.expm1(x.max() - x.min()):.1f}%"
 
 
-def _injected(args, checkout, reference: sampling.Side, out) -> list[str]:
+def _injected(args, checkout, reference: sampling.Side, out) -> tuple[list[str], sampling.Side]:
     from model.gate.proof import _with_cache, injected_copy
 
     copy = injected_copy(checkout, args.host_us, args.host_backend, args.gpu_fraction)
@@ -187,4 +198,4 @@ def _injected(args, checkout, reference: sampling.Side, out) -> list[str]:
         if ref:
             effect = np.expm1(log_medians(groups).mean() - log_medians(ref).mean())
             lines.append(f"  {name.split('::')[-1]}: {100 * effect:+.1f}% against the mean of {len(ref)} unchanged processes")
-    return lines
+    return lines, side
