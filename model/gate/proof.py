@@ -117,6 +117,7 @@ class Runner:
         self.args, self.progress, self.start = args, progress, time.perf_counter()
         self.done: dict[tuple[str, int], sampling.Side] = {}
         self.seconds: dict[str, list[float]] = {}
+        self.failures: list[str] = []
         self.stopped = False
 
     def elapsed(self) -> float:
@@ -130,8 +131,17 @@ class Runner:
             self.stopped = True
             return False
         stem = self.args.out / "raw" / side.label
-        side.add(sampling.run_process(side, self.args.python, stem.with_suffix(".json"), stem.with_suffix(".log"),
-                                      cpus=self.args.cpus))
+        try:
+            side.add(sampling.run_process(side, self.args.python, stem.with_suffix(".json"), stem.with_suffix(".log"),
+                                          cpus=self.args.cpus))
+        except sampling.SamplingError as exc:
+            # One failed process costs its comparisons, not the proof's other results (one device call).
+            self.failures.append(str(exc).splitlines()[0])
+            self.progress(f"  {side.label} FAILED: {exc}")
+            if len(self.failures) >= 3:
+                self.progress("three processes failed: starting no more")
+                self.stopped = True
+            return True
         self.seconds.setdefault(kind, []).append(side.seconds[-1])
         self.done[(kind, j)] = side
         self.progress(f"  {side.label}: {side.seconds[-1]:.1f} s (at {self.elapsed():.0f} s)")
@@ -164,7 +174,7 @@ def _plan(args, n_main: int, n_copy: int, n_whole: int, step: int) -> str:
 def _project(runner, n_main: int, n_copy: int, n_whole: int, progress) -> None:
     """After the first process of each chain: how long the plan takes at those rates."""
     t_m, t_c = runner.seconds["M"][0], runner.seconds["C"][0]
-    t_w = runner.seconds["warm-up"][0] if n_whole else 0.0
+    t_w = runner.seconds.get("warm-up", [3 * t_m])[0] if n_whole else 0.0
     total = runner.elapsed() + (n_main - 1) * t_m + (n_copy - 1) * t_c + n_whole * t_w
     progress(f"projection: {n_main} x {t_m:.1f} s + {n_copy} x {t_c:.1f} s + {n_whole} x {t_w:.1f} s (warm-up's rate) "
              f"= about {total:.0f} s in all, budget {runner.args.budget_s:.0f} s")
@@ -205,6 +215,7 @@ def _run(args, progress, copy: Path | None, detect: list[str]) -> dict:
         if not runner.run("W", j, sampling.Side(f"W{j + 1}", checkout, whole_args)):
             break
     results = {"aa": [], "whole": [], "host": [], "gpu": [], "sdr": {}, "seconds": runner.seconds,
+               "failures": runner.failures,
                "planned": args.trials, "whole_planned": args.whole_trials, "elapsed": runner.elapsed(), "step": step}
     for i, window in enumerate(windows):
         results_aa = _compare(args, runner, "M", window, f"aa-{i + 1}", results, progress, f"A/A {i + 1}")
@@ -301,6 +312,9 @@ def summary(args, results: dict) -> tuple[str, bool]:
         total += len(secs)
         if secs:
             lines.append(f"{label} processes: {len(secs)}, median {statistics.median(secs):.1f} s, total {sum(secs):.0f} s")
+    for failure in results["failures"]:
+        lines.append(f"FAILED process: {failure}")
+    ok &= not results["failures"]
     lines.append(f"{total} processes in {results['elapsed']:.0f} s")
     lines.append("PROOF " + ("PASSED" if ok else "FAILED") + ": every comparison run, 0 A/A failures, >= 90% detection")
     return "\n".join(lines), ok
