@@ -38,7 +38,8 @@ def test_gate_passes_unchanged_benchmarks_and_fails_the_injected_slowdown(traine
     copy = injected_copy(ROOT, HOST_DELAY_US, "onnxruntime-cpu-int8", 0.0)
     try:
         done = subprocess.run([sys.executable, "-m", "model.gate", "compare", "--base", str(ROOT), "--head", str(copy),
-                               "-k", SELECTION, "--processes", "3", "--fork-server", "--out", str(tmp_path), "--",
+                               "-k", SELECTION, "--processes", "3", "--fork-server", "--warmup-processes", "0", "--out",
+                               str(tmp_path), "--",
                                f"--cache-dir={cache_dir}", "--model=simplecnn", "--bench-rounds=10",
                                "--bench-warmup=1"],
                               cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -53,9 +54,8 @@ def test_gate_passes_unchanged_benchmarks_and_fails_the_injected_slowdown(traine
     for v in verdicts.values():
         assert v["clock"] == "wall" and v["noise_floor"] is not None and v["sdr"] >= 0.05 and v["processes"] == [3, 3]
     assert f"REGRESSED: {INJECTED}" in done.stdout and (tmp_path / "gate.md").is_file()
-    raw = sorted(p.name for p in (tmp_path / "raw").glob("*.json"))  # A B B A A B and a warm-up, all kept
-    assert raw == ["base-1.json", "base-2.json", "base-3.json", "head-1.json", "head-2.json", "head-3.json",
-                   "warmup-1.json"], raw
+    raw = sorted(p.name for p in (tmp_path / "raw").glob("*.json"))  # A B B A A B, each process's samples kept
+    assert raw == ["base-1.json", "base-2.json", "base-3.json", "head-1.json", "head-2.json", "head-3.json"], raw
 
 
 def test_stored_baseline_keeps_every_process_and_its_aa_sd(tmp_path):
@@ -80,3 +80,20 @@ def test_gate_that_must_compare_fails_without_a_baseline(tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     assert "no baseline stored for machine id" in done.stderr and "BENCH_REQUIRE_BASELINE=1" in done.stderr
     assert not (tmp_path / "empty").exists() and not (tmp_path / "gate").exists()  # nothing ran
+
+
+def test_fork_server_runs_each_checkouts_own_code_and_refuses_a_server_that_imported_it(tmp_path, monkeypatch):
+    from model.gate.forkserver import ForkServer
+
+    (tmp_path / "test_one.py").write_text("import sys\n\ndef test_one():\n    assert sys.path[0] == %r\n" % str(tmp_path))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    preload = ["pytest", "pytest_benchmark.plugin", "hypothesis"]
+    with ForkServer(sys.executable, preload=preload) as server:
+        assert server.preloaded == preload
+        assert server.run(tmp_path, ["-q", "-p", "no:cacheprovider", "test_one.py"], env, tmp_path / "a.log") == 0
+        assert server.run(tmp_path, ["-q", "-p", "no:cacheprovider", "test_one.py"], env, tmp_path / "b.log") == 0
+    # A server that imported the project would hand every process that copy of `model`: refused.
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    with ForkServer(sys.executable, preload=["model"]) as server:
+        assert server.run(tmp_path, ["-q", "test_one.py"], env, tmp_path / "c.log") == 70
+    assert "project modules ['model'] already imported" in (tmp_path / "c.log").read_text()

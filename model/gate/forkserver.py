@@ -111,6 +111,7 @@ class ForkServer:
         if self.proc.poll() is None:
             self.proc.stdin.close()
             self.proc.wait(timeout=30)
+        self.proc.stdout.close()
 
     def __enter__(self):
         return self

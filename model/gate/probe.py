@@ -90,8 +90,18 @@ def main(args) -> int:
         count[mode] += 1
         stem = out / "raw" / f"{mode}{count[mode]}"
         began = time.perf_counter()
-        result = sampling.run_process(sides[mode], args.python, stem.with_suffix(".json"), stem.with_suffix(".log"),
-                                      cpus=args.cpus if mode != "U" else None, fresh=mode in ("W", "F"))
+        cpus = args.cpus if mode != "U" else None
+        try:
+            if mode in ("W", "F"):  # fresh interpreters by design
+                result = sampling.run_process(sides[mode], args.python, stem.with_suffix(".json"),
+                                              stem.with_suffix(".log"), cpus=cpus, fresh=True)
+            else:
+                result = sampling.run_or_fall_back(sides[mode], args.python, stem.with_suffix(".json"),
+                                                   stem.with_suffix(".log"), cpus, lambda t: print(t, flush=True))
+        except sampling.SamplingError as exc:  # report and go on: the other processes still measure
+            print(f"  {mode}{count[mode]} FAILED: {exc}", flush=True)
+            del sides[mode].seconds[len(measured[mode]):]
+            continue
         sides[mode].add(result)
         measured[mode].append(_measured_s(result))
         setup = time.perf_counter() - began - sides[mode].seconds[-1]  # a fork server's start, outside the clock
@@ -137,8 +147,11 @@ def main(args) -> int:
         lines += _durations(out / "raw" / "X1.log", sides["X"])
     injected = None
     if args.detect and time.perf_counter() - start < args.budget_s:
-        more, injected = _injected(args, checkout, sides[best], out)
-        lines += more
+        try:
+            more, injected = _injected(args, checkout, sides[best], out)
+            lines += more
+        except sampling.SamplingError as exc:
+            lines.append(f"injected copy FAILED: {exc}")
     lines.append(f"elapsed {time.perf_counter() - start:.0f} s")
     text = "\n".join(lines)
     (out / "probe-summary.txt").write_text(text + "\n")
@@ -186,8 +199,8 @@ def _injected(args, checkout, reference: sampling.Side, out) -> tuple[list[str],
     try:
         side = sampling.Side("injected", copy, _with_cache(list(args.pytest_args), checkout), targets=args.detect)
         stem = out / "raw" / "injected"
-        side.add(sampling.run_process(side, args.python, stem.with_suffix(".json"), stem.with_suffix(".log"),
-                                      cpus=args.cpus))
+        side.add(sampling.run_or_fall_back(side, args.python, stem.with_suffix(".json"), stem.with_suffix(".log"),
+                                           args.cpus))
         logged = [t for t in stem.with_suffix(".log").read_text(errors="replace").splitlines() if t.startswith("[gate proof]")]
     finally:
         shutil.rmtree(copy.parent, ignore_errors=True)

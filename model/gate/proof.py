@@ -132,8 +132,8 @@ class Runner:
             return False
         stem = self.args.out / "raw" / side.label
         try:
-            side.add(sampling.run_process(side, self.args.python, stem.with_suffix(".json"), stem.with_suffix(".log"),
-                                          cpus=self.args.cpus))
+            side.add(sampling.run_or_fall_back(side, self.args.python, stem.with_suffix(".json"),
+                                               stem.with_suffix(".log"), self.args.cpus, self.progress))
         except sampling.SamplingError as exc:
             # One failed process costs its comparisons, not the proof's other results (one device call).
             self.failures.append(str(exc).splitlines()[0])

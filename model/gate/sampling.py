@@ -33,7 +33,7 @@ class SamplingError(RuntimeError):
 
 # Processes are forked from a server that has imported the libraries (model/gate/forkserver.py)
 # when this is on, else started as fresh interpreters. One server per (python, cores).
-FORK = {"enabled": False, "preload": None}
+FORK = {"enabled": False, "preload": None, "proven": False}
 _SERVERS: dict = {}
 
 
@@ -141,6 +141,23 @@ def run_process(side: Side, python: str, json_path: Path, log_path: Path, timeou
     return json.loads(json_path.read_text())
 
 
+def run_or_fall_back(side: Side, python: str, json_path: Path, log_path: Path, cpus=None, progress=print) -> dict:
+    """run_process, but if the very first forked process fails (say, a library the server imported
+    touched CUDA, which a forked child cannot inherit), say so and go on with fresh interpreters."""
+    try:
+        result = run_process(side, python, json_path, log_path, cpus=cpus)
+    except SamplingError as exc:
+        if not FORK["enabled"] or FORK["proven"]:
+            raise
+        FORK["enabled"] = False
+        close_servers()
+        side.seconds.pop()
+        progress(f"  the first forked process failed; fresh interpreters from here on. {exc}")
+        return run_process(side, python, json_path, log_path, cpus=cpus)
+    FORK["proven"] = FORK["proven"] or FORK["enabled"]
+    return result
+
+
 def measure(sides: list[Side], processes: int, out_dir: Path, python: str = sys.executable, progress=print,
             cpus: frozenset[int] | None = None, warmup: int = 1) -> None:
     """Run `processes` fresh processes per side, interleaved, and add their samples to each side.
@@ -150,12 +167,12 @@ def measure(sides: list[Side], processes: int, out_dir: Path, python: str = sys.
     for i in range(warmup):
         scratch = Side(sides[0].label, sides[0].checkout, sides[0].pytest_args, sides[0].targets)
         stem = out_dir / f"warmup-{i + 1}"
-        run_process(scratch, python, stem.with_suffix(".json"), stem.with_suffix(".log"), cpus=cpus)
+        run_or_fall_back(scratch, python, stem.with_suffix(".json"), stem.with_suffix(".log"), cpus, progress)
         progress(f"  warm-up process {i + 1} ({sides[0].label}, not counted): {scratch.seconds[-1]:.1f} s")
     counts: dict[str, int] = {}
     order = interleaved(sides, processes)
     for step, side in enumerate(order, 1):
         n = counts[side.label] = counts.get(side.label, 0) + 1
         stem = out_dir / f"{side.label}-{n}"
-        side.add(run_process(side, python, stem.with_suffix(".json"), stem.with_suffix(".log"), cpus=cpus))
+        side.add(run_or_fall_back(side, python, stem.with_suffix(".json"), stem.with_suffix(".log"), cpus, progress))
         progress(f"  [{step}/{len(order)}] {side.label} process {n}: {side.seconds[-1]:.1f} s")
