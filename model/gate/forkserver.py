@@ -86,8 +86,8 @@ class ForkServer:
     """Client: start the server with `python` (pinned to `cpus` before it imports anything, so that
     thread pools sized at library load see the pinned set), then run pytest processes through it."""
 
-    DEFAULT_PRELOAD = ("numpy", "pytest", "_pytest.python", "pytest_benchmark.plugin", "hypothesis", "cpuinfo",
-                       "filelock", "torch", "onnx", "onnxruntime", "tensorrt", "cuda.bindings.runtime")
+    DEFAULT_PRELOAD = ("numpy", "pytest", "_pytest.python", "pytest_benchmark.plugin", "xdist.plugin", "hypothesis",
+                       "cpuinfo", "filelock", "torch", "onnx", "onnxruntime", "tensorrt", "cuda.bindings.runtime")
 
     def __init__(self, python: str, cpus=None, preload=DEFAULT_PRELOAD) -> None:
         pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
