@@ -22,19 +22,6 @@ needs_ort_cuda = pytest.mark.needs_cuda("onnxruntime")
 CPU_MAX_BATCH = 32  # CPU backends are the baseline here, not the subject: keep their runs short
 
 
-def _feed(model_artifacts, n: int) -> dict:
-    from model.evaluate import evaluation_feed
-
-    source, _ = evaluation_feed(model_artifacts)
-    total = len(next(iter(source.values())))
-    return {k: np.ascontiguousarray(v[np.arange(n) % total]) for k, v in source.items()}
-
-
-def _pedantic(benchmark, target, model: str, batch: int, iterations: int):
-    benchmark.group = f"{model}-bs{batch}"
-    benchmark.pedantic(target, warmup_rounds=5, rounds=30, iterations=iterations)
-
-
 def _bytes(values) -> int:
     return int(sum(np.asarray(v).nbytes for v in values))
 
@@ -44,12 +31,12 @@ def _moved(benchmark, feed: dict, out: dict) -> None:
 
 
 @pytest.mark.backends(include_reference=True)
-def test_end_to_end(benchmark, record, runner_pool, model_artifacts, model_name, backend_name, bench_batch):
+def test_end_to_end(benchmark, timed, record, runner_pool, bench_feed, model_name, backend_name, bench_batch):
     if "-cpu" in backend_name and bench_batch > CPU_MAX_BATCH:
         pytest.skip(f"CPU backends are benchmarked up to batch {CPU_MAX_BATCH}")
     runner = runner_pool(backend_name)
-    feed = _feed(model_artifacts, bench_batch)
-    _pedantic(benchmark, lambda: runner.infer(feed), model_name, bench_batch, iterations=1)
+    feed = bench_feed(bench_batch)
+    timed(lambda: runner.infer(feed), model_name, bench_batch, iterations=1)
     record(model_name, backend_name, BACKENDS[backend_name].precision, "end-to-end", bench_batch)
     _moved(benchmark, feed, runner.infer(feed))
 
@@ -90,15 +77,15 @@ def _host_copy(out) -> np.ndarray:
     return cupy.asnumpy(cupy.asarray(out))
 
 
-def _checked_against_reference(feed, out, reference_runner, precision: str, spec) -> None:
-    result = compare_outputs(reference_runner.infer(feed), out, precision, spec)
+def _checked_against_reference(bench_feed, batch: int, out, precision: str, spec) -> None:
+    result = compare_outputs(bench_feed.reference(batch), out, precision, spec)
     assert result, f"the timed call computes something else: {result.message}"
 
 
-def test_end_to_end_pinned(benchmark, record, runner_pool, model_artifacts, model_spec, model_name, reference_runner,
-                           gpu_backend, bench_batch):
+def test_end_to_end_pinned(benchmark, timed, record, runner_pool, bench_feed, model_spec, model_name, gpu_backend,
+                           bench_batch):
     runner = runner_pool(gpu_backend)
-    host = _feed(model_artifacts, bench_batch)
+    host = bench_feed(bench_batch)
     try:
         feed = runner.pinned_inputs(bench_batch)
     except (NotImplementedError, InputError) as exc:
@@ -106,17 +93,17 @@ def test_end_to_end_pinned(benchmark, record, runner_pool, model_artifacts, mode
     for n, x in host.items():
         feed[n][:] = x
     precision = BACKENDS[gpu_backend].precision
-    _checked_against_reference(host, runner.infer(feed), reference_runner, precision, model_spec)
-    _pedantic(benchmark, lambda: runner.infer(feed), model_name, bench_batch, iterations=1)
+    _checked_against_reference(bench_feed, bench_batch, runner.infer(feed), precision, model_spec)
+    timed(lambda: runner.infer(feed), model_name, bench_batch, iterations=1)
     record(model_name, gpu_backend, precision, "end-to-end-pinned", bench_batch)
     _moved(benchmark, host, runner.infer(feed))
 
 
 @pytest.mark.parametrize("outputs", ["host", "device"], ids=["to-host", "to-device"])
-def test_end_to_end_from_gpu(benchmark, record, runner_pool, model_artifacts, model_spec, model_name, reference_runner,
-                             gpu_backend, bench_batch, outputs):
+def test_end_to_end_from_gpu(benchmark, timed, record, runner_pool, bench_feed, model_spec, model_name, gpu_backend,
+                             bench_batch, outputs):
     runner = runner_pool(gpu_backend)
-    host = _feed(model_artifacts, bench_batch)
+    host = bench_feed(bench_batch)
     tensors = {n: _gpu_tensor(x) for n, x in host.items()}
     try:
         feed = {n: t for n, (t, _) in tensors.items()}
@@ -126,8 +113,8 @@ def test_end_to_end_from_gpu(benchmark, record, runner_pool, model_artifacts, mo
             pytest.skip(str(exc))
         host_out = out if outputs == "host" else {n: _host_copy(v) for n, v in out.items()}
         precision = BACKENDS[gpu_backend].precision
-        _checked_against_reference(host, host_out, reference_runner, precision, model_spec)
-        _pedantic(benchmark, lambda: runner.infer(feed, outputs=outputs), model_name, bench_batch, iterations=1)
+        _checked_against_reference(bench_feed, bench_batch, host_out, precision, model_spec)
+        timed(lambda: runner.infer(feed, outputs=outputs), model_name, bench_batch, iterations=1)
         mode = "end-to-end-gpu" if outputs == "host" else "gpu-in-out"
         record(model_name, gpu_backend, precision, mode, bench_batch)
         first = next(iter(feed.values()))
@@ -152,11 +139,11 @@ DEVICE = [pytest.param(b.name, b.precision, "graph", marks=pytest.mark.needs(*b.
 
 
 @pytest.mark.parametrize("framework, precision, mode", DEVICE)
-def test_device_resident(benchmark, record, runner_pool, model_artifacts, model_spec, model_name, reference_runner,
+def test_device_resident(benchmark, timed, record, runner_pool, bench_feed, model_artifacts, model_spec, model_name,
                          framework, precision, mode, bench_batch):
     if precision not in model_spec.precisions:
         pytest.skip(f"{model_name} is not offered in {precision}: {model_spec.precision_notes}")
-    feed = _feed(model_artifacts, bench_batch)
+    feed = bench_feed(bench_batch)
     if framework.startswith("tensorrt"):
         runner = runner_pool(framework).runner_for(bench_batch)  # the engine that serves this batch
         target, check, gpu_time = targets.tensorrt_graph(runner, feed)
@@ -166,13 +153,13 @@ def test_device_resident(benchmark, record, runner_pool, model_artifacts, model_
         target, check, gpu_time = targets.pytorch(model_artifacts.module, feed, model_spec, precision, mode)
     else:
         target, check, gpu_time = targets.onnxruntime_cuda_graph(model_artifacts.onnx_variant(precision), feed, model_spec)
-    result = compare_outputs(reference_runner.infer(feed), check(), precision, model_spec)
+    result = compare_outputs(bench_feed.reference(bench_batch), check(), precision, model_spec)
     assert result, f"the timed target computes something else: {result.message}"
-    _pedantic(benchmark, target, model_name, bench_batch, iterations=10)
+    rounds = timed(target, model_name, bench_batch, iterations=10)
     name = framework if framework.startswith("tensorrt") else f"{framework}-{mode}"
     record(model_name, name, precision, "device-resident", bench_batch)
     if gpu_time is not None:
-        samples.record_gpu_times(benchmark, gpu_time())
+        samples.record_gpu_times(benchmark, gpu_time(max(targets.GPU_TIME_RUNS, rounds)))
     if framework.startswith("tensorrt"):
         (lo, *_), (hi, *_) = runner.shape_range[model_spec.input_names[0]]
         benchmark.extra_info["tensorrt_engine"] = {"min": lo, "opt": runner.profile_opts[runner.active_profile], "max": hi}

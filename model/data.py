@@ -158,5 +158,28 @@ def cifar100(root: str | Path, download: bool = False, calib_size: int = 1000) -
 def load(data: str = SYNTHETIC, download: bool = False, seed: int = 0) -> Dataset:
     """`synthetic` (the default, made in-process) or a folder holding CIFAR-100."""
     if data == SYNTHETIC:
-        return synthetic(SyntheticSpec(seed=seed))
+        return _synthetic_cached(SyntheticSpec(seed=seed))
     return cifar100(data, download=download)
+
+
+SPLITS = ("train", "calib", "holdout")
+
+
+def _synthetic_cached(spec: SyntheticSpec) -> Dataset:
+    """synthetic(spec), kept in the artifact cache (SIMPLECNN_CACHE, else the project's .cache): made
+    once, read afterwards, because every fresh process that needs the data (the regression gate
+    starts dozens) would otherwise spend seconds generating the same 14,000 images."""
+    from model import cache
+
+    description = {"name": SYNTHETIC, "generator": GENERATOR_VERSION, **spec.__dict__}
+
+    def build(tmp: Path) -> None:
+        made = synthetic(spec)
+        with open(tmp, "wb") as f:
+            np.savez(f, **{f"{name}_{k}": getattr(getattr(made, name), k) for name in SPLITS for k in ("x", "y")})
+
+    found = cache.get_or_build(cache.DEFAULT_CACHE / "data", f"synthetic-{cache.key(description)}.npz", description,
+                               build)
+    with np.load(found.path) as saved:
+        splits = [Split(saved[f"{name}_x"], saved[f"{name}_y"]) for name in SPLITS]
+    return Dataset(SYNTHETIC, *splits, description=description)

@@ -1,17 +1,18 @@
 """Stored-baseline mode, for when only one commit is at hand (a push to main): `record` keeps every
 process's raw samples and the A/A spread measured between those processes; `check` compares a new
-run with them, the stored spread entering the noise floor instead of a fixed percentage. The
-spread between processes minutes apart is what this mode can measure; drift over days is not, which
-is why pull requests use the same-job comparison."""
+run with them, the stored processes being the base side of the test (model/gate/stats.py), so
+their spread enters the noise floor. The spread between processes minutes apart is what this mode
+can measure; drift over days is not, which is why pull requests use the same-job comparison."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from model.gate.sampling import Side
-from model.gate.stats import process_spread
+from model.gate.stats import log_medians, process_sd
 
-FORMAT = "model.gate baseline v1"
+FORMAT = "model.gate baseline v2"
 
 
 def save(side: Side, path: Path) -> dict:
@@ -19,7 +20,8 @@ def save(side: Side, path: Path) -> dict:
         raise ValueError(f"a baseline needs at least two processes to measure its A/A spread; received "
                          f"{len(side.machine_infos)}")
     data = {"format": FORMAT, "machine_info": side.machine_infos[0], "processes": len(side.machine_infos),
-            "benchmarks": {name: {"clock": side.clocks[name], "groups": groups, "aa_spread": process_spread(groups)}
+            "benchmarks": {name: {"clock": side.clocks[name], "groups": groups,
+                                  "aa_sd": math.expm1(process_sd(log_medians(groups))[0])}
                            for name, groups in side.groups.items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
@@ -38,5 +40,4 @@ def load(path: Path) -> Side:
     side.machine_infos = [data["machine_info"]]
     for name, b in data["benchmarks"].items():
         side.clocks[name], side.groups[name] = b["clock"], b["groups"]
-    side.stored_spread = {name: b["aa_spread"] for name, b in data["benchmarks"].items()}
     return side

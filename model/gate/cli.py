@@ -23,18 +23,33 @@ def _checkout(text: str) -> Path:
     return path
 
 
+def _cpus(text: str) -> frozenset[int]:
+    try:
+        return sampling.parse_cpus(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _common(p: argparse.ArgumentParser, processes: int) -> None:
     p.add_argument("--processes", type=_positive_int, default=processes,
                    help="fresh processes per side, interleaved A B B A ... (default %(default)s)")
+    p.add_argument("--warmup-processes", type=int, default=1,
+                   help="processes run first and not counted (cold caches after a checkout; default %(default)s)")
     p.add_argument("-k", dest="keyword", default=None, help="pytest -k expression selecting the benchmarks")
     p.add_argument("--python", default=sys.executable,
                    help="interpreter that runs the benchmark processes (default: this one)")
+    p.add_argument("--cpus", type=_cpus, default=None,
+                   help="pin every benchmark process to these cores (taskset syntax, e.g. 2-5); default: unpinned")
+    p.add_argument("--fork-server", action="store_true",
+                   help="fork each benchmark process from a server that has imported the libraries (not the project's "
+                        "code): seconds less per process; see model/gate/forkserver.py for what siblings then share")
+    p.add_argument("--preload", default=None,
+                   help="comma-separated modules the fork server imports (default: numpy, pytest, torch, onnxruntime, "
+                        "tensorrt, ...); leave out any that would initialize CUDA")
     p.add_argument("--out", type=Path, default=Path("out/gate"), help="logs, raw JSON and the verdict (default %(default)s)")
     p.add_argument("--alpha", type=float, default=Settings.alpha, help="family-wise error rate, Holm (default %(default)s)")
     p.add_argument("--min-effect", type=float, default=Settings.min_effect,
                    help="smallest relative change that may fail the gate (default %(default)s)")
-    p.add_argument("--floor-factor", type=float, default=Settings.floor_factor,
-                   help="a change must exceed this many noise floors (default %(default)s)")
     p.add_argument("--max-detectable", type=float, default=Settings.max_detectable,
                    help="a benchmark whose smallest detectable regression exceeds this is too noisy to gate "
                         "(default %(default)s)")
@@ -49,24 +64,24 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="same-job mode: base and head checkouts measured here, interleaved")
     c.add_argument("--base", type=_checkout, required=True, help="checkout of the base commit")
     c.add_argument("--head", type=_checkout, required=True, help="checkout of the head commit")
-    _common(c, processes=2)
-    r = sub.add_parser("record", help="stored-baseline mode: measure this checkout and store samples + A/A spread")
+    _common(c, processes=5)
+    r = sub.add_parser("record", help="stored-baseline mode: measure this checkout and store every process's samples")
     r.add_argument("--baseline", type=Path, required=True, help="file to write")
     r.add_argument("--checkout", type=_checkout, default=Path.cwd(), help="checkout to measure (default: cwd)")
-    _common(r, processes=4)
+    _common(r, processes=6)
     k = sub.add_parser("check", help="stored-baseline mode: measure this checkout against a recorded baseline")
     k.add_argument("--baseline", type=Path, required=True, help="file written by `record`")
     k.add_argument("--checkout", type=_checkout, default=Path.cwd(), help="checkout to measure (default: cwd)")
-    _common(k, processes=2)
-    from model.gate import proof
+    _common(k, processes=5)
+    from model.gate import probe, proof
 
     proof.add_parser(sub)
+    probe.add_parser(sub)
     return ap
 
 
 def settings_of(args) -> Settings:
-    return Settings(alpha=args.alpha, min_effect=args.min_effect, floor_factor=args.floor_factor,
-                    max_detectable=args.max_detectable)
+    return Settings(alpha=args.alpha, min_effect=args.min_effect, max_detectable=args.max_detectable)
 
 
 def pytest_args(args) -> list[str]:
@@ -81,8 +96,8 @@ def decide(base: sampling.Side, head: sampling.Side, settings: Settings, family_
         if base.clocks[name] != head.clocks[name]:
             raise sampling.SamplingError(f"benchmark {name}: {base.label} timed it on the {base.clocks[name]} clock, "
                                          f"{head.label} on the {head.clocks[name]} clock; compare like with like")
-    verdicts = judge({n: {"clock": base.clocks[n], "base": base.groups[n], "head": head.groups[n],
-                          "stored_spread": base.stored_spread.get(n)} for n in common}, settings, family_size)
+    verdicts = judge({n: {"clock": base.clocks[n], "base": base.groups[n], "head": head.groups[n]} for n in common},
+                     settings, family_size)
     only = {base.label: [n for n in base.groups if n not in head.groups],
             head.label: [n for n in head.groups if n not in base.groups]}
     return verdicts, env, only
@@ -99,17 +114,20 @@ def finish(args, verdicts, env, only) -> int:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "proof":
-        from model.gate import proof
+    sampling.FORK.update(enabled=args.fork_server,
+                         preload=None if args.preload is None else [m for m in args.preload.split(",") if m])
+    if args.command in ("proof", "probe"):
+        from model.gate import probe, proof
 
-        return proof.main(args)
+        return {"proof": proof, "probe": probe}[args.command].main(args)
     settings = settings_of(args)
     out = args.out
     if args.command == "compare":
         base = sampling.Side("base", args.base, pytest_args(args))
         head = sampling.Side("head", args.head, pytest_args(args))
         print(f"== same-job comparison: base {args.base} vs head {args.head}, {args.processes} processes each")
-        sampling.measure([base, head], args.processes, out / "raw", args.python)
+        sampling.measure([base, head], args.processes, out / "raw", args.python, cpus=args.cpus,
+                         warmup=args.warmup_processes)
         if not base.groups:
             print("error: no benchmark ran (all deselected or skipped); nothing to gate", file=sys.stderr)
             return 2
@@ -120,13 +138,14 @@ def main(argv=None) -> int:
             print("error: --processes must be at least 2 for record: the A/A spread is measured between processes",
                   file=sys.stderr)
             return 2
-        sampling.measure([head], args.processes, out / "raw", args.python)
+        sampling.measure([head], args.processes, out / "raw", args.python, cpus=args.cpus,
+                         warmup=args.warmup_processes)
         data = baseline.save(head, args.baseline)
         print(f"baseline of {len(data['benchmarks'])} benchmarks from {args.processes} processes written to {args.baseline}")
         for name, b in data["benchmarks"].items():
-            print(f"  {name} ({b['clock']} clock): A/A spread {100 * b['aa_spread']:.1f}%")
+            print(f"  {name} ({b['clock']} clock): process-to-process sd {100 * b['aa_sd']:.1f}%")
         return 0
     stored = baseline.load(args.baseline)
     print(f"== against the baseline {args.baseline}, {args.processes} processes of {args.checkout}")
-    sampling.measure([head], args.processes, out / "raw", args.python)
+    sampling.measure([head], args.processes, out / "raw", args.python, cpus=args.cpus, warmup=args.warmup_processes)
     return finish(args, *decide(stored, head, settings))

@@ -25,7 +25,7 @@ def _pct(x: float | None) -> str:
 
 
 def table(verdicts: list[Verdict]) -> str:
-    head = ("| benchmark | clock | base median | head median | change | p (MWU) | noise floor | SDR | verdict |\n"
+    head = ("| benchmark | clock | base | head | change | p (t, processes) | noise floor (sd) | SDR | verdict |\n"
             "|---|---|---|---|---|---|---|---|---|")
     rows = [f"| {v.name} | {v.clock} | {_time(v.base_median)} | {_time(v.head_median)} | {100 * v.change:+.1f}% | "
             f"{v.p_value:.2g} | {_pct(v.noise_floor)} | {_pct(v.sdr)} | {v.verdict} |" for v in verdicts]
@@ -36,8 +36,9 @@ def summary(verdicts: list[Verdict], settings: Settings, only: dict[str, list[st
     counts = {k: [v.name for v in verdicts if v.verdict == k] for k in (REGRESSED, IMPROVED, UNCHANGED, TOO_NOISY)}
     lines = [f"gate: {len(verdicts)} benchmarks, {len(counts[REGRESSED])} regressed, {len(counts[IMPROVED])} improved, "
              f"{len(counts[UNCHANGED])} unchanged, {len(counts[TOO_NOISY])} too noisy to gate "
-             f"(Holm over the family at alpha {settings.alpha}; a change must also exceed the SDR: "
-             f"max({_pct(settings.min_effect)}, {settings.floor_factor:g} x noise floor, resolution))"]
+             f"(t-test on per-process medians, Holm over the family at alpha {settings.alpha}, every process of "
+             f"one side beyond every process of the other, change > {_pct(settings.min_effect)}; "
+             f"too noisy: SDR > {_pct(settings.max_detectable)})"]
     for name in counts[REGRESSED]:
         lines.append(f"REGRESSED: {name}")
     for name in counts[TOO_NOISY]:
