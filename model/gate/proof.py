@@ -7,8 +7,12 @@ Two families of A/A comparisons of the unchanged checkout, and injected slowdown
 - the whole benchmark set (--whole-trials, --whole-args: fewer rounds per benchmark), its own chain
   of independent comparisons (W);
 - a patched copy (model/gate/inject.py, appended to the copy's benchmarks/conftest.py only) that
-  runs only the --detect-* benchmarks (C); detection i compares comparison i's A side with n copy
-  processes, corrected for the size of the selection's family, as the gate would judge it.
+  runs the same selection (C); detection i compares comparison i's A side with n copy processes on
+  the --detect-* benchmarks, corrected for the size of the selection's family, as the gate would
+  judge it. The copy runs the whole selection, not only the judged benchmarks: on the H200 a copy
+  running two benchmarks measured TensorRT FP16's end-to-end batch 1 in a tight 86-88 us band,
+  while processes of the full selection split into 65 and 73-81 us, so a shorter copy compares a
+  different process, not only the injection.
 
 With --step 2n (the default) no process serves two comparisons: the counts are of independent
 trials. A smaller step lets neighbouring comparisons share processes, roles rotating; each
@@ -156,7 +160,7 @@ def run(args, progress=print) -> dict:
     detect = [*args.detect_host, *args.detect_gpu]
     copy = injected_copy(args.checkout, args.host_us, args.host_backend, args.gpu_fraction) if detect else None
     try:
-        return _run(args, progress, copy, detect)
+        return _run(args, progress, copy)
     finally:  # a failed process must not leave the copy behind
         if copy is not None:
             shutil.rmtree(copy.parent, ignore_errors=True)
@@ -180,7 +184,7 @@ def _project(runner, n_main: int, n_copy: int, n_whole: int, progress) -> None:
              f"= about {total:.0f} s in all, budget {runner.args.budget_s:.0f} s")
 
 
-def _run(args, progress, copy: Path | None, detect: list[str]) -> dict:
+def _run(args, progress, copy: Path | None) -> dict:
     from model.gate.cli import decide, settings_of
 
     settings = settings_of(args)
@@ -206,7 +210,7 @@ def _run(args, progress, copy: Path | None, detect: list[str]) -> dict:
     order = sorted([(j / n_main, "M", j) for j in range(n_main)] + [((k + 0.5) / max(n_copy, 1), "C", k) for k in range(n_copy)])
     for _, kind, j in order:
         side = (sampling.Side(f"M{j + 1}", checkout, main_args, targets=targets) if kind == "M"
-                else sampling.Side(f"C{j + 1}", copy, common, targets=detect))
+                else sampling.Side(f"C{j + 1}", copy, main_args, targets=targets))
         if not runner.run(kind, j, side):
             break
         if {"M", "C"} <= runner.seconds.keys() and len(runner.seconds["M"]) + len(runner.seconds["C"]) == 2:
