@@ -175,6 +175,31 @@ def model_store(pytestconfig, cache_dir):
     store.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _xdist_engine_builds(request, model_store):
+    """Under pytest-xdist, each worker first builds its share of the TensorRT engine sets the run
+    uses. Left to the tests, all workers reach the same backend's tests together and wait on one
+    build at a time (on the H200, 4 workers per model advanced one TensorRT backend at a time from a
+    cold cache). The plans go through the cache's per-artifact lock, so each is built once, and they
+    are the very plans the tests then load. A build that fails is left for its tests to report."""
+    from model.backends.base import BackendUnavailable
+    from model.backends.registry import BACKENDS, tensorrt_share
+
+    worker, workers = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or workers < 2:
+        return
+    used = {(item.callspec.params["model_name"], item.callspec.params["backend_name"]) for item in request.session.items
+            if "backend_name" in getattr(getattr(item, "callspec", None), "params", {})}
+    for model, name in tensorrt_share(used, int(worker[2:]), workers):
+        backend, arts = BACKENDS[name], model_store.artifacts(model)
+        if backend.missing() or backend.not_for(arts):
+            continue
+        try:
+            backend.artifact(arts)  # builds (or verifies) every plan of the backend's engine set
+        except (BackendUnavailable, RuntimeError, OSError, ValueError):
+            continue
+
+
 @pytest.fixture(scope="session")
 def model_spec(pytestconfig, model_name):
     return pytestconfig.model_specs[model_name]

@@ -97,3 +97,10 @@ BACKENDS = {b.name: b for b in [
     Backend("tensorrt-int8", "TensorRT", "int8", ("tensorrt",), _trt("int8"), _trt_files("int8")),
 ]}
 DEFAULT_BACKENDS = list(BACKENDS)
+
+
+def tensorrt_share(pairs, worker: int, workers: int) -> list[tuple[str, str]]:
+    """Of the (model, backend) pairs a run uses, the TensorRT ones that parallel worker `worker`
+    (0-based) of `workers` builds: every `workers`-th, in an order every worker computes alike."""
+    trt = sorted((model, name) for model, name in set(pairs) if BACKENDS[name].framework == "TensorRT")
+    return trt[worker::workers]
