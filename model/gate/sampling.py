@@ -120,7 +120,10 @@ def run_process(side: Side, python: str, json_path: Path, log_path: Path, timeou
     json_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [python, "-m", "pytest", *side.targets, "-q", "-p", "no:cacheprovider", "--benchmark-save-data",
            f"--benchmark-json={json_path}", *side.pytest_args]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(side.checkout), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    # Not a pytest-xdist worker's variables: a benchmark process started from a test run under
+    # xdist (tests/test_bench_gate.py with -n) saw PYTEST_XDIST_WORKER and wrote no JSON.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST_", "PYTEST_CURRENT_TEST"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(side.checkout), *filter(None, [os.environ.get("PYTHONPATH")])])
     env.pop("PYTHONSAFEPATH", None)
     if FORK["enabled"] and not fresh:
         server = _server(python, cpus)  # started (and its imports paid) before the clock starts
