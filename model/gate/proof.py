@@ -22,6 +22,7 @@ injections touch disjoint benchmarks (end-to-end vs device-resident), so one cop
 """
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import statistics
@@ -62,6 +63,8 @@ def add_parser(sub) -> None:
     p.add_argument("--sdr-k", default="fp16", help="substring of the benchmarks whose SDR the summary lists")
     p.add_argument("--budget-s", type=float, default=0.0,
                    help="start no process that would end past this many seconds (0: no limit)")
+    p.add_argument("--resume", action="store_true",
+                   help="read back the processes an earlier call with the same --out and plan completed, run the rest")
     _common(p, processes=5)
 
 
@@ -123,6 +126,7 @@ class Runner:
         self.seconds: dict[str, list[float]] = {}
         self.failures: list[str] = []
         self.stopped = False
+        self.resumed = 0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -135,6 +139,8 @@ class Runner:
             self.stopped = True
             return False
         stem = self.args.out / "raw" / side.label
+        if self.args.resume and self._load(kind, j, side, stem):
+            return True
         try:
             side.add(sampling.run_or_fall_back(side, self.args.python, stem.with_suffix(".json"),
                                                stem.with_suffix(".log"), self.args.cpus, self.progress))
@@ -148,11 +154,27 @@ class Runner:
             return True
         self.seconds.setdefault(kind, []).append(side.seconds[-1])
         self.done[(kind, j)] = side
+        stem.with_suffix(".seconds").write_text(f"{side.seconds[-1]!r}\n")  # what --resume reads back
         self.progress(f"  {side.label}: {side.seconds[-1]:.1f} s (at {self.elapsed():.0f} s)")
         if kind == "C" and j == 0:  # what the GPU padding achieved (model/gate/inject.py logs it)
             for text in stem.with_suffix(".log").read_text(errors="replace").splitlines():
                 if text.startswith("[gate proof]"):
                     self.progress(f"   C1: {text}")
+        return True
+
+
+    def _load(self, kind: str, j: int, side: sampling.Side, stem: Path) -> bool:
+        """--resume: a process an earlier call of the same plan completed is read back, not run again
+        (one device call is 10 minutes at most; the proof's plan may need two). Only a process that
+        finished (its JSON and its seconds both written) counts."""
+        json_path, seconds_path = stem.with_suffix(".json"), stem.with_suffix(".seconds")
+        if not (json_path.is_file() and seconds_path.is_file()):
+            return False
+        side.add(json.loads(json_path.read_text()))
+        side.seconds.append(float(seconds_path.read_text()))
+        self.seconds.setdefault(kind, []).append(side.seconds[-1])
+        self.done[(kind, j)] = side
+        self.resumed += 1
         return True
 
 
@@ -220,7 +242,8 @@ def _run(args, progress, copy: Path | None) -> dict:
             break
     results = {"aa": [], "whole": [], "host": [], "gpu": [], "sdr": {}, "seconds": runner.seconds,
                "failures": runner.failures,
-               "planned": args.trials, "whole_planned": args.whole_trials, "elapsed": runner.elapsed(), "step": step}
+               "planned": args.trials, "whole_planned": args.whole_trials, "elapsed": runner.elapsed(), "step": step,
+               "resumed": runner.resumed}
     for i, window in enumerate(windows):
         results_aa = _compare(args, runner, "M", window, f"aa-{i + 1}", results, progress, f"A/A {i + 1}")
         if results_aa is None:
@@ -319,7 +342,8 @@ def summary(args, results: dict) -> tuple[str, bool]:
     for failure in results["failures"]:
         lines.append(f"FAILED process: {failure}")
     ok &= not results["failures"]
-    lines.append(f"{total} processes in {results['elapsed']:.0f} s")
+    lines.append(f"{total} processes in {results['elapsed']:.0f} s"
+                 + (f" ({results['resumed']} of them read back from an earlier call)" if results.get("resumed") else ""))
     lines.append("PROOF " + ("PASSED" if ok else "FAILED") + ": every comparison run, 0 A/A failures, >= 90% detection")
     return "\n".join(lines), ok
 
