@@ -10,9 +10,11 @@ import pytest
 from model.cli import main
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run(tmp_path_factory, trained, cache_dir):
-    """`compare` of SimpleCNN: (exit code, its output folder, what it printed)."""
+    """`compare` of SimpleCNN: (exit code, its output folder, what it printed). Session-scoped: the
+    suite's items are grouped by model across files, which split this module's tests and made a
+    module-scoped run three runs (about 9 s each here)."""
     out = tmp_path_factory.mktemp("compare")
     args = ["compare", "--backends", "onnxruntime-cpu,tensorrt-fp32", "--batch-sizes", "1,7",
             "--runs", "3", "--out", str(out), "--cache-dir", str(cache_dir)]

@@ -105,18 +105,19 @@ def test_cli_compares_the_users_model(which, user_file, onnx_file, tmp_path, cap
     assert (tmp_path / name / "comparison.json").is_file()
 
 
-@pytest.mark.parametrize("which", ["factory", "onnx"])
-def test_the_parity_suite_runs_on_the_users_model(which, user_file, onnx_file, tmp_path):
-    """`pytest --model file.py:factory` / `--onnx`: the same parametrized suite as the shipped models
-    (the tests parametrized by model, selected by its name)."""
-    args = [f"--model={user_file}:make", "-k", "tiny-mlp"] if which == "factory" else \
-        [f"--onnx={onnx_file}", "--axis=seq=1,8,16", "-k", "encoder"]
+def test_the_parity_suite_runs_on_the_users_models(user_file, onnx_file, tmp_path):
+    """`pytest --model file.py:factory --onnx file --axis ...`: the same parametrized suite as the
+    shipped models, on both of the user's models in one pytest run (the tests parametrized by model,
+    selected by the models' names)."""
+    args = [f"--model={user_file}:make", f"--onnx={onnx_file}", "--axis=seq=1,8,16", "-k", "tiny-mlp or encoder"]
     done = subprocess.run([sys.executable, "-m", "pytest", "tests/test_parity.py", "tests/test_input_validation.py",
-                           "tests/test_export.py", "-q", "-p", "no:cacheprovider", *args, f"--cache-dir={tmp_path}"],
+                           "tests/test_export.py", "-v", "-p", "no:cacheprovider", *args, f"--cache-dir={tmp_path}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     tail = done.stdout[-3000:] + done.stderr[-2000:]
     assert done.returncode == 0, tail
     assert " passed" in done.stdout.splitlines()[-1] and "failed" not in done.stdout.splitlines()[-1], tail
+    for model in ("tiny-mlp", "encoder"):
+        assert any(model in line and "PASSED" in line for line in done.stdout.splitlines()), f"no {model} test ran:\n{tail}"
 
 
 @pytest.mark.parametrize("factory, message", [
