@@ -6,7 +6,8 @@ standard errors more (the one-sided 90% normal quantile). With the probe's per-p
 judged benchmark, the injected effect it measured (else the nominal one), and its seconds per
 process, this finds the fewest processes per side that give both injections that power and the
 seconds the proof would take (tools/h200-gate-proof's chains: STEP = COPY_STEP = n, 2 whole-set
-comparisons of 3 per side).
+comparisons of 3 per side, one whole-set warm-up). `chain_seconds` is the one cost model: the proof's
+printed projection (model/gate/proof.py) uses it too, with the rates it measured.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from scipy.stats import t as student_t
 
 from model.gate.stats import log_medians, process_sd
 
-TRIALS, WHOLE_PROCESSES, OVERHEAD_S = 10, 12, 20.0
+TRIALS, WHOLE_TRIALS, WHOLE_PER_SIDE, OVERHEAD_S = 10, 2, 3, 20.0
 Z90 = float(norm.isf(0.10))
 
 
@@ -29,9 +30,26 @@ def needed(sd: float, n: int, alpha: float) -> float:
     return math.expm1((float(student_t.isf(alpha / 2, 2 * n - 2)) + Z90) * sd * math.sqrt(2 / n))
 
 
-def proof_seconds(n: int, step: int, t_sel: float, t_copy: float, t_whole: float) -> float:
-    main = (TRIALS - 1) * step + 2 * n
-    return main * t_sel + TRIALS * n * t_copy + WHOLE_PROCESSES * t_whole + OVERHEAD_S
+def counts(n: int, step: int, copy_step: int = 0, trials: int = TRIALS, whole_trials: int = WHOLE_TRIALS,
+           whole_per_side: int = WHOLE_PER_SIDE) -> tuple[int, int, int]:
+    """Processes of the selection chain, the injected copy's chain and the whole-set chain
+    (model/gate/proof.py's schedule), the warm-up not included."""
+    from model.gate.proof import schedule
+
+    _, _, n_main, n_copy = schedule(trials, n, step, copy_step)
+    return n_main, n_copy, 2 * whole_per_side * whole_trials
+
+
+def chain_seconds(n_main: int, n_copy: int, n_whole: int, t_sel: float, t_copy: float, t_whole: float) -> float:
+    return n_main * t_sel + n_copy * t_copy + n_whole * t_whole
+
+
+def proof_seconds(n: int, step: int, t_sel: float, t_copy: float, t_whole: float, copy_step: int = 0,
+                  t_warm: float | None = None, **chains) -> float:
+    """The whole proof: one warm-up (a whole-set process unless `t_warm`), the three chains, and
+    OVERHEAD_S for the fork server, the copy and the decisions."""
+    return ((t_whole if t_warm is None else t_warm) + chain_seconds(*counts(n, step, copy_step, **chains),
+                                                                    t_sel, t_copy, t_whole) + OVERHEAD_S)
 
 
 def _sd(side, name) -> float | None:
@@ -74,7 +92,7 @@ def suggest(args, sides: dict, modes: list[str], injected, m: int, budget_s: flo
     lines.append(header)
     chosen = {}
     for n in range(3, 11):
-        half, full = proof_seconds(n, n, t_sel, t_copy, t_whole), proof_seconds(n, 2 * n, t_sel, t_copy, t_whole)
+        half, full = proof_seconds(n, n, t_sel, t_copy, t_whole, n), proof_seconds(n, 2 * n, t_sel, t_copy, t_whole, n)
         cells = []
         for name, _, sd, effect, _ in targets:
             need = needed(sd, n, alpha)
@@ -91,7 +109,7 @@ def suggest(args, sides: dict, modes: list[str], injected, m: int, budget_s: flo
         return lines
     name, (n_host, *_) = min(host, key=lambda c: c[1][0])
     n = max(n_host, gpu[0][1][0])
-    half, full = proof_seconds(n, n, t_sel, t_copy, t_whole), proof_seconds(n, 2 * n, t_sel, t_copy, t_whole)
+    half, full = proof_seconds(n, n, t_sel, t_copy, t_whole, n), proof_seconds(n, 2 * n, t_sel, t_copy, t_whole, n)
     step = 2 * n if full <= budget_s else n
     batch = name.split("-")[-1].rstrip("]")
     cpus = "" if mode == "P" else f"PIN_CPUS={','.join(map(str, sorted(os.sched_getaffinity(0))))} "  # all: unpinned

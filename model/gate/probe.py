@@ -195,7 +195,7 @@ def sampling_spread(groups) -> str:
 def _injected(args, checkout, reference: sampling.Side, out) -> tuple[list[str], sampling.Side]:
     from model.gate.proof import _with_cache, injected_copy
 
-    copy = injected_copy(checkout, args.host_us, args.host_backend, args.gpu_fraction)
+    copy = injected_copy(checkout, args.host_us, args.host_backend, args.gpu_fraction, args.detect)
     try:
         side = sampling.Side("injected", copy, _with_cache(list(args.pytest_args), checkout), targets=args.detect)
         stem = out / "raw" / "injected"

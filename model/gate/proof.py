@@ -68,7 +68,8 @@ def add_parser(sub) -> None:
     _common(p, processes=5)
 
 
-def injected_copy(checkout: Path, host_us: float, host_backend: str, gpu_fraction: float) -> Path:
+def injected_copy(checkout: Path, host_us: float, host_backend: str, gpu_fraction: float,
+                  gpu_only: list[str] | None = None) -> Path:
     dst = Path(tempfile.mkdtemp(prefix="gate-proof-")) / "injected"
     shutil.copytree(checkout, dst, ignore=IGNORE)
     lines = ["", "# ---- added by model.gate.proof to this copy only: injected slowdowns ----",
@@ -76,7 +77,7 @@ def injected_copy(checkout: Path, host_us: float, host_backend: str, gpu_fractio
     if host_us:
         lines.append(f"runner_pool = _gate_inject.host_delay_fixture({host_us * 1e-6!r}, {host_backend!r})")
     if gpu_fraction:
-        lines.append(f"_gate_inject.pad_tensorrt_graphs({gpu_fraction!r})")
+        lines.append(f"_gate_inject.pad_tensorrt_graphs({gpu_fraction!r}, {list(gpu_only or [])!r})")
     with open(dst / "benchmarks" / "conftest.py", "a") as f:
         f.write("\n".join(lines) + "\n")
     return dst
@@ -180,7 +181,8 @@ class Runner:
 
 def run(args, progress=print) -> dict:
     detect = [*args.detect_host, *args.detect_gpu]
-    copy = injected_copy(args.checkout, args.host_us, args.host_backend, args.gpu_fraction) if detect else None
+    copy = (injected_copy(args.checkout, args.host_us, args.host_backend, args.gpu_fraction, args.detect_gpu)
+            if detect else None)
     try:
         return _run(args, progress, copy)
     finally:  # a failed process must not leave the copy behind
@@ -198,10 +200,14 @@ def _plan(args, n_main: int, n_copy: int, n_whole: int, step: int) -> str:
 
 
 def _project(runner, n_main: int, n_copy: int, n_whole: int, progress) -> None:
-    """After the first process of each chain: how long the plan takes at those rates."""
+    """After the first process of each chain: how long the plan takes at those rates
+    (model/gate/plan.py's cost model; the whole set at the warm-up's rate, an upper bound: the
+    warm-up also fills the caches)."""
+    from model.gate.plan import chain_seconds
+
     t_m, t_c = runner.seconds["M"][0], runner.seconds["C"][0]
     t_w = runner.seconds.get("warm-up", [3 * t_m])[0] if n_whole else 0.0
-    total = runner.elapsed() + (n_main - 1) * t_m + (n_copy - 1) * t_c + n_whole * t_w
+    total = runner.elapsed() + chain_seconds(n_main - 1, n_copy - 1, n_whole, t_m, t_c, t_w)
     progress(f"projection: {n_main} x {t_m:.1f} s + {n_copy} x {t_c:.1f} s + {n_whole} x {t_w:.1f} s (warm-up's rate) "
              f"= about {total:.0f} s in all, budget {runner.args.budget_s:.0f} s")
 
