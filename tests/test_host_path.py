@@ -457,3 +457,45 @@ def test_a_latch_keeps_the_first_nan_and_the_first_error():
     failed.count_down(error=ValueError("second"))
     with pytest.raises(ValueError, match="first"):
         failed.wait()
+
+
+# -- what a call repeats (issue 12: nothing that is once may happen per call) ------------------------
+
+@pytest.mark.parametrize("batch, pinned", [(32, False), (256, False), (256, True), (1024, False), (4096, False), (4096, True)],
+                         ids=["bs32", "bs256", "bs256-pinned", "bs1024", "bs4096", "bs4096-pinned"])
+def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake, monkeypatch, batch, pinned):
+    """At a batch the benchmarks use, once warm, a call sets no input shape, switches no profile,
+    synchronizes no whole stream but the graph path's one, makes no event, buffer or graph: what is
+    left per call is the copies, engine runs and event waits the path needs."""
+    gpu, make = fake
+    runner = make()
+    x = _images(batch)
+    feed = {"input": x}
+    if pinned:
+        feed = runner.pinned_inputs(batch)
+        feed["input"][:] = x
+    for _ in range(3):
+        runner.infer(feed)
+    once = []
+    monkeypatch.setattr(runner, "_select_profile", lambda index: once.append(("profile", index)))
+    monkeypatch.setattr(runner, "_capture_io_graph", lambda *a: once.append("capture"))
+    monkeypatch.setattr(runner, "_make_event", lambda: once.append("event") or tool.FakeEvent(gpu))
+    monkeypatch.setattr(tool.FakeDeviceBuffer, "__init__", lambda *a: once.append("device buffer"))
+    monkeypatch.setattr(tool.FakePinned, "__init__", lambda *a: once.append("pinned buffer"))
+    syncs = []
+    for stream in (runner.stream, runner.copy_stream):
+        monkeypatch.setattr(stream, "synchronize", lambda s=stream, real=stream.synchronize: syncs.append(s.name) or real())
+    graph, addresses = runner._io_graph, dict(runner._addresses)
+    for _ in range(2):
+        out, calls = _calls(gpu, lambda: runner.infer(feed)["output"])
+        np.testing.assert_array_equal(out, tool.stand_in_model(x))
+        assert once == [] and calls["set_input_shape"] == 0
+        if batch * ROW_BYTES <= runner.graph_max_bytes:  # one graph replay, one sync for it
+            assert runner._io_graph is graph is not None and syncs == ["engine stream"] and calls["set_tensor_address"] == 0
+            assert runner._addresses == addresses
+        else:  # per sub-batch: one upload, run and download, the engine's addresses moved, no stream sync
+            plan = host_staging.plan(batch, ROW_BYTES, runner._stager.workers, row_align=runner._row_align)
+            assert len({sb.rows for sb in plan}) == 1  # one shape for all sub-batches: bound once, never again
+            assert calls["h2d"] == calls["execute"] == calls["d2h"] == len(plan) and syncs == []
+            assert calls["set_tensor_address"] == (2 * len(plan) if len(plan) > 1 else 0)
+        syncs.clear()
