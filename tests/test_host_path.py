@@ -463,12 +463,14 @@ def test_a_latch_keeps_the_first_nan_and_the_first_error():
 
 @pytest.mark.parametrize("batch, pinned", [(32, False), (256, False), (256, True), (1024, False), (4096, False), (4096, True)],
                          ids=["bs32", "bs256", "bs256-pinned", "bs1024", "bs4096", "bs4096-pinned"])
-def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake, monkeypatch, batch, pinned):
+@pytest.mark.parametrize("check_behind", [False, True], ids=["default", "behind"])
+def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake, monkeypatch, batch, pinned, check_behind):
     """At a batch the benchmarks use, once warm, a call sets no input shape, switches no profile,
     synchronizes no whole stream but the graph path's one, makes no event, buffer or graph: what is
-    left per call is the copies, engine runs and event waits the path needs."""
+    left per call is the copies, engine runs and event waits the path needs (with the checks
+    behind the engine too)."""
     gpu, make = fake
-    runner = make()
+    runner = make(check_behind=check_behind)
     x = _images(batch)
     feed = {"input": x}
     if pinned:
@@ -499,3 +501,185 @@ def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake
             assert calls["h2d"] == calls["execute"] == calls["d2h"] == len(plan) and syncs == []
             assert calls["set_tensor_address"] == (2 * len(plan) if len(plan) > 1 else 0)
         syncs.clear()
+
+
+# -- check_behind: uploads gated on the copies only, the NaN/Inf checks behind the engine ------------
+
+BEHIND = {"staging_threads": 3, "subbatch_bytes": 3 << 20}  # batch 1024: 4 sub-batches of 256 rows, 4 pieces of 64
+
+
+def _feed(runner, x, kind):
+    """`x` as a feed of `kind`: pageable numpy, the runner's own pinned buffers, or a Fortran-ordered copy."""
+    if kind == "pinned":
+        feed = runner.pinned_inputs(len(x))
+        feed["input"][:] = x
+        return feed
+    return {"input": np.asfortranarray(x) if kind == "fortran" else x}
+
+
+@pytest.mark.parametrize("batch, options", [
+    (1024, BEHIND), (4096, {}), (301, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3,
+                                       "graph_max_bytes": 1 << 20}),
+    (1000, {"staging_threads": 0}), (256, {"subbatch_bytes": 0, "graph_max_bytes": 1 << 20}),
+], ids=["bs1024-4x4", "bs4096-defaults", "bs301-odd", "bs1000-no-workers", "bs256-one-run"])
+@pytest.mark.parametrize("kind", ["pageable", "pinned", "fortran"])
+def test_checks_behind_give_the_default_answers(fake, batch, options, kind):
+    gpu, make = fake
+    plain, behind = make(**options), make(check_behind=True, **options)
+    assert not plain.check_behind and behind.check_behind
+    for seed in (1, 2):  # a second call on the same runner too
+        x = _images(batch, seed=seed)
+        want = plain.infer(_feed(plain, x, kind))["output"]
+        out, calls = _calls(gpu, lambda: behind.infer(_feed(behind, x, kind))["output"])
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(out, tool.stand_in_model(x))
+        plan = host_staging.plan(batch, ROW_BYTES, behind._stager.workers, chunk_bytes=behind.chunk_bytes,
+                                 subbatch_bytes=behind.subbatch_bytes, row_align=behind._row_align)
+        assert calls["h2d"] == calls["execute"] == calls["d2h"] == len(plan)
+        device = behind.infer(_feed(behind, x, kind), outputs="device")["output"]
+        cai = device.__cuda_array_interface__
+        np.testing.assert_array_equal(gpu.bytes_at(cai["data"][0], device.nbytes).view(np.float32).reshape(cai["shape"]), want)
+
+
+def test_the_engine_set_passes_check_behind_to_its_runners():
+    from model.backends.tensorrt.engine_set import TrtEngineSet
+    from model.profile import BatchProfile
+
+    engines = TrtEngineSet({BatchProfile(): b""}, runner_options={"check_behind": True})
+    assert engines._make(b"").check_behind and not TrtEngineSet({BatchProfile(): b""})._make(b"").check_behind
+
+
+@pytest.mark.parametrize("row, where", [(0, "first sub-batch, the caller's piece"), (100, "first sub-batch, a worker's"),
+                                        (512, "a middle sub-batch, the caller's piece"), (700, "a middle sub-batch, a worker's"),
+                                        (1023, "the last sub-batch, the last worker's")],
+                         ids=["first-caller", "first-worker", "middle-caller", "middle-worker", "last-worker"])
+@pytest.mark.parametrize("kind", ["pageable", "pinned", "fortran"])
+@pytest.mark.parametrize("outputs", ["host", "device"])
+def test_a_nan_anywhere_behind_is_refused_as_by_default_and_the_next_call_is_right(fake, row, where, kind, outputs):
+    gpu, make = fake
+    plain, behind = make(**BEHIND), make(check_behind=True, **BEHIND)
+    x = _images(1024)
+    x[row, 1, 2, 3] = np.nan
+    x[row // 2, 0, 0, 0] = np.inf  # a second one, earlier (in the first sub-batch when `row` is): counted alike
+    with pytest.raises(InputError) as expected:
+        plain.infer(_feed(plain, x, kind), outputs=outputs)
+    before = dict(gpu.calls)
+    with pytest.raises(InputError) as refused:
+        behind.infer(_feed(behind, x, kind), outputs=outputs)
+    assert str(refused.value) == str(expected.value)
+    assert str(refused.value).startswith("Input tensor: input | Received 2 NaN/Inf values | Expected finite values")
+    # The engine ran every sub-batch (behind the checks: harmless); nothing of it came back.
+    assert gpu.calls["execute"] - before["execute"] == 4
+    clean = _images(1024, seed=4)
+    out = behind.infer(_feed(behind, clean, kind), outputs=outputs)["output"]
+    if outputs == "device":
+        cai = out.__cuda_array_interface__
+        out = gpu.bytes_at(cai["data"][0], out.nbytes).view(np.float32).reshape(cai["shape"])
+    np.testing.assert_array_equal(out, tool.stand_in_model(clean))
+
+
+@pytest.mark.parametrize("kind", ["pageable", "pinned"])
+@pytest.mark.parametrize("stage", ["copy_rows", "check_rows"])
+def test_a_workers_error_behind_is_raised_by_the_call_and_the_next_call_is_right(fake, monkeypatch, kind, stage):
+    import threading
+
+    gpu, make = fake
+    runner = make(check_behind=True, **BEHIND)
+    real = getattr(host_staging, stage)
+
+    def failing_worker(items, a, b):
+        if threading.current_thread() is not threading.main_thread() and a >= 512:
+            raise MemoryError(f"a worker failed in {stage}")
+        return real(items, a, b)
+    monkeypatch.setattr(host_staging, stage, failing_worker)
+    x = _images(1024)
+    if stage == "copy_rows" and kind == "pinned":  # nothing is copied from the runner's own buffers: no failure
+        np.testing.assert_array_equal(runner.infer(_feed(runner, x, kind))["output"], tool.stand_in_model(x))
+        return
+    with pytest.raises(MemoryError, match=f"a worker failed in {stage}"):
+        runner.infer(_feed(runner, x, kind))
+    monkeypatch.setattr(host_staging, stage, real)
+    clean = _images(1024, seed=7)
+    np.testing.assert_array_equal(runner.infer(_feed(runner, clean, kind))["output"], tool.stand_in_model(clean))
+
+
+@pytest.mark.parametrize("kind", ["pageable", "pinned"])
+def test_behind_no_worker_writes_or_checks_after_a_refused_call(fake, monkeypatch, kind):
+    """A NaN found by the caller fails the call only at its end; the slow workers must be done or
+    stopped by then, and write nothing into the pinned buffers after."""
+    import threading
+    import time
+
+    gpu, make = fake
+    runner = make(check_behind=True, **BEHIND)
+    late = []
+    real_copy, real_check = host_staging.copy_rows, host_staging.check_rows
+    returned = threading.Event()
+
+    def slow(real):
+        def run(items, a, b):
+            if threading.current_thread() is not threading.main_thread():
+                time.sleep(0.02)
+                if returned.is_set():
+                    late.append(a)
+            return real(items, a, b)
+        return run
+    monkeypatch.setattr(host_staging, "copy_rows", slow(real_copy))
+    monkeypatch.setattr(host_staging, "check_rows", slow(real_check))
+    x = _images(1024)
+    x[0, 0, 0, 0] = np.nan  # in the caller's first piece
+    with pytest.raises(InputError, match=r"Received 1 NaN/Inf values"):
+        runner.infer(_feed(runner, x, kind))
+    returned.set()
+    pinned = runner.host["input"].array.copy()
+    time.sleep(0.1)
+    np.testing.assert_array_equal(runner.host["input"].array, pinned)
+    assert late == []
+
+
+@pytest.mark.parametrize("kind", ["pageable", "pinned"])
+@pytest.mark.parametrize("check_behind", [False, True], ids=["default", "behind"])
+def test_behind_each_upload_is_issued_before_its_checks_end(fake, monkeypatch, kind, check_behind):
+    """Every check of sub-batch k waits (up to 0.5 s) for sub-batch k's upload to be issued. Behind
+    the engine none has to give up waiting; by default the upload waits for the checks, so every
+    check gives up (the test tells the two apart). With the runner's own pinned buffers, the
+    calling thread issues every sub-batch before it checks anything."""
+    import threading
+
+    gpu, make = fake
+    runner = make(check_behind=check_behind, staging_threads=3, subbatch_bytes=6 << 20)  # 2 sub-batches of 512 rows
+    issued = [threading.Event(), threading.Event()]
+    log, gave_up = [], []
+    buf = runner.device["input"]
+    real_upload, real_check = buf.copy_from_host_async, host_staging.check_rows
+
+    def upload(host, stream, offset=0):
+        real_upload(host, stream, offset)
+        k = offset // (512 * ROW_BYTES)
+        log.append(("upload", k))
+        issued[k].set()
+    monkeypatch.setattr(buf, "copy_from_host_async", upload)
+
+    def gated(real):
+        def run(items, a, b):
+            k = a // 512
+            if not issued[k].wait(0.5):
+                gave_up.append(k)
+            log.append(("check", k, threading.current_thread() is threading.main_thread()))
+            return real(items, a, b)
+        return run
+    monkeypatch.setattr(host_staging, "check_rows", gated(real_check))
+    monkeypatch.setattr(host_staging, "stage_rows", gated(host_staging.stage_rows))  # the default's copy + check
+    x = _images(1024)
+    out = runner.infer(_feed(runner, x, kind))["output"]
+    np.testing.assert_array_equal(out, tool.stand_in_model(x))
+    checks = [e for e in log if e[0] == "check"]
+    assert len(checks) == 2 * 4  # 2 sub-batches x 4 pieces, each checked once
+    if check_behind:
+        assert gave_up == []
+        assert all(log.index(("upload", e[1])) < log.index(e) for e in checks)
+        if kind == "pinned":  # nothing copied: the caller issues both sub-batches before its own checks
+            mine = [i for i, e in enumerate(log) if e[0] == "check" and e[2]]
+            assert log.index(("upload", 1)) < min(mine)
+    else:
+        assert sorted(gave_up) == [0] * 4 + [1] * 4

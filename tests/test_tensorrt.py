@@ -291,6 +291,38 @@ def test_subbatches_chunks_and_threads_do_not_change_the_answers(model_artifacts
         assert _ok({n: v[:cut] for n, v in ref.items()}, runner.infer({n: v[:cut] for n, v in feed.items()}), model_spec)
 
 
+def test_checks_behind_the_engine_give_the_same_answers_and_refuse_the_same_nan(model_artifacts, golden, profile,
+                                                                                 model_spec):
+    """check_behind=True: pageable and own pinned feeds at the profile's max agree with the
+    reference, on host and device outputs; a NaN in the first or last row is refused as by
+    default, and the next call is right."""
+    from model.backends.tensorrt import cuda as cuda_rt
+    from model.backends.tensorrt.runner import TrtRunner
+
+    feed, ref = golden[profile.max]
+    batch = next(iter(feed.values())).shape[0]
+    options = {"subbatch_bytes": 3 << 20, "staging_threads": 3, "check_behind": True}
+    with TrtRunner(model_artifacts.engine("fp32").plan(), declared=model_spec.input_metadata(), **options) as runner:
+        assert _ok(ref, runner.infer(feed), model_spec)
+        device_out = runner.infer(feed, outputs="device")
+        assert _ok(ref, {n: cuda_rt.to_host(v) for n, v in device_out.items()}, model_spec)
+        meta = runner.input_metadata()
+        if not any(d is None for m in meta.values() for d in m.shape[1:]) and not any(runner.narrowed(n) for n in meta):
+            buffers = runner.pinned_inputs(batch)
+            for n, x in feed.items():
+                buffers[n][:] = x
+            assert _ok(ref, runner.infer(buffers), model_spec)
+        name = next((t.name for t in model_spec.inputs if np.dtype(t.dtype).kind == "f"), None)
+        if name is None:
+            return
+        for row in (0, -1):
+            bad = {**feed, name: feed[name].copy()}
+            bad[name].reshape(len(bad[name]), -1)[row, 0] = np.nan
+            with pytest.raises(InputError, match=rf"^Input tensor: {name} \| Received 1 NaN/Inf values"):
+                runner.infer(bad)
+            assert _ok(ref, runner.infer(feed), model_spec)
+
+
 def _float_input(spec):
     t = next((t for t in spec.inputs if np.dtype(t.dtype).kind == "f"), None)
     if t is None:

@@ -43,7 +43,11 @@ class TrtRunner(Runner):
       (`finite_check`) runs while the GPU does.
     - larger: staged by the calling thread and `staging_threads` workers, one piece of each
       sub-batch (about `subbatch_bytes`; 0 runs the batch at once) each, every sub-batch uploaded
-      on a second stream and run as soon as its pieces are staged.
+      on a second stream and run as soon as its pieces are staged. With `check_behind=True` (off by
+      default; not yet measured on a GPU) a sub-batch goes as soon as its pieces are copied (a
+      feed from `pinned_inputs`: at once), each thread checking its pieces for NaN/Inf after
+      copying them while the GPU works; the call waits for every check before it returns and,
+      when one fails, raises the same error and returns nothing.
 
     Feeds already on the GPU are used where they are (their address goes to TensorRT); a feed from
     `pinned_inputs` is uploaded without being staged."""
@@ -55,11 +59,12 @@ class TrtRunner(Runner):
                  declared: dict[str, TensorMeta] | None = None, staging_threads: int | None = None,
                  graph_max_bytes: int = host_staging.GRAPH_MAX_BYTES, subbatch_bytes: int = host_staging.SUBBATCH_BYTES,
                  chunk_bytes: int = host_staging.CHUNK_BYTES, split_bytes: int = host_staging.SPLIT_BYTES,
-                 finite_check: str = host_staging.FINITE_CHECK, **kwargs) -> None:
+                 finite_check: str = host_staging.FINITE_CHECK, check_behind: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if finite_check not in host_staging.FINITE_CHECKS:
             raise ValueError(f"finite_check must be one of {list(host_staging.FINITE_CHECKS)}, received {finite_check!r}")
         self.finite_check = finite_check
+        self.check_behind = check_behind
         self.name = f"tensorrt-{label}"
         self._plan = plan
         # The model's own input metadata, whose dtypes and axis names the runner accepts (TensorRT
@@ -387,7 +392,10 @@ class TrtRunner(Runner):
         (this thread's own, then its latch), it is uploaded on the copy stream and run on the
         runner's stream after that upload (an event), its outputs copied back behind it, while the
         threads stage the next; the result arrays are filled from pinned memory sub-batch by
-        sub-batch as each one finishes.
+        sub-batch as each one finishes. With `check_behind`, a sub-batch goes once its pieces are
+        copied; each thread checks a piece after copying it (this thread after issuing that
+        sub-batch, or after issuing all of them when nothing is copied) and the call waits for every
+        check before returning anything.
 
         One execution context runs the sub-batches one after another on one stream (its one
         optimization profile is never used by two enqueues at once); the staging and the copies
@@ -409,13 +417,25 @@ class TrtRunner(Runner):
                                      self.finite_check) for n in host]
         pinned = {n: self.host[n].view(feed[n].shape) for n in host}
         staged = host_staging.needs_staging(items)
-        latches, stop, futures = self._stager.start(items, subbatches) if staged else ([], None, [])
+        # check_behind: uploads wait for the copies only (none for the runner's own pinned buffers),
+        # the checks run behind them and are all waited for before the call returns.
+        behind = staged and self.check_behind and any(item.check for item in items)
+        copies = behind and any(item.pinned is not None for item in items)
+        checked, own_bad = [], []  # behind: the workers' check latches, the calling thread's results
+        if behind:
+            latches, checked, stop, futures = self._stager.start_behind(items, subbatches, copies)
+        else:
+            latches, stop, futures = self._stager.start(items, subbatches) if staged else ([], None, [])
         try:
             self._wait_for_producers(feed)
             base = {n: self.device[n].ptr if n in host else self._device_address(n, feed[n]) for n in self.inputs}
             out_shapes = None
             for i, sb in enumerate(subbatches):
-                if staged:  # this thread's piece, then the workers' (one wake-up per sub-batch)
+                if behind:  # this thread's copy, then the workers' copies; the checks come after
+                    if copies:
+                        host_staging.copy_rows(items, *sb.chunks[0])
+                        latches[i].wait()  # re-raises a worker's error
+                elif staged:  # this thread's piece, then the workers' (one wake-up per sub-batch)
                     bad = host_staging.stage_rows(items, *sb.chunks[0])
                     if bad < 0:
                         bad = latches[i].wait()
@@ -442,7 +462,13 @@ class TrtRunner(Runner):
                         rows = self.host[n].view(out_shapes[n])[sb.start:sb.stop]
                         self.device[n].copy_to_host_async(rows, self.stream, offset=sb.start * out_row[n])
                     self._event(2 * i + 1).record(self.stream)
+                if copies:  # this thread's piece just copied (still in cache), checked while the GPU works
+                    own_bad.append(host_staging.check_rows(items, *sb.chunks[0]))
+            if behind and not copies:  # every sub-batch is on its way: this thread checks its pieces now
+                own_bad = [host_staging.check_rows(items, *sb.chunks[0]) for sb in subbatches]
             if outputs == "device":
+                if behind:
+                    self._refuse_nonfinite(host, feed, own_bad, checked)
                 self.stream.synchronize()
                 return {n: DeviceView(self.device[n].ptr, out_shapes[n], self.dtypes[n], owner=self) for n in self.outputs}
             results = {n: np.empty(out_shapes[n], self.dtypes[n]) for n in self.outputs}
@@ -450,6 +476,8 @@ class TrtRunner(Runner):
                 self._event(2 * i + 1).synchronize()
                 for n in self.outputs:
                     results[n][sb.start:sb.stop] = self.host[n].view(out_shapes[n])[sb.start:sb.stop]
+            if behind:
+                self._refuse_nonfinite(host, feed, own_bad, checked)
             return results
         except BaseException:
             if stop is not None:
@@ -458,6 +486,16 @@ class TrtRunner(Runner):
             self.copy_stream.synchronize()
             self.stream.synchronize()
             raise
+
+    @staticmethod
+    def _refuse_nonfinite(host: list[str], feed, own_bad: list[int], checked: list) -> None:
+        """`check_behind`: wait for every sub-batch's checks, in order; the first NaN/Inf (this
+        thread's piece first, then the workers') fails the call as the staged path does, and a
+        worker's error is re-raised."""
+        for mine, latch in zip(own_bad, checked):
+            bad = mine if mine >= 0 else latch.wait()
+            if bad >= 0:
+                raise nonfinite_error(host[bad], feed[host[bad]])
 
     @property
     def replaying(self) -> bool:

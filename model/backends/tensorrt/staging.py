@@ -15,6 +15,11 @@ piece itself instead of idling while the workers wake.
 Only batches above `GRAPH_MAX_BYTES` of host input take this path: below it one copy on the
 calling thread and a CUDA-graph replay (copy in, engine, copy out in one launch) cost less (on the
 H200 batch 256, 3 MiB, took 0.78 ms that way and 0.97-2.7 ms on every pipelined setting raced).
+
+With the runner's `check_behind` option (off by default, not yet measured on a GPU) a sub-batch
+is uploaded and run as soon as its pieces are copied (`copy_rows`, the "copied" latch), each
+thread checking its piece right after copying it (`check_rows`, the "checked" latch) while the GPU
+works; the call waits for every check before it returns (`Stager.start_behind`, `stage_share_behind`).
 """
 from __future__ import annotations
 
@@ -171,12 +176,29 @@ def stage_rows(items: list[Staged], start: int, stop: int) -> int:
     return -1
 
 
+def copy_rows(items: list[Staged], start: int, stop: int) -> None:
+    """Copy rows `start:stop` of every item that has a pinned buffer (no check: `check_rows`)."""
+    for item in items:
+        if item.pinned is not None:
+            np.copyto(item.pinned[start:stop], item.source[start:stop])
+
+
+def check_rows(items: list[Staged], start: int, stop: int) -> int:
+    """Check rows `start:stop` of every item asked to be checked, where the upload reads them (the
+    pinned copy, else the source): -1, or the index of the first item holding a NaN/Inf there."""
+    for index, item in enumerate(items):
+        if item.check and not all_finite((item.source if item.pinned is None else item.pinned)[start:stop], item.method):
+            return index
+    return -1
+
+
 class Latch:
     """Counts down the workers' pieces of one sub-batch; the calling thread waits for zero. Keeps
-    the first NaN/Inf found (the index of its item) and the first error raised."""
+    the first NaN/Inf found (the index of its item) and the first error raised. `what` names what
+    it counts ("staged": copied and checked; "copied" or "checked" with `check_behind`)."""
 
-    def __init__(self, count: int) -> None:
-        self.count, self.bad, self.error = count, -1, None
+    def __init__(self, count: int, what: str = "staged") -> None:
+        self.count, self.bad, self.error, self.what = count, -1, None, what
         self._lock, self._done = threading.Lock(), threading.Event()
         if count <= 0:
             self._done.set()
@@ -217,6 +239,36 @@ def stage_share(items: list[Staged], subbatches: list[SubBatch], share: int, lat
             latch.count_down(bad)
 
 
+def stage_share_behind(items: list[Staged], subbatches: list[SubBatch], share: int, copied: list[Latch],
+                       checked: list[Latch], stop: threading.Event, copies: bool = True) -> None:
+    """`stage_share` with the check behind the upload: for piece `share` of every sub-batch, in
+    order, copy it and count it down on the sub-batch's `copied` latch (the upload waits for that
+    one only), then check it and count it down on its `checked` latch (the call waits for those
+    before it returns); with nothing to copy (`copies` False) only the checks. Once `stop` is set
+    nothing more is written or checked."""
+    for sb, done, seen in zip(subbatches, copied, checked):
+        if share >= len(sb.chunks):
+            continue
+        if stop.is_set():
+            done.count_down()
+            seen.count_down()
+            continue
+        try:
+            if copies:
+                copy_rows(items, *sb.chunks[share])
+        except BaseException as exc:  # handed to the calling thread, which raises it at the copied latch
+            done.count_down(error=exc)
+            seen.count_down(error=exc)
+            continue
+        done.count_down()
+        try:
+            bad = check_rows(items, *sb.chunks[share])
+        except BaseException as exc:
+            seen.count_down(error=exc)
+        else:
+            seen.count_down(bad)
+
+
 class Stager:
     """A small pool of staging threads owned by one runner (made on first use, closed with it);
     with 0 workers, the calling thread stages everything itself."""
@@ -235,6 +287,21 @@ class Stager:
             return latches, stop, []
         pool = self._executor()
         return latches, stop, [pool.submit(stage_share, items, subbatches, share, latches, stop) for share in range(1, shares)]
+
+    def start_behind(self, items: list[Staged], subbatches: list[SubBatch], copies: bool
+                     ) -> tuple[list[Latch], list[Latch], threading.Event, list[Future]]:
+        """`start` for `check_behind`: the workers' shares as `stage_share_behind`, with per
+        sub-batch a "copied" latch (already open when nothing is copied: `copies` False) and a
+        "checked" latch; then the event that stops them and their futures."""
+        shares = max(len(sb.chunks) for sb in subbatches)
+        copied = [Latch(len(sb.chunks) - 1 if copies else 0, "copied") for sb in subbatches]
+        checked = [Latch(len(sb.chunks) - 1, "checked") for sb in subbatches]
+        stop = threading.Event()
+        if shares <= 1:
+            return copied, checked, stop, []
+        pool = self._executor()
+        return copied, checked, stop, [pool.submit(stage_share_behind, items, subbatches, share, copied, checked, stop, copies)
+                                       for share in range(1, shares)]
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
