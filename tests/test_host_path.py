@@ -530,7 +530,7 @@ def test_checks_behind_give_the_default_answers(fake, batch, options, kind):
     for seed in (1, 2):  # a second call on the same runner too
         x = _images(batch, seed=seed)
         want = plain.infer(_feed(plain, x, kind))["output"]
-        out, calls = _calls(gpu, lambda: behind.infer(_feed(behind, x, kind))["output"])
+        out, calls = _calls(gpu, lambda x=x: behind.infer(_feed(behind, x, kind))["output"])
         np.testing.assert_array_equal(out, want)
         np.testing.assert_array_equal(out, tool.stand_in_model(x))
         plan = host_staging.plan(batch, ROW_BYTES, behind._stager.workers, chunk_bytes=behind.chunk_bytes,

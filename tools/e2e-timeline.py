@@ -2,10 +2,13 @@
 
 For TensorRT FP16 SimpleCNN, per batch (default 4096, 256, 32, 1024) and feed (pinned: the serving
 runner's own `pinned_inputs`; pageable: numpy; pinned without the NaN/Inf check: a runner with
-allow_nonfinite=True), each traced call records:
+allow_nonfinite=True; pinned-behind and pageable-behind: the same feeds on runners with
+check_behind=True, the checks behind the engine, traced on the pipelined path only: the graph path
+has no such option), each traced call records:
   host  perf_counter spans on the calling thread and the staging workers: stager start (submits),
-        each staged piece (copy + check) and check, latch waits, bind / set_input_shape, upload and
-        download issue, enqueue, graph launch, stream and event syncs, results;
+        each staged piece (copy + check) and check, or with check_behind each piece's copy and
+        check, latch waits (copied / checked waits with check_behind), bind / set_input_shape,
+        upload and download issue, enqueue, graph launch, stream and event syncs, results;
   gpu   CUDA timing events on the copy stream and the engine's stream around each upload, engine
         run, download and graph launch, placed on the host's clock by an anchor event recorded at
         the call's start (both streams idle then).
@@ -46,7 +49,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from model.backends.tensorrt import staging  # noqa: E402  numpy only: no TensorRT, no CUDA at import
 
 DEFAULT_BATCHES = "4096,256,32,1024"
-FEEDS = ("pinned", "pageable", "pinned-nocheck")
+# Per feed: the runner options it is traced on (a feed named pageable* is numpy, the others the
+# runner's own pinned buffers).
+FEED_OPTIONS = {"pinned": {}, "pageable": {}, "pinned-nocheck": {"allow_nonfinite": True},
+                "pinned-behind": {"check_behind": True}, "pageable-behind": {"check_behind": True}}
+FEEDS = tuple(FEED_OPTIONS)
 T0 = time.perf_counter()
 RESULTS: dict = {}
 
@@ -230,13 +237,14 @@ class Tracer:
             return fn(*args, **kwargs)
         return self.host_span(self.numbered(name), fn, *args, **kwargs)
 
-    def stage_span(self, fn, items, start: int, stop: int):
-        """A staged piece, `stage#k` for its sub-batch k; the checks inside it are `check#k`."""
+    def stage_span(self, fn, items, start: int, stop: int, name: str | None = "stage"):
+        """A piece of sub-batch k: `name#k` (a staged piece, copy + check; `copy#k` with
+        check_behind; None: no span of its own); the checks inside it are `check#k`."""
         if not self.active:
             return fn(items, start, stop)
         self.local.subbatch = k = self.subbatch(start)
         try:
-            return self.host_span(f"stage#{k}", fn, items, start, stop)
+            return fn(items, start, stop) if name is None else self.host_span(f"{name}#{k}", fn, items, start, stop)
         finally:
             self.local.subbatch = None
 
@@ -346,6 +354,7 @@ def trace(runner, tracer: Tracer):
         return run
     patch(runner, "_capture_io_graph", capture)
     patch(runner._stager, "start", lambda f: lambda *a: h("stager start (submits)", f, *a))
+    patch(runner._stager, "start_behind", lambda f: lambda *a: h("stager start (submits)", f, *a))
 
     def plan(f):
         def run(*a, **k):
@@ -356,8 +365,10 @@ def trace(runner, tracer: Tracer):
         return run
     patch(staging, "plan", plan)
     patch(staging, "stage_rows", lambda f: lambda items, a, b: tracer.stage_span(f, items, a, b))
+    patch(staging, "copy_rows", lambda f: lambda items, a, b: tracer.stage_span(f, items, a, b, "copy"))
+    patch(staging, "check_rows", lambda f: lambda items, a, b: tracer.stage_span(f, items, a, b, None))
     patch(staging, "all_finite", lambda f: lambda *a, **k: tracer.check_span(f, *a, **k))
-    patch(staging.Latch, "wait", lambda f: lambda self: each("latch wait", f, self))
+    patch(staging.Latch, "wait", lambda f: lambda self: each("latch wait" if self.what == "staged" else f"{self.what} wait", f, self))
     try:
         yield tracer
     finally:
@@ -391,13 +402,14 @@ class RealGpu:
     def timing_event(self):
         return self.cuda_rt.Event(timing=True)
 
-    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False):
+    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False, check_behind: bool = False):
         from model.backends.tensorrt.engine_set import TrtEngineSet
 
-        key = (graphs, allow_nonfinite)
+        key = (graphs, allow_nonfinite, check_behind)
         if key not in self._sets:
             self._sets[key] = TrtEngineSet(self.plans, label="fp16", graphs=graphs, declared=self.spec.input_metadata(),
-                                           allow_nonfinite=allow_nonfinite).activate()
+                                           allow_nonfinite=allow_nonfinite,
+                                           runner_options={"check_behind": check_behind}).activate()
         return self._sets[key].runner_for(batch)
 
     def close(self) -> None:
@@ -415,10 +427,11 @@ class FakeGpu:
         self._runners = {}
         self.timing_event = None
 
-    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False):
-        key = (graphs, allow_nonfinite)
+    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False, check_behind: bool = False):
+        key = (graphs, allow_nonfinite, check_behind)
         if key not in self._runners:
-            self._runners[key] = self.tool.fake_runner(self.gpu, graphs=graphs, allow_nonfinite=allow_nonfinite)
+            self._runners[key] = self.tool.fake_runner(self.gpu, graphs=graphs, allow_nonfinite=allow_nonfinite,
+                                                       check_behind=check_behind)
         return self._runners[key]
 
     def close(self) -> None:
@@ -515,11 +528,14 @@ def section_timeline(kit, args) -> None:
                 say(f"budget spent: batch {batch} {feed_kind} not traced")
                 continue
             graph_path = batch * 3 * 32 * 32 * 4 <= kit.runner(batch).graph_max_bytes
+            options = FEED_OPTIONS[feed_kind]
+            if graph_path and options.get("check_behind"):
+                continue  # check_behind changes the pipelined path only
             for graphs in ((True, False) if graph_path else (True,)):
-                runner = kit.runner(batch, graphs=graphs, allow_nonfinite=feed_kind == "pinned-nocheck")
+                runner = kit.runner(batch, graphs=graphs, **options)
                 x = images(batch)
                 feed = {kit.input_name: x}
-                if feed_kind != "pageable":
+                if not feed_kind.startswith("pageable"):
                     feed = runner.pinned_inputs(batch)
                     feed[kit.input_name][:] = x
                 call = lambda r=runner, f=feed: r.infer(f)  # noqa: E731

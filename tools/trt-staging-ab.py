@@ -32,6 +32,7 @@ VARIANTS = {
     "sub-batches of 6 MiB": {"subbatch_bytes": 6 << 20},
     "no sub-batches": {"subbatch_bytes": 0},
     "check by np.isfinite": {"finite_check": "isfinite"},
+    "check behind the engine": {"check_behind": True},
 }
 
 
