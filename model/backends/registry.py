@@ -46,6 +46,11 @@ class Backend:
         reason = self.not_for(arts)
         if reason:
             raise BackendUnavailable(reason)
+        # What the machine lacks is known before trying: onnxruntime-gpu without a GPU would log
+        # its CUDA provider's failed library load on every attempt.
+        missing = self.missing()
+        if missing:
+            raise BackendUnavailable(missing.reason)
         return self.make(arts)
 
 
