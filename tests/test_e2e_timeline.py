@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from model.backends.tensorrt import staging
@@ -81,7 +80,7 @@ def test_the_hooks_trace_the_real_runner_code_and_are_all_taken_off(monkeypatch)
     try:
         runner = kit.runner(4096)
         feed = runner.pinned_inputs(4096)
-        feed["input"][:] = np.random.default_rng(0).standard_normal(feed["input"].shape).astype(np.float32)
+        feed[kit.input_name][:] = timeline.images(4096)
         for _ in range(2):
             runner.infer(feed)
         plain = {"runner": set(vars(runner)), "stream": set(vars(runner.stream)),  # no attribute left behind
@@ -115,11 +114,11 @@ def test_the_behind_feeds_trace_copies_checks_and_their_waits_on_a_check_behind_
     try:
         runner = kit.runner(4096, **timeline.FEED_OPTIONS[kind])
         assert runner.check_behind and runner is not kit.runner(4096)
-        x = np.random.default_rng(0).standard_normal((4096, 3, 32, 32)).astype(np.float32)
-        feed = {"input": x}
+        x = timeline.images(4096)
+        feed = {kit.input_name: x}
         if kind == "pinned-behind":
             feed = runner.pinned_inputs(4096)
-            feed["input"][:] = x
+            feed[kit.input_name][:] = x
         runner.infer(feed)
         tracer = timeline.Tracer(runner)
         with timeline.trace(runner, tracer):

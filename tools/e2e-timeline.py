@@ -47,6 +47,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model.backends.tensorrt import staging  # noqa: E402  numpy only: no TensorRT, no CUDA at import
+from model.data import INPUT_SHAPE  # noqa: E402  SimpleCNN's image: the model issue 12's bars are set on
+
+ROW_BYTES = math.prod(INPUT_SHAPE) * np.dtype(np.float32).itemsize
 
 DEFAULT_BATCHES = "4096,256,32,1024"
 # Per feed: the runner options it is traced on (a feed named pageable* is numpy, the others the
@@ -441,7 +444,7 @@ class FakeGpu:
 
 
 def images(rows: int) -> np.ndarray:
-    return np.random.default_rng(rows).standard_normal((rows, 3, 32, 32)).astype(np.float32)
+    return np.random.default_rng(rows).standard_normal((rows, *INPUT_SHAPE)).astype(np.float32)
 
 
 def e2e_probe():
@@ -461,11 +464,11 @@ def median_ms(fn, reps: int, warm: int = 3) -> float:
 
 def subbatch_rows(runner, batch: int) -> list[int]:
     """The rows of each engine run of a host-fed call at `batch`, as the runner plans them."""
-    if batch * 3 * 32 * 32 * 4 <= runner.graph_max_bytes:
+    if batch * ROW_BYTES <= runner.graph_max_bytes:
         return [batch]
     first = runner.inputs[0]
-    profile = runner.profile_for({first: (batch, 3, 32, 32)})
-    return [sb.rows for sb in staging.plan(batch, 3 * 32 * 32 * 4, runner._stager.workers, chunk_bytes=runner.chunk_bytes,
+    profile = runner.profile_for({first: (batch, *INPUT_SHAPE)})
+    return [sb.rows for sb in staging.plan(batch, ROW_BYTES, runner._stager.workers, chunk_bytes=runner.chunk_bytes,
                                            min_rows=runner.profiles[profile][first][0][0], row_align=runner._row_align,
                                            subbatch_bytes=runner.subbatch_bytes if runner._batch_major else 0)]
 
@@ -477,7 +480,7 @@ def section_host(kit, args) -> None:
     out = RESULTS.setdefault("host_staging_ms", {})
     for batch in args.batch_list:
         runner = kit.runner(batch)
-        if batch * 3 * 32 * 32 * 4 <= runner.graph_max_bytes:
+        if batch * ROW_BYTES <= runner.graph_max_bytes:
             continue
         x = images(batch)
         pinned = runner.host[runner.inputs[0]].view(x.shape)
@@ -527,7 +530,7 @@ def section_timeline(kit, args) -> None:
             if elapsed() > args.budget:
                 say(f"budget spent: batch {batch} {feed_kind} not traced")
                 continue
-            graph_path = batch * 3 * 32 * 32 * 4 <= kit.runner(batch).graph_max_bytes
+            graph_path = batch * ROW_BYTES <= kit.runner(batch).graph_max_bytes
             options = FEED_OPTIONS[feed_kind]
             if graph_path and options.get("check_behind"):
                 continue  # check_behind changes the pipelined path only
@@ -569,7 +572,7 @@ def section_shape(kit, args) -> None:
                    "steady enqueue host us": [], "steady enqueue GPU us": []}
         name = runner.inputs[0]
         for i in range(2 * max(10, args.calls)):
-            shape = (other if i % 2 else rows, 3, 32, 32)
+            shape = (other if i % 2 else rows, *INPUT_SHAPE)
             t = time.perf_counter()
             runner.bind({name: shape})
             figures["bind (set_input_shape) us"].append((time.perf_counter() - t) * 1e6)
@@ -616,7 +619,7 @@ def section_switch(kit, args) -> None:
         runner.upload({name: images(256)})
         for i in range(2 * max(10, args.calls)):
             t = time.perf_counter()
-            runner.bind({name: (256, 3, 32, 32)}, profile=(i + 1) % 2)  # upload bound profile 0: every bind switches
+            runner.bind({name: (256, *INPUT_SHAPE)}, profile=(i + 1) % 2)  # upload bound profile 0: every bind switches
             figures["bind with switch us"].append((time.perf_counter() - t) * 1e6)
             for which in ("first", "steady"):
                 t = time.perf_counter()
