@@ -78,7 +78,7 @@ def test_the_summary_takes_medians_over_calls_and_merges_a_step_run_by_several_w
 def test_the_hooks_trace_the_real_runner_code_and_are_all_taken_off(monkeypatch):
     kit = timeline.FakeGpu()
     try:
-        runner = kit.runner(4096)
+        runner = kit.runner(4096, finite_check="dot")  # the host check: its stage and check spans
         feed = runner.pinned_inputs(4096)
         feed[kit.input_name][:] = timeline.images(4096)
         for _ in range(2):
@@ -106,10 +106,31 @@ def test_the_hooks_trace_the_real_runner_code_and_are_all_taken_off(monkeypatch)
         kit.close()
 
 
+def test_the_default_runner_traces_its_gpu_checks_and_stages_copies_only():
+    kit = timeline.FakeGpu()
+    try:
+        runner = kit.runner(4096)
+        assert runner._gpu_checked == {kit.input_name}
+        feed = {kit.input_name: timeline.images(4096)}
+        runner.infer(feed)
+        plain_enqueue = runner._finite_gpu.enqueue
+        tracer = timeline.Tracer(runner)
+        with timeline.trace(runner, tracer):
+            spans = tracer.call(lambda: runner.infer(feed))
+        names = {(s.name, s.where) for s in spans}
+        subs = range(4)
+        assert {(f"nan check issue#{i}", "host") for i in subs} <= names  # one queued check per uploaded sub-batch
+        assert {(f"stage#{i}", "host") for i in subs} <= names  # copies, no host check
+        assert not any(n.startswith("check#") for n, _ in names)
+        assert runner._finite_gpu.enqueue == plain_enqueue and "enqueue" not in vars(runner._finite_gpu)
+    finally:
+        kit.close()
+
+
 @pytest.mark.parametrize("kind", ["pinned-behind", "pageable-behind"])
 def test_the_behind_feeds_trace_copies_checks_and_their_waits_on_a_check_behind_runner(kind):
     args = timeline.parse_args(["--feeds", kind])
-    assert args.feed_list == [kind] and timeline.FEED_OPTIONS[kind] == {"check_behind": True}
+    assert args.feed_list == [kind] and timeline.FEED_OPTIONS[kind] == {"check_behind": True, "finite_check": "dot"}
     kit = timeline.FakeGpu()
     try:
         runner = kit.runner(4096, **timeline.FEED_OPTIONS[kind])

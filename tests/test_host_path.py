@@ -153,9 +153,10 @@ def test_nonfinite_values_pass_when_allowed(fake):
     assert np.isinf(out).all()
 
 
-def test_a_pinned_feed_is_uploaded_without_staging(fake, monkeypatch):
+@pytest.mark.parametrize("check", ["gpu", "dot"])
+def test_a_pinned_feed_is_uploaded_without_staging(fake, monkeypatch, check):
     gpu, make = fake
-    runner = make(subbatch_bytes=1 << 20)
+    runner = make(subbatch_bytes=1 << 20, finite_check=check)
     staged = []
     real = host_staging.stage_rows
     monkeypatch.setattr(host_staging, "stage_rows", lambda items, a, b: staged.append([i.pinned for i in items]) or real(items, a, b))
@@ -165,9 +166,13 @@ def test_a_pinned_feed_is_uploaded_without_staging(fake, monkeypatch):
     buffers["input"][:] = x
     out, calls = _calls(gpu, lambda: runner.infer(buffers)["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(x))
-    assert staged and all(p is None for task in staged for p in task)  # checked for NaN/Inf, never copied
     plan = host_staging.plan(1000, ROW_BYTES, runner._stager.workers, subbatch_bytes=1 << 20, row_align=runner._row_align)
     assert calls["h2d"] == calls["execute"] == len(plan) > 1
+    if check == "gpu":  # the host never touches it: each uploaded sub-batch is checked on the GPU
+        assert staged == [] and calls["finite_kernel"] == len(plan)
+    else:
+        assert staged and all(p is None for task in staged for p in task)  # checked for NaN/Inf, never copied
+        assert calls["finite_kernel"] == 0
 
 
 def test_pinned_inputs_refuse_a_batch_outside_the_range(fake):
@@ -310,7 +315,7 @@ def test_an_overflowing_but_finite_batch_passes_and_a_single_nan_fails():
 
 
 def test_an_unknown_finite_check_is_refused_by_name():
-    with pytest.raises(ValueError, match=r"finite_check must be one of \['dot', 'sum', 'minmax', 'isfinite'\], received 'fast'"):
+    with pytest.raises(ValueError, match=r"finite_check must be one of \['gpu', 'dot', 'sum', 'minmax', 'isfinite'\], received 'fast'"):
         tool.fake_runner(tool.FakeGpu(), finite_check="fast")
 
 
@@ -470,7 +475,7 @@ def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake
     left per call is the copies, engine runs and event waits the path needs (with the checks
     behind the engine too)."""
     gpu, make = fake
-    runner = make(check_behind=check_behind)
+    runner = make(check_behind=check_behind, finite_check="dot")
     x = _images(batch)
     feed = {"input": x}
     if pinned:
@@ -505,7 +510,8 @@ def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake
 
 # -- check_behind: uploads gated on the copies only, the NaN/Inf checks behind the engine ------------
 
-BEHIND = {"staging_threads": 3, "subbatch_bytes": 3 << 20}  # batch 1024: 4 sub-batches of 256 rows, 4 pieces of 64
+# batch 1024: 4 sub-batches of 256 rows, 4 pieces of 64; check_behind is an option of the host checks
+BEHIND = {"staging_threads": 3, "subbatch_bytes": 3 << 20, "finite_check": "dot"}
 
 
 def _feed(runner, x, kind):
@@ -525,7 +531,7 @@ def _feed(runner, x, kind):
 @pytest.mark.parametrize("kind", ["pageable", "pinned", "fortran"])
 def test_checks_behind_give_the_default_answers(fake, batch, options, kind):
     gpu, make = fake
-    plain, behind = make(**options), make(check_behind=True, **options)
+    plain, behind = make(**options), make(check_behind=True, **{"finite_check": "dot", **options})
     assert not plain.check_behind and behind.check_behind
     for seed in (1, 2):  # a second call on the same runner too
         x = _images(batch, seed=seed)
@@ -545,7 +551,7 @@ def test_the_engine_set_passes_check_behind_to_its_runners():
     from model.backends.tensorrt.engine_set import TrtEngineSet
     from model.profile import BatchProfile
 
-    engines = TrtEngineSet({BatchProfile(): b""}, runner_options={"check_behind": True})
+    engines = TrtEngineSet({BatchProfile(): b""}, runner_options={"check_behind": True, "finite_check": "dot"})
     assert engines._make(b"").check_behind and not TrtEngineSet({BatchProfile(): b""})._make(b"").check_behind
 
 
@@ -555,9 +561,14 @@ def test_the_engine_set_passes_check_behind_to_its_runners():
                          ids=["first-caller", "first-worker", "middle-caller", "middle-worker", "last-worker"])
 @pytest.mark.parametrize("kind", ["pageable", "pinned", "fortran"])
 @pytest.mark.parametrize("outputs", ["host", "device"])
-def test_a_nan_anywhere_behind_is_refused_as_by_default_and_the_next_call_is_right(fake, row, where, kind, outputs):
+@pytest.mark.parametrize("how", ["behind", "gpu"])
+def test_a_nan_anywhere_is_refused_as_by_the_host_check_and_the_next_call_is_right(fake, row, where, kind, outputs, how):
+    """A NaN/Inf checked behind the engine on the host (check_behind), or on the GPU after each
+    upload (the default), fails the call with the host check's error; the next call is right."""
     gpu, make = fake
-    plain, behind = make(**BEHIND), make(check_behind=True, **BEHIND)
+    plain = make(**BEHIND)
+    behind = make(check_behind=True, **BEHIND) if how == "behind" else make(**{**BEHIND, "finite_check": "gpu"})
+    assert plain._gpu_checked == frozenset() and behind._gpu_checked == (frozenset() if how == "behind" else {"input"})
     x = _images(1024)
     x[row, 1, 2, 3] = np.nan
     x[row // 2, 0, 0, 0] = np.inf  # a second one, earlier (in the first sub-batch when `row` is): counted alike
@@ -570,6 +581,7 @@ def test_a_nan_anywhere_behind_is_refused_as_by_default_and_the_next_call_is_rig
     assert str(refused.value).startswith("Input tensor: input | Received 2 NaN/Inf values | Expected finite values")
     # The engine ran every sub-batch (behind the checks: harmless); nothing of it came back.
     assert gpu.calls["execute"] - before["execute"] == 4
+    assert gpu.calls["finite_kernel"] - before["finite_kernel"] == (4 if how == "gpu" else 0)  # one per upload
     clean = _images(1024, seed=4)
     out = behind.infer(_feed(behind, clean, kind), outputs=outputs)["output"]
     if outputs == "device":
@@ -647,7 +659,7 @@ def test_behind_each_upload_is_issued_before_its_checks_end(fake, monkeypatch, k
     import threading
 
     gpu, make = fake
-    runner = make(check_behind=check_behind, staging_threads=3, subbatch_bytes=6 << 20)  # 2 sub-batches of 512 rows
+    runner = make(check_behind=check_behind, staging_threads=3, subbatch_bytes=6 << 20, finite_check="dot")  # 2 sub-batches of 512 rows
     issued = [threading.Event(), threading.Event()]
     log, gave_up = [], []
     buf = runner.device["input"]
@@ -683,3 +695,40 @@ def test_behind_each_upload_is_issued_before_its_checks_end(fake, monkeypatch, k
             assert log.index(("upload", 1)) < min(mine)
     else:
         assert sorted(gave_up) == [0] * 4 + [1] * 4
+
+
+# -- the NaN/Inf check on the GPU (the default) ------------------------------------------------------
+
+@pytest.mark.parametrize("batch", [1, 32, 256])
+@pytest.mark.parametrize("kind", ["pageable", "pinned"])
+def test_the_gpu_check_is_part_of_the_graph_and_refuses_a_nan_on_a_replay(fake, batch, kind):
+    gpu, make = fake
+    runner = make()
+    clean = _images(batch)
+    for _ in range(3):  # the second call captures the graph, the third replays it
+        np.testing.assert_array_equal(runner.infer(_feed(runner, clean, kind))["output"], tool.stand_in_model(clean))
+    assert runner.replaying
+    bad = clean.copy()
+    bad[-1, 2, 0, 0] = np.nan
+    before = dict(gpu.calls)
+    with pytest.raises(InputError, match=r"^Input tensor: input \| Received 1 NaN/Inf values"):
+        runner.infer(_feed(runner, bad, kind))
+    assert gpu.calls["finite_kernel"] - before["finite_kernel"] == 1  # the fake replays what was captured
+    assert runner.replaying  # the graph stays: the same shapes and places come next
+    np.testing.assert_array_equal(runner.infer(_feed(runner, clean, kind))["output"], tool.stand_in_model(clean))
+
+
+def test_no_check_is_queued_when_nonfinite_values_are_allowed_or_the_feed_is_on_the_gpu(fake):
+    gpu, make = fake
+    x = _images(1024)
+    before = dict(gpu.calls)
+    make(allow_nonfinite=True).infer({"input": x})
+    runner = make()
+    runner.infer({"input": tool.FakeGpuArray(gpu, x)})
+    assert gpu.calls["finite_kernel"] == before["finite_kernel"]
+
+
+def test_check_behind_needs_a_host_check():
+    with pytest.raises(ValueError, match=r"check_behind moves a host check behind the engine: it needs a host "
+                                         r"finite_check \(dot, sum, minmax, isfinite\), received finite_check='gpu'"):
+        tool.fake_runner(tool.FakeGpu(), check_behind=True)

@@ -301,7 +301,7 @@ def test_checks_behind_the_engine_give_the_same_answers_and_refuse_the_same_nan(
 
     feed, ref = golden[profile.max]
     batch = next(iter(feed.values())).shape[0]
-    options = {"subbatch_bytes": 3 << 20, "staging_threads": 3, "check_behind": True}
+    options = {"subbatch_bytes": 3 << 20, "staging_threads": 3, "check_behind": True, "finite_check": "dot"}
     with TrtRunner(model_artifacts.engine("fp32").plan(), declared=model_spec.input_metadata(), **options) as runner:
         assert _ok(ref, runner.infer(feed), model_spec)
         device_out = runner.infer(feed, outputs="device")
@@ -321,6 +321,75 @@ def test_checks_behind_the_engine_give_the_same_answers_and_refuse_the_same_nan(
             with pytest.raises(InputError, match=rf"^Input tensor: {name} \| Received 1 NaN/Inf values"):
                 runner.infer(bad)
             assert _ok(ref, runner.infer(feed), model_spec)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_the_nan_kernels_flag_exactly_the_nonfinite_values(dtype):
+    """finite_gpu's PTX, loaded and run by the driver: NaN, +Inf and -Inf flagged wherever they sit
+    in the range checked; the largest finite values, subnormals and -0 not; values past `count`
+    never read."""
+    from model.backends.tensorrt import cuda as cuda_rt
+    from model.backends.tensorrt import finite_gpu
+
+    dt = np.dtype(dtype)
+    edge = np.array([np.finfo(dt).max, -np.finfo(dt).max, np.finfo(dt).tiny / 4, -0.0, 1.0], dt)
+    stream = cuda_rt.Stream()
+    check = finite_gpu.GpuFiniteCheck(["a", "b"])
+    try:
+        n = 300_001  # more than one grid's worth of threads, odd
+        for where in (0, 1, 12_345, n - 1):
+            for bad in (np.nan, np.inf, -np.inf):
+                x = np.resize(edge, n + 7)
+                x[where] = bad
+                x[n:] = np.nan  # past the count: must not be read
+                device = cuda_rt.DeviceArray.from_host(x)
+                try:
+                    check.enqueue("b", device.buffer.ptr, n, dt, stream)
+                    stream.synchronize()
+                    assert check.flagged() == "b", (where, bad)
+                    assert check.flagged() is None  # cleared once read
+                finally:
+                    device.free()
+        clean = cuda_rt.DeviceArray.from_host(np.resize(edge, n))
+        try:
+            check.enqueue("a", clean.buffer.ptr, n, dt, stream)
+            stream.synchronize()
+            assert check.flagged() is None
+        finally:
+            clean.free()
+    finally:
+        check.free()
+        stream.free()
+
+
+def test_the_default_runner_checks_on_the_gpu_on_both_paths(model_artifacts, golden, profile, model_spec):
+    """The kernels load on this GPU (no fallback to the host check); a NaN is refused on the graph
+    path (also on a replay) and the pipelined path, from pageable and own pinned feeds, and the
+    next call is right."""
+    from model.backends.tensorrt.runner import TrtRunner
+
+    name = _float_input(model_spec)
+    with TrtRunner(model_artifacts.engine("fp32").plan(), declared=model_spec.input_metadata()) as runner:
+        assert runner.finite_check == "gpu" and name in runner._gpu_checked
+        small = min(b for b in golden if b >= profile.min)
+        for batch in sorted({small, profile.max}):
+            feed, ref = golden[batch]
+            for _ in range(3):  # on the graph path: plain, captured, replayed
+                assert _ok(ref, runner.infer(feed), model_spec)
+            bad = {**feed, name: feed[name].copy()}
+            bad[name].reshape(len(bad[name]), -1)[-1, -1] = np.inf
+            with pytest.raises(InputError, match=rf"^Input tensor: {name} \| Received 1 NaN/Inf values"):
+                runner.infer(bad)
+            assert _ok(ref, runner.infer(feed), model_spec)
+            meta = runner.input_metadata()
+            if not any(d is None for m in meta.values() for d in m.shape[1:]) and not any(runner.narrowed(n) for n in meta):
+                buffers = runner.pinned_inputs(batch)
+                for n, x in bad.items():
+                    buffers[n][:] = x
+                with pytest.raises(InputError, match=rf"^Input tensor: {name} \| Received 1 NaN/Inf values"):
+                    runner.infer(buffers)
+                buffers[name][:] = feed[name]
+                assert _ok(ref, runner.infer(buffers), model_spec)
 
 
 def _float_input(spec):

@@ -54,8 +54,10 @@ ROW_BYTES = math.prod(INPUT_SHAPE) * np.dtype(np.float32).itemsize
 DEFAULT_BATCHES = "4096,256,32,1024"
 # Per feed: the runner options it is traced on (a feed named pageable* is numpy, the others the
 # runner's own pinned buffers).
+HOST_CHECK = {"finite_check": "dot"}  # the NaN/Inf check on the staging threads, as before the GPU's
 FEED_OPTIONS = {"pinned": {}, "pageable": {}, "pinned-nocheck": {"allow_nonfinite": True},
-                "pinned-behind": {"check_behind": True}, "pageable-behind": {"check_behind": True}}
+                "pinned-hostcheck": HOST_CHECK, "pageable-hostcheck": HOST_CHECK,
+                "pinned-behind": {"check_behind": True, **HOST_CHECK}, "pageable-behind": {"check_behind": True, **HOST_CHECK}}
 FEEDS = tuple(FEED_OPTIONS)
 T0 = time.perf_counter()
 RESULTS: dict = {}
@@ -324,6 +326,9 @@ def trace(runner, tracer: Tracer):
         patch(buf, "copy_to_host_async", lambda f: lambda host, stream, offset=0: g(
             "download", "gpu-engine", stream, f, host, stream, offset))
     patch(runner.stream, "synchronize", lambda f: lambda: h("stream sync", f))
+    if runner._finite_gpu is not None:  # the NaN/Inf check queued on the GPU behind each upload
+        patch(runner._finite_gpu, "enqueue", lambda f: lambda name, ptr, count, dtype, stream: g(
+            "nan check", "gpu-copy" if stream is runner.copy_stream else "gpu-engine", stream, f, name, ptr, count, dtype, stream))
 
     wrapped: set[int] = set()  # ids of the events and graphs given a wrapper here
 
@@ -405,14 +410,15 @@ class RealGpu:
     def timing_event(self):
         return self.cuda_rt.Event(timing=True)
 
-    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False, check_behind: bool = False):
+    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False, check_behind: bool = False,
+               finite_check: str = "gpu"):
         from model.backends.tensorrt.engine_set import TrtEngineSet
 
-        key = (graphs, allow_nonfinite, check_behind)
+        key = (graphs, allow_nonfinite, check_behind, finite_check)
         if key not in self._sets:
             self._sets[key] = TrtEngineSet(self.plans, label="fp16", graphs=graphs, declared=self.spec.input_metadata(),
                                            allow_nonfinite=allow_nonfinite,
-                                           runner_options={"check_behind": check_behind}).activate()
+                                           runner_options={"check_behind": check_behind, "finite_check": finite_check}).activate()
         return self._sets[key].runner_for(batch)
 
     def close(self) -> None:
@@ -430,11 +436,12 @@ class FakeGpu:
         self._runners = {}
         self.timing_event = None
 
-    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False, check_behind: bool = False):
-        key = (graphs, allow_nonfinite, check_behind)
+    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False, check_behind: bool = False,
+               finite_check: str = "gpu"):
+        key = (graphs, allow_nonfinite, check_behind, finite_check)
         if key not in self._runners:
             self._runners[key] = self.tool.fake_runner(self.gpu, graphs=graphs, allow_nonfinite=allow_nonfinite,
-                                                       check_behind=check_behind)
+                                                       check_behind=check_behind, finite_check=finite_check)
         return self._runners[key]
 
     def close(self) -> None:
@@ -490,9 +497,9 @@ def section_host(kit, args) -> None:
                             min_rows=runner.profiles[runner.profile_for({first: x.shape})][first][0][0],
                             row_align=runner._row_align, subbatch_bytes=runner.subbatch_bytes)
         row = out.setdefault(batch, {})
-        for feed, item in (("pinned (check only)", staging.Staged(pinned, None, True, runner.finite_check)),
-                           ("pageable (copy + check)", staging.Staged(x, pinned, True, runner.finite_check)),
-                           ("pageable (copy only)", staging.Staged(x, pinned, False, runner.finite_check))):
+        for feed, item in (("pinned (check only)", staging.Staged(pinned, None, True, runner._host_check)),
+                           ("pageable (copy + check)", staging.Staged(x, pinned, True, runner._host_check)),
+                           ("pageable (copy only)", staging.Staged(x, pinned, False, runner._host_check))):
             def run(item=item, runner=runner, plan=plan):
                 latches, _, futures = runner._stager.start([item], plan)
                 for i, sb in enumerate(plan):

@@ -54,7 +54,7 @@ class FakeGpu:
         self._next = 0x7F0000000000
         self.writes: list[tuple[int, int, "FakeStream", int]] = []
         self.calls = {"h2d": 0, "d2h": 0, "d2d": 0, "execute": 0, "set_input_shape": 0, "set_tensor_address": 0,
-                      "event_record": 0, "stream_wait": 0}
+                      "event_record": 0, "stream_wait": 0, "finite_kernel": 0}
         self.host_seen: dict[int, int] = {}  # stream id -> sequence the host has waited for
 
     def alloc(self, nbytes: int) -> int:
@@ -171,6 +171,36 @@ class FakePinned:
         pass
 
 
+class FakeFiniteCheck:
+    """model/backends/tensorrt/finite_gpu.GpuFiniteCheck on the fake GPU: each queued check reads
+    its values in stream order (one not ordered after the upload it reads fails, as an engine read
+    does) and flags its input when one is NaN/Inf."""
+
+    def __init__(self, gpu: FakeGpu, names: list[str]) -> None:
+        self.gpu, self.names, self.flags = gpu, list(names), set()
+
+    def enqueue(self, name: str, ptr: int, count: int, dtype, stream: FakeStream) -> None:
+        with self.gpu.lock:
+            self.gpu.calls["finite_kernel"] += 1
+            stream.op()
+            if self.gpu.simulate and count > 0:
+                nbytes = count * np.dtype(dtype).itemsize
+                self.gpu.check_read(ptr, nbytes, stream, "the NaN/Inf check")
+                if not np.isfinite(self.gpu.bytes_at(ptr, nbytes).view(dtype)).all():
+                    self.flags.add(name)
+
+    def flagged(self) -> str | None:
+        first = next((n for n in self.names if n in self.flags), None)
+        self.flags.clear()
+        return first
+
+    def clear(self) -> None:
+        self.flags.clear()
+
+    def free(self) -> None:
+        pass
+
+
 class FakeContext:
     """TensorRT's execution context for a one-input, one-output model running `stand_in_model`."""
 
@@ -255,6 +285,8 @@ def fake_runner(gpu: FakeGpu, **options) -> TrtRunner:
     runner._metadata = {INPUT_NAME: TensorMeta(np.dtype(np.float32), (None, *IMAGE), ((1, MAX_BATCH), None, None, None))}
     runner.is_active = True
     runner._set_addresses()
+    if runner.finite_check == "gpu" and not runner.allow_nonfinite:  # as _load_finite_check, on the fake GPU
+        runner._finite_gpu, runner._gpu_checked = FakeFiniteCheck(gpu, [INPUT_NAME]), frozenset([INPUT_NAME])
     return runner
 
 

@@ -4,6 +4,7 @@ measured by tools/h200-e2e-probe), interleaved call by call so drift hits all
 alike; median of `--calls` calls each. Engines come from the cache (built when missing).
 
     python tools/trt-staging-ab.py [--batches 32,256,4096] [--calls 200] [--precision fp16]
+        [--variants "default,host check"] [--feed pageable|pinned]
 """
 from __future__ import annotations
 
@@ -23,16 +24,22 @@ from model.backends.tensorrt.engine_set import TrtEngineSet  # noqa: E402
 from model.profile import DEFAULT_PROFILE  # noqa: E402
 from model.zoo.simplecnn import INPUT_NAME  # noqa: E402
 
+HOST = {"finite_check": "dot"}  # the NaN/Inf check on the host, the default before the GPU's
 VARIANTS = {
     "default": {},
-    "no graph path past 1 MiB": {"graph_max_bytes": 1 << 20},
+    "host check": HOST,
+    "host check behind": {**HOST, "check_behind": True},
+    "host check np.isfinite": {"finite_check": "isfinite"},
+    "pipelined past 1 MiB": {"graph_max_bytes": 1 << 20},
+    "pipelined past 1 MiB, 1.5 MiB runs": {"graph_max_bytes": 1 << 20, "subbatch_bytes": 3 << 19},
+    "pipelined past 1 MiB, 768 KiB runs": {"graph_max_bytes": 1 << 20, "subbatch_bytes": 3 << 18},
+    "pipelined past 1 MiB, 3 workers": {"graph_max_bytes": 1 << 20, "staging_threads": 3},
     "graph path shared by 4 threads": {"split_bytes": 0, "staging_threads": 3},
     "3 workers": {"staging_threads": 3},
     "11 workers": {"staging_threads": 11},
-    "sub-batches of 6 MiB": {"subbatch_bytes": 6 << 20},
+    "runs of 6 MiB": {"subbatch_bytes": 6 << 20},
+    "runs of 24 MiB": {"subbatch_bytes": 24 << 20},
     "no sub-batches": {"subbatch_bytes": 0},
-    "check by np.isfinite": {"finite_check": "isfinite"},
-    "check behind the engine": {"check_behind": True},
 }
 
 
@@ -41,25 +48,38 @@ def main() -> None:
     parser.add_argument("--batches", default="32,256,4096")
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--precision", default="fp16")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS))
+    parser.add_argument("--feed", choices=("pageable", "pinned"), default="pageable",
+                        help="pinned: each runner's own pinned buffers (pinned_inputs), filled once")
     args = parser.parse_args()
+    chosen = args.variants.split(",")
+    unknown = set(chosen) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; of {list(VARIANTS)}")
     dataset = data.load(data.SYNTHETIC)
     arts = ModelArtifacts(zoo.get("simplecnn"), cache.DEFAULT_CACHE, profile=DEFAULT_PROFILE, progress=False)
     plans = {p: e.plan() for p, e in arts.engine_set(args.precision).items()}
     runners = {name: TrtEngineSet(plans, label=args.precision, declared=arts.spec.input_metadata(),
-                                  runner_options=opts).activate() for name, opts in VARIANTS.items()}
-    print(f"end-to-end infer, TensorRT {args.precision}, median of {args.calls} interleaved calls (ms)")
-    print("batch | " + " | ".join(VARIANTS))
+                                  runner_options=VARIANTS[name]).activate() for name in chosen}
+    print(f"end-to-end infer from {args.feed} numpy, TensorRT {args.precision}, median of {args.calls} interleaved calls (ms)")
+    print("batch | " + " | ".join(chosen))
     try:
         for batch in (int(b) for b in args.batches.split(",")):
-            feed = {INPUT_NAME: np.ascontiguousarray(dataset.holdout.x[np.arange(batch) % len(dataset.holdout)])}
+            x = np.ascontiguousarray(dataset.holdout.x[np.arange(batch) % len(dataset.holdout)])
+            feeds = {}
+            for name, runner in runners.items():
+                feeds[name] = {INPUT_NAME: x}
+                if args.feed == "pinned":
+                    feeds[name] = runner.pinned_inputs(batch)
+                    feeds[name][INPUT_NAME][:] = x
             times = {name: [] for name in runners}
-            for runner in runners.values():
+            for name, runner in runners.items():
                 for _ in range(5):
-                    runner.infer(feed)
+                    runner.infer(feeds[name])
             for _ in range(args.calls):
                 for name, runner in runners.items():
                     start = time.perf_counter()
-                    runner.infer(feed)
+                    runner.infer(feeds[name])
                     times[name].append(time.perf_counter() - start)
             print(f"{batch} | " + " | ".join(f"{statistics.median(t) * 1e3:.3f}" for t in times.values()))
     finally:

@@ -27,10 +27,16 @@ from model.backends.base import (
 from model.backends.device_arrays import DeviceView, GpuArray, GpuTarget
 from model.backends.tensorrt import compat as trt_compat
 from model.backends.tensorrt import cuda as cuda_rt
+from model.backends.tensorrt import finite_gpu
 from model.backends.tensorrt import staging as host_staging
 from model.profile import nearest_opt
 
 log = logging.getLogger(__name__)
+
+# "gpu": host inputs are checked for NaN/Inf on the GPU after their upload (finite_gpu.py); the
+# others are host methods (staging.all_finite), run on the staging threads as the rows are copied.
+FINITE_CHECKS = ("gpu", *host_staging.FINITE_CHECKS)
+FINITE_CHECK = "gpu"
 
 
 class TrtRunner(Runner):
@@ -39,15 +45,20 @@ class TrtRunner(Runner):
     - host input up to `graph_max_bytes` (default 4 MiB): copied into pinned memory on the calling
       thread; with `graphs=True` (default), once the same shapes, addresses and output place come
       twice in a row, the copy in, the engine and the copy out are captured as one CUDA graph and
-      replayed, so a small batch costs one launch instead of four driver calls. The NaN/Inf check
-      (`finite_check`) runs while the GPU does.
+      replayed, so a small batch costs one launch instead of four driver calls.
     - larger: staged by the calling thread and `staging_threads` workers, one piece of each
       sub-batch (about `subbatch_bytes`; 0 runs the batch at once) each, every sub-batch uploaded
-      on a second stream and run as soon as its pieces are staged. With `check_behind=True` (off by
-      default; not yet measured on a GPU) a sub-batch goes as soon as its pieces are copied (a
-      feed from `pinned_inputs`: at once), each thread checking its pieces for NaN/Inf after
-      copying them while the GPU works; the call waits for every check before it returns and,
-      when one fails, raises the same error and returns nothing.
+      on a second stream and run as soon as its pieces are staged.
+
+    The NaN/Inf check of host inputs (`finite_check`): by default ("gpu") a kernel queued behind
+    each upload reads the uploaded values (finite_gpu.py), so the host only copies and a feed from
+    `pinned_inputs` is not touched by the host at all; the call fails after the GPU's work when
+    one was found, returning nothing. A host method ("dot", "sum", "minmax", "isfinite"; also
+    where the kernels cannot load) checks small inputs on the calling thread while the GPU runs
+    and large ones on the staging threads as their rows are copied. With a host method and
+    `check_behind=True` (off by default) a sub-batch goes as soon as its pieces are copied, each
+    thread checking its pieces after copying them while the GPU works; the call waits for every
+    check before it returns.
 
     Feeds already on the GPU are used where they are (their address goes to TensorRT); a feed from
     `pinned_inputs` is uploaded without being staged."""
@@ -59,11 +70,18 @@ class TrtRunner(Runner):
                  declared: dict[str, TensorMeta] | None = None, staging_threads: int | None = None,
                  graph_max_bytes: int = host_staging.GRAPH_MAX_BYTES, subbatch_bytes: int = host_staging.SUBBATCH_BYTES,
                  chunk_bytes: int = host_staging.CHUNK_BYTES, split_bytes: int = host_staging.SPLIT_BYTES,
-                 finite_check: str = host_staging.FINITE_CHECK, check_behind: bool = False, **kwargs) -> None:
+                 finite_check: str = FINITE_CHECK, check_behind: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        if finite_check not in host_staging.FINITE_CHECKS:
-            raise ValueError(f"finite_check must be one of {list(host_staging.FINITE_CHECKS)}, received {finite_check!r}")
+        if finite_check not in FINITE_CHECKS:
+            raise ValueError(f"finite_check must be one of {list(FINITE_CHECKS)}, received {finite_check!r}")
+        if check_behind and finite_check == "gpu":
+            raise ValueError("check_behind moves a host check behind the engine: it needs a host finite_check "
+                             f"({', '.join(host_staging.FINITE_CHECKS)}), received finite_check='gpu'")
         self.finite_check = finite_check
+        # How host inputs the GPU does not check are checked (all of them, when the kernels could not load).
+        self._host_check = host_staging.FINITE_CHECK if finite_check == "gpu" else finite_check
+        self._finite_gpu: finite_gpu.GpuFiniteCheck | None = None
+        self._gpu_checked: frozenset[str] = frozenset()  # inputs whose uploads the GPU checks
         self.check_behind = check_behind
         self.name = f"tensorrt-{label}"
         self._plan = plan
@@ -134,10 +152,32 @@ class TrtRunner(Runner):
         self._row_align = host_staging.row_alignment(
             [math.prod(tuple(self.context.get_tensor_shape(n))[1:]) * self.dtypes[n].itemsize for n in names])
         self._set_addresses()
+        self._load_finite_check()
+
+    def _load_finite_check(self) -> None:
+        if self.finite_check != "gpu" or self.allow_nonfinite:
+            return
+        names = [n for n in self.inputs if finite_gpu.supports(self.dtypes[n])]
+        if not names:
+            return
+        try:
+            self._finite_gpu = finite_gpu.GpuFiniteCheck(names)
+        except (RuntimeError, OSError, ImportError) as exc:  # a driver that cannot JIT the PTX, say: the host checks
+            log.warning("%s: the NaN/Inf check cannot run on the GPU (%s); checking on the host (%s)",
+                        self.name, exc, self._host_check)
+            return
+        self._gpu_checked = frozenset(names)
+
+    def _host_checks(self, name: str, dtype) -> bool:
+        """Whether host input `name` is checked for NaN/Inf on the host (else on the GPU, or not at all)."""
+        return not self.allow_nonfinite and host_staging.finite_dtype(dtype) and name not in self._gpu_checked
 
     def _deactivate(self) -> None:
         self._stager.close()
         self.release_graph()
+        if self._finite_gpu is not None:
+            self._finite_gpu.free()
+            self._finite_gpu, self._gpu_checked = None, frozenset()
         for buf in [*self.device.values(), *self.host.values(), *self._events, self._producer_event]:
             buf.free()
         self.device, self.host, self._events, self._addresses, self._handed, self._views = {}, {}, [], {}, {}, {}
@@ -278,12 +318,12 @@ class TrtRunner(Runner):
         the graph, hiding the check behind the engine. From `split_bytes` on, the copy is shared
         with the staging workers and each piece checked as it is copied."""
         own = self._own_pinned(name, value)
-        check = not self.allow_nonfinite and host_staging.finite_dtype(value.dtype)
+        check = self._host_checks(name, value.dtype)
         if own and not check:
             return None
         pinned = None if own else self.host[name].view(value.shape)
         if self._stager.pieces(value.shape[0], value.nbytes, self.split_bytes) > 1:
-            item = host_staging.Staged(value, pinned, check, self.finite_check)
+            item = host_staging.Staged(value, pinned, check, self._host_check)
             if self._stager.stage_now([item], value.shape[0], value.nbytes, self.split_bytes) >= 0:
                 raise nonfinite_error(name, value)
             return None
@@ -335,8 +375,10 @@ class TrtRunner(Runner):
         else:
             self._enqueue_io(uploads, download)
         # Checked while the GPU works (the copy only reads them); a NaN/Inf fails the call after it.
-        bad = next((n for n, rows in unchecked if not host_staging.all_finite(rows, self.finite_check)), None)
+        bad = next((n for n, rows in unchecked if not host_staging.all_finite(rows, self._host_check)), None)
         self.stream.synchronize()
+        if bad is None and uploads and self._gpu_checked:  # GPU feeds alone: nothing was checked
+            bad = self._finite_gpu.flagged()
         if bad is not None:
             raise nonfinite_error(bad, feed[bad])
         results = self._results(out_shapes, outputs)
@@ -373,6 +415,8 @@ class TrtRunner(Runner):
         shapes = dict(self._bound_shape)
         for n in uploads:
             self.device[n].copy_from_host_async(self.host[n].view(shapes[n]), self.stream)
+            if n in self._gpu_checked:
+                self._finite_gpu.enqueue(n, self.device[n].ptr, math.prod(shapes[n]), self.dtypes[n], self.stream)
         self.enqueue()
         if download:
             for n in self.outputs:
@@ -413,8 +457,9 @@ class TrtRunner(Runner):
                                        row_align=self._row_align,
                                        subbatch_bytes=self.subbatch_bytes if self._batch_major else 0)
         items = [host_staging.Staged(feed[n], None if self._own_pinned(n, feed[n]) else self.host[n].view(feed[n].shape),
-                                     not self.allow_nonfinite and host_staging.finite_dtype(feed[n].dtype),
-                                     self.finite_check) for n in host]
+                                     self._host_checks(n, feed[n].dtype), self._host_check) for n in host]
+        on_gpu = [n for n in host if n in self._gpu_checked]  # checked on the copy stream after each upload
+        row_values = {n: math.prod(feed[n].shape[1:]) for n in on_gpu}
         pinned = {n: self.host[n].view(feed[n].shape) for n in host}
         staged = host_staging.needs_staging(items)
         # check_behind: uploads wait for the copies only (none for the runner's own pinned buffers),
@@ -444,6 +489,9 @@ class TrtRunner(Runner):
                 for n in host:  # the whole sub-batch in one copy
                     self.device[n].copy_from_host_async(pinned[n][sb.start:sb.stop], self.copy_stream,
                                                         offset=sb.start * row_bytes[n])
+                for n in on_gpu:
+                    self._finite_gpu.enqueue(n, self.device[n].ptr + sb.start * row_bytes[n], sb.rows * row_values[n],
+                                             self.dtypes[n], self.copy_stream)
                 if host:
                     landed = self._event(2 * i)
                     landed.record(self.copy_stream)
@@ -470,6 +518,7 @@ class TrtRunner(Runner):
                 if behind:
                     self._refuse_nonfinite(host, feed, own_bad, checked)
                 self.stream.synchronize()
+                self._refuse_flagged(feed, on_gpu)
                 return {n: DeviceView(self.device[n].ptr, out_shapes[n], self.dtypes[n], owner=self) for n in self.outputs}
             results = {n: np.empty(out_shapes[n], self.dtypes[n]) for n in self.outputs}
             for i, sb in enumerate(subbatches):  # earlier sub-batches are copied out while later ones run
@@ -478,6 +527,7 @@ class TrtRunner(Runner):
                     results[n][sb.start:sb.stop] = self.host[n].view(out_shapes[n])[sb.start:sb.stop]
             if behind:
                 self._refuse_nonfinite(host, feed, own_bad, checked)
+            self._refuse_flagged(feed, on_gpu)  # the last sub-batch's event came after every check
             return results
         except BaseException:
             if stop is not None:
@@ -485,7 +535,16 @@ class TrtRunner(Runner):
             self._stager.abandon(futures)  # the workers write nothing more once this returns
             self.copy_stream.synchronize()
             self.stream.synchronize()
+            if self._finite_gpu is not None:
+                self._finite_gpu.clear()  # a check that ran before the failure flags nothing next call
             raise
+
+    def _refuse_flagged(self, feed, on_gpu: list[str]) -> None:
+        """After the GPU's checks have finished: a NaN/Inf they found fails the call."""
+        if on_gpu:
+            bad = self._finite_gpu.flagged()
+            if bad is not None:
+                raise nonfinite_error(bad, feed[bad])
 
     @staticmethod
     def _refuse_nonfinite(host: list[str], feed, own_bad: list[int], checked: list) -> None:
