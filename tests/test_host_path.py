@@ -111,8 +111,12 @@ def test_large_batch_is_uploaded_in_chunks_and_run_in_subbatches(fake, batch, op
                              subbatch_bytes=runner.subbatch_bytes, row_align=runner._row_align)
     assert all(sb.start % 16 == 0 for sb in plan)
     assert all(len(sb.chunks) <= runner._stager.workers + 1 for sb in plan)  # one piece per staging thread
-    assert calls["h2d"] == calls["execute"] == calls["d2h"] == len(plan)  # one upload, run, download per sub-batch
-    assert calls["event_record"] == 2 * len(plan) and calls["stream_wait"] == len(plan)
+    assert calls["h2d"] == sum(len(sb.chunks) for sb in plan)  # each piece uploaded once staged
+    assert calls["execute"] == calls["d2h"] == len(plan)  # one run and download per sub-batch
+    # per sub-batch: its uploads landed, its outputs copied; the check stream joined once at the end
+    assert calls["event_record"] == 2 * len(plan) + 1
+    assert calls["stream_wait"] == 2 * len(plan)  # the engine and the check wait for the uploads
+    assert calls["finite_kernel"] == len(plan)
     assert calls["set_input_shape"] <= 3  # near-equal sub-batches: at most three shapes per call
     assert not runner.replaying
 
@@ -167,12 +171,12 @@ def test_a_pinned_feed_is_uploaded_without_staging(fake, monkeypatch, check):
     out, calls = _calls(gpu, lambda: runner.infer(buffers)["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(x))
     plan = host_staging.plan(1000, ROW_BYTES, runner._stager.workers, subbatch_bytes=1 << 20, row_align=runner._row_align)
-    assert calls["h2d"] == calls["execute"] == len(plan) > 1
-    if check == "gpu":  # the host never touches it: each uploaded sub-batch is checked on the GPU
-        assert staged == [] and calls["finite_kernel"] == len(plan)
-    else:
-        assert staged and all(p is None for task in staged for p in task)  # checked for NaN/Inf, never copied
-        assert calls["finite_kernel"] == 0
+    assert calls["execute"] == len(plan) > 1
+    if check == "gpu":  # the host never touches it: each sub-batch uploaded at once and checked on the GPU
+        assert staged == [] and calls["finite_kernel"] == calls["h2d"] == len(plan)
+    else:  # checked for NaN/Inf piece by piece, never copied; each piece uploaded once checked
+        assert staged and all(p is None for task in staged for p in task)
+        assert calls["finite_kernel"] == 0 and calls["h2d"] == sum(len(sb.chunks) for sb in plan)
 
 
 def test_pinned_inputs_refuse_a_batch_outside_the_range(fake):
@@ -258,7 +262,7 @@ def test_the_cost_tool_measures_both_paths():
     assert (small["path"], large["path"]) == ("graph", "pipelined")
     assert small["calls"]["h2d"] == small["calls"]["execute"] == 0  # a replay is one launch
     plan = host_staging.plan(1024, ROW_BYTES, host_staging.Stager().workers, row_align=16)
-    assert large["calls"]["h2d"] == large["calls"]["execute"] == len(plan)
+    assert large["calls"]["h2d"] == sum(len(sb.chunks) for sb in plan) and large["calls"]["execute"] == len(plan)
     assert all(r["engine_set_us"] > 0 and r["runner_us"] > 0 and r["check_us"] > 0 and r["gpu_feed_us"] > 0 for r in rows)
 
 
@@ -385,25 +389,6 @@ def test_a_small_batch_is_checked_while_its_graph_runs_and_fails_after_it(fake):
     np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
 
 
-def test_each_thread_stages_one_piece_of_every_subbatch_and_the_caller_the_first(fake, monkeypatch):
-    import threading
-
-    gpu, make = fake
-    runner = make(staging_threads=3, subbatch_bytes=3 << 20)
-    by = []
-    real = host_staging.stage_rows
-    monkeypatch.setattr(host_staging, "stage_rows", lambda items, a, b: by.append((a, threading.current_thread())) or real(items, a, b))
-    x = _images(1024)
-    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
-    plan = host_staging.plan(1024, ROW_BYTES, 3, subbatch_bytes=3 << 20, row_align=runner._row_align)
-    assert len(plan) == 4 and all(len(sb.chunks) == 4 for sb in plan)
-    thread_of = dict(by)
-    for share in range(4):
-        threads = {thread_of[sb.chunks[share][0]] for sb in plan}
-        assert len(threads) == 1  # one task per thread per call
-        assert (threads == {threading.main_thread()}) == (share == 0)
-
-
 def test_after_a_failed_call_no_worker_writes_into_the_pinned_buffer(fake, monkeypatch):
     """A NaN in the caller's piece fails the call at once; workers still staging later pieces must
     be stopped and waited for before `infer` raises."""
@@ -411,7 +396,7 @@ def test_after_a_failed_call_no_worker_writes_into_the_pinned_buffer(fake, monke
     import time
 
     gpu, make = fake
-    runner = make(staging_threads=3, subbatch_bytes=3 << 20)
+    runner = make(staging_threads=3, subbatch_bytes=3 << 20, finite_check="dot")  # checked as staged
     real = host_staging.stage_rows
 
     def slow_workers(items, a, b):
@@ -427,25 +412,6 @@ def test_after_a_failed_call_no_worker_writes_into_the_pinned_buffer(fake, monke
     time.sleep(0.1)
     np.testing.assert_array_equal(runner.host["input"].array, pinned)
     clean = _images(1024, seed=6)
-    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
-
-
-def test_a_workers_error_is_raised_by_the_call_and_the_next_call_is_right(fake, monkeypatch):
-    import threading
-
-    gpu, make = fake
-    runner = make(staging_threads=2, subbatch_bytes=3 << 20)
-    real = host_staging.stage_rows
-
-    def failing_worker(items, a, b):
-        if threading.current_thread() is not threading.main_thread() and a >= 512:
-            raise MemoryError("a worker could not stage its piece")
-        return real(items, a, b)
-    monkeypatch.setattr(host_staging, "stage_rows", failing_worker)
-    with pytest.raises(MemoryError, match="a worker could not stage its piece"):
-        runner.infer({"input": _images(1024)})
-    monkeypatch.setattr(host_staging, "stage_rows", real)
-    clean = _images(1024, seed=7)
     np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
 
 
@@ -468,14 +434,13 @@ def test_a_latch_keeps_the_first_nan_and_the_first_error():
 
 @pytest.mark.parametrize("batch, pinned", [(32, False), (256, False), (256, True), (1024, False), (4096, False), (4096, True)],
                          ids=["bs32", "bs256", "bs256-pinned", "bs1024", "bs4096", "bs4096-pinned"])
-@pytest.mark.parametrize("check_behind", [False, True], ids=["default", "behind"])
-def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake, monkeypatch, batch, pinned, check_behind):
+@pytest.mark.parametrize("check", ["gpu", "dot"])
+def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake, monkeypatch, batch, pinned, check):
     """At a batch the benchmarks use, once warm, a call sets no input shape, switches no profile,
     synchronizes no whole stream but the graph path's one, makes no event, buffer or graph: what is
-    left per call is the copies, engine runs and event waits the path needs (with the checks
-    behind the engine too)."""
+    left per call is the copies, checks, engine runs and event waits the path needs."""
     gpu, make = fake
-    runner = make(check_behind=check_behind, finite_check="dot")
+    runner = make(finite_check=check)
     x = _images(batch)
     feed = {"input": x}
     if pinned:
@@ -490,7 +455,7 @@ def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake
     monkeypatch.setattr(tool.FakeDeviceBuffer, "__init__", lambda *a: once.append("device buffer"))
     monkeypatch.setattr(tool.FakePinned, "__init__", lambda *a: once.append("pinned buffer"))
     syncs = []
-    for stream in (runner.stream, runner.copy_stream):
+    for stream in (runner.stream, runner.copy_stream, runner.check_stream):
         monkeypatch.setattr(stream, "synchronize", lambda s=stream, real=stream.synchronize: syncs.append(s.name) or real())
     graph, addresses = runner._io_graph, dict(runner._addresses)
     for _ in range(2):
@@ -500,18 +465,21 @@ def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake
         if batch * ROW_BYTES <= runner.graph_max_bytes:  # one graph replay, one sync for it
             assert runner._io_graph is graph is not None and syncs == ["engine stream"] and calls["set_tensor_address"] == 0
             assert runner._addresses == addresses
-        else:  # per sub-batch: one upload, run and download, the engine's addresses moved, no stream sync
+        else:  # per sub-batch: its uploads, one run and download, the engine's addresses moved, no stream sync
             plan = host_staging.plan(batch, ROW_BYTES, runner._stager.workers, row_align=runner._row_align)
             assert len({sb.rows for sb in plan}) == 1  # one shape for all sub-batches: bound once, never again
-            assert calls["h2d"] == calls["execute"] == calls["d2h"] == len(plan) and syncs == []
+            assert calls["h2d"] == _uploads(plan, not pinned or check == "dot")
+            assert calls["execute"] == calls["d2h"] == len(plan) and syncs == []
+            assert calls["finite_kernel"] == (len(plan) if check == "gpu" else 0)
             assert calls["set_tensor_address"] == (2 * len(plan) if len(plan) > 1 else 0)
         syncs.clear()
 
 
-# -- check_behind: uploads gated on the copies only, the NaN/Inf checks behind the engine ------------
+# -- pieces: claimed in order, each uploaded by the thread that staged it ---------------------------
 
-# batch 1024: 4 sub-batches of 256 rows, 4 pieces of 64; check_behind is an option of the host checks
-BEHIND = {"staging_threads": 3, "subbatch_bytes": 3 << 20, "finite_check": "dot"}
+# batch 1024: 4 sub-batches of 256 rows, 4 pieces of 64
+PIECES = {"staging_threads": 3, "subbatch_bytes": 3 << 20}
+HOST_CHECK = {"finite_check": "dot"}
 
 
 def _feed(runner, x, kind):
@@ -523,52 +491,123 @@ def _feed(runner, x, kind):
     return {"input": np.asfortranarray(x) if kind == "fortran" else x}
 
 
+def _uploads(plan, staged: bool) -> int:
+    """Copies to the GPU per call: one per staged piece, else one per sub-batch."""
+    return sum(len(sb.chunks) for sb in plan) if staged else len(plan)
+
+
 @pytest.mark.parametrize("batch, options", [
-    (1024, BEHIND), (4096, {}), (301, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3,
+    (1024, PIECES), (4096, {}), (301, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3,
                                        "graph_max_bytes": 1 << 20}),
     (1000, {"staging_threads": 0}), (256, {"subbatch_bytes": 0, "graph_max_bytes": 1 << 20}),
-], ids=["bs1024-4x4", "bs4096-defaults", "bs301-odd", "bs1000-no-workers", "bs256-one-run"])
+    (256, {"split_bytes": 1 << 20}), (300, {"split_bytes": 1 << 20, "staging_threads": 2}),
+], ids=["bs1024-4x4", "bs4096-defaults", "bs301-odd", "bs1000-no-workers", "bs256-one-run", "bs256-graph-split",
+        "bs300-graph-split-2-workers"])
 @pytest.mark.parametrize("kind", ["pageable", "pinned", "fortran"])
-def test_checks_behind_give_the_default_answers(fake, batch, options, kind):
+def test_the_gpu_checked_path_gives_the_host_checked_answers(fake, batch, options, kind):
     gpu, make = fake
-    plain, behind = make(**options), make(check_behind=True, **{"finite_check": "dot", **options})
-    assert not plain.check_behind and behind.check_behind
+    host, runner = make(**options, **HOST_CHECK), make(**options)
+    graph = batch * ROW_BYTES <= runner.graph_max_bytes
     for seed in (1, 2):  # a second call on the same runner too
         x = _images(batch, seed=seed)
-        want = plain.infer(_feed(plain, x, kind))["output"]
-        out, calls = _calls(gpu, lambda x=x: behind.infer(_feed(behind, x, kind))["output"])
+        want = host.infer(_feed(host, x, kind))["output"]
+        out, calls = _calls(gpu, lambda x=x: runner.infer(_feed(runner, x, kind))["output"])
         np.testing.assert_array_equal(out, want)
         np.testing.assert_array_equal(out, tool.stand_in_model(x))
-        plan = host_staging.plan(batch, ROW_BYTES, behind._stager.workers, chunk_bytes=behind.chunk_bytes,
-                                 subbatch_bytes=behind.subbatch_bytes, row_align=behind._row_align)
-        assert calls["h2d"] == calls["execute"] == calls["d2h"] == len(plan)
-        device = behind.infer(_feed(behind, x, kind), outputs="device")["output"]
+        if graph:
+            pieces = runner._stager.pieces(batch, batch * ROW_BYTES, runner.split_bytes)
+            staged = kind != "pinned" and pieces > 1
+            assert calls["h2d"] == (pieces if staged else 1)  # the fake graph replays its copy in too
+        else:
+            plan = host_staging.plan(batch, ROW_BYTES, runner._stager.workers, chunk_bytes=runner.chunk_bytes,
+                                     subbatch_bytes=runner.subbatch_bytes, row_align=runner._row_align)
+            assert calls["h2d"] == _uploads(plan, kind != "pinned") and calls["execute"] == calls["d2h"] == len(plan)
+            assert calls["finite_kernel"] == len(plan)
+        device = runner.infer(_feed(runner, x, kind), outputs="device")["output"]
         cai = device.__cuda_array_interface__
         np.testing.assert_array_equal(gpu.bytes_at(cai["data"][0], device.nbytes).view(np.float32).reshape(cai["shape"]), want)
 
 
-def test_the_engine_set_passes_check_behind_to_its_runners():
+def test_the_engine_set_passes_runner_options_to_its_runners():
     from model.backends.tensorrt.engine_set import TrtEngineSet
     from model.profile import BatchProfile
 
-    engines = TrtEngineSet({BatchProfile(): b""}, runner_options={"check_behind": True, "finite_check": "dot"})
-    assert engines._make(b"").check_behind and not TrtEngineSet({BatchProfile(): b""})._make(b"").check_behind
+    engines = TrtEngineSet({BatchProfile(): b""}, runner_options=HOST_CHECK)
+    assert engines._make(b"").finite_check == "dot" and TrtEngineSet({BatchProfile(): b""})._make(b"").finite_check == "gpu"
 
 
-@pytest.mark.parametrize("row, where", [(0, "first sub-batch, the caller's piece"), (100, "first sub-batch, a worker's"),
-                                        (512, "a middle sub-batch, the caller's piece"), (700, "a middle sub-batch, a worker's"),
-                                        (1023, "the last sub-batch, the last worker's")],
-                         ids=["first-caller", "first-worker", "middle-caller", "middle-worker", "last-worker"])
+@pytest.mark.parametrize("check", ["gpu", "dot"])
+def test_a_late_worker_takes_fewer_pieces_and_each_piece_is_uploaded_by_its_stager(fake, monkeypatch, check):
+    """Workers that wake after the calling thread has staged the first sub-batch do not hold it
+    back: the caller takes its pieces; every piece is staged once, in order per thread, and its
+    upload issued by the thread that staged it, before its sub-batch's engine run."""
+    import threading
+    import time
+
+    gpu, make = fake
+    runner = make(**PIECES, finite_check=check)
+    real_stage, real_claimed = host_staging.stage_rows, host_staging.stage_claimed
+    staged, uploads, runs = [], [], []
+
+    def late(*args):
+        time.sleep(0.05)
+        return real_claimed(*args)
+    monkeypatch.setattr(host_staging, "stage_claimed", late)
+    monkeypatch.setattr(host_staging, "stage_rows", lambda items, a, b: staged.append((a, threading.current_thread())) or real_stage(items, a, b))
+    buf = runner.device["input"]
+    real_upload = buf.copy_from_host_async
+    monkeypatch.setattr(buf, "copy_from_host_async", lambda host, stream, offset=0: uploads.append(
+        (offset // ROW_BYTES, threading.current_thread(), len(runs))) or real_upload(host, stream, offset))
+    real_enqueue = runner.enqueue
+    monkeypatch.setattr(runner, "enqueue", lambda: runs.append(1) or real_enqueue())
+    x = _images(1024)
+    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
+    plan = host_staging.plan(1024, ROW_BYTES, 3, subbatch_bytes=3 << 20, row_align=runner._row_align)
+    pieces = [a for sb in plan for a, _ in sb.chunks]
+    assert sorted(a for a, _ in staged) == pieces  # each piece once
+    first = {a for a, _ in plan[0].chunks}
+    assert {t for a, t in staged if a in first} == {threading.main_thread()}  # the workers were still asleep
+    for thread in {t for _, t in staged}:
+        mine = [a for a, t in staged if t is thread]
+        assert mine == sorted(mine)  # claimed in order
+    assert sorted((a, t.name) for a, t, _ in uploads) == sorted((a, t.name) for a, t in staged)  # uploaded by its stager
+    for a, _, before in uploads:  # before its own sub-batch's engine run
+        assert before <= next(i for i, sb in enumerate(plan) if sb.start <= a < sb.stop)
+
+
+def test_a_workers_error_is_raised_at_its_subbatch_and_the_next_call_is_right(fake, monkeypatch):
+    import threading
+    import time
+
+    gpu, make = fake
+    runner = make(staging_threads=2, subbatch_bytes=3 << 20)
+    real = host_staging.stage_rows
+
+    def failing_worker(items, a, b):
+        if threading.current_thread() is threading.main_thread():
+            time.sleep(0.01)  # the workers take pieces meanwhile
+        else:
+            raise MemoryError("a worker could not stage its piece")
+        return real(items, a, b)
+    monkeypatch.setattr(host_staging, "stage_rows", failing_worker)
+    with pytest.raises(MemoryError, match="a worker could not stage its piece"):
+        runner.infer({"input": _images(1024)})
+    monkeypatch.setattr(host_staging, "stage_rows", real)
+    clean = _images(1024, seed=7)
+    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
+
+
+# -- the NaN/Inf check on the GPU (the default) ------------------------------------------------------
+
+@pytest.mark.parametrize("row", [0, 100, 512, 700, 1023], ids=["first", "first-late", "middle", "middle-late", "last"])
 @pytest.mark.parametrize("kind", ["pageable", "pinned", "fortran"])
 @pytest.mark.parametrize("outputs", ["host", "device"])
-@pytest.mark.parametrize("how", ["behind", "gpu"])
-def test_a_nan_anywhere_is_refused_as_by_the_host_check_and_the_next_call_is_right(fake, row, where, kind, outputs, how):
-    """A NaN/Inf checked behind the engine on the host (check_behind), or on the GPU after each
-    upload (the default), fails the call with the host check's error; the next call is right."""
+def test_a_nan_anywhere_is_refused_as_by_the_host_check_and_the_next_call_is_right(fake, row, kind, outputs):
+    """A NaN/Inf checked on the GPU after each upload (the default) fails the call with the host
+    check's error, whichever sub-batch holds it; the next call is right."""
     gpu, make = fake
-    plain = make(**BEHIND)
-    behind = make(check_behind=True, **BEHIND) if how == "behind" else make(**{**BEHIND, "finite_check": "gpu"})
-    assert plain._gpu_checked == frozenset() and behind._gpu_checked == (frozenset() if how == "behind" else {"input"})
+    plain, runner = make(**PIECES, **HOST_CHECK), make(**PIECES)
+    assert plain._gpu_checked == frozenset() and runner._gpu_checked == {"input"}
     x = _images(1024)
     x[row, 1, 2, 3] = np.nan
     x[row // 2, 0, 0, 0] = np.inf  # a second one, earlier (in the first sub-batch when `row` is): counted alike
@@ -576,128 +615,19 @@ def test_a_nan_anywhere_is_refused_as_by_the_host_check_and_the_next_call_is_rig
         plain.infer(_feed(plain, x, kind), outputs=outputs)
     before = dict(gpu.calls)
     with pytest.raises(InputError) as refused:
-        behind.infer(_feed(behind, x, kind), outputs=outputs)
+        runner.infer(_feed(runner, x, kind), outputs=outputs)
     assert str(refused.value) == str(expected.value)
     assert str(refused.value).startswith("Input tensor: input | Received 2 NaN/Inf values | Expected finite values")
-    # The engine ran every sub-batch (behind the checks: harmless); nothing of it came back.
+    # The engine ran every sub-batch (beside the checks: harmless); nothing of it came back.
     assert gpu.calls["execute"] - before["execute"] == 4
-    assert gpu.calls["finite_kernel"] - before["finite_kernel"] == (4 if how == "gpu" else 0)  # one per upload
+    assert gpu.calls["finite_kernel"] - before["finite_kernel"] == 4  # one per sub-batch
     clean = _images(1024, seed=4)
-    out = behind.infer(_feed(behind, clean, kind), outputs=outputs)["output"]
+    out = runner.infer(_feed(runner, clean, kind), outputs=outputs)["output"]
     if outputs == "device":
         cai = out.__cuda_array_interface__
         out = gpu.bytes_at(cai["data"][0], out.nbytes).view(np.float32).reshape(cai["shape"])
     np.testing.assert_array_equal(out, tool.stand_in_model(clean))
 
-
-@pytest.mark.parametrize("kind", ["pageable", "pinned"])
-@pytest.mark.parametrize("stage", ["copy_rows", "check_rows"])
-def test_a_workers_error_behind_is_raised_by_the_call_and_the_next_call_is_right(fake, monkeypatch, kind, stage):
-    import threading
-
-    gpu, make = fake
-    runner = make(check_behind=True, **BEHIND)
-    real = getattr(host_staging, stage)
-
-    def failing_worker(items, a, b):
-        if threading.current_thread() is not threading.main_thread() and a >= 512:
-            raise MemoryError(f"a worker failed in {stage}")
-        return real(items, a, b)
-    monkeypatch.setattr(host_staging, stage, failing_worker)
-    x = _images(1024)
-    if stage == "copy_rows" and kind == "pinned":  # nothing is copied from the runner's own buffers: no failure
-        np.testing.assert_array_equal(runner.infer(_feed(runner, x, kind))["output"], tool.stand_in_model(x))
-        return
-    with pytest.raises(MemoryError, match=f"a worker failed in {stage}"):
-        runner.infer(_feed(runner, x, kind))
-    monkeypatch.setattr(host_staging, stage, real)
-    clean = _images(1024, seed=7)
-    np.testing.assert_array_equal(runner.infer(_feed(runner, clean, kind))["output"], tool.stand_in_model(clean))
-
-
-@pytest.mark.parametrize("kind", ["pageable", "pinned"])
-def test_behind_no_worker_writes_or_checks_after_a_refused_call(fake, monkeypatch, kind):
-    """A NaN found by the caller fails the call only at its end; the slow workers must be done or
-    stopped by then, and write nothing into the pinned buffers after."""
-    import threading
-    import time
-
-    gpu, make = fake
-    runner = make(check_behind=True, **BEHIND)
-    late = []
-    real_copy, real_check = host_staging.copy_rows, host_staging.check_rows
-    returned = threading.Event()
-
-    def slow(real):
-        def run(items, a, b):
-            if threading.current_thread() is not threading.main_thread():
-                time.sleep(0.02)
-                if returned.is_set():
-                    late.append(a)
-            return real(items, a, b)
-        return run
-    monkeypatch.setattr(host_staging, "copy_rows", slow(real_copy))
-    monkeypatch.setattr(host_staging, "check_rows", slow(real_check))
-    x = _images(1024)
-    x[0, 0, 0, 0] = np.nan  # in the caller's first piece
-    with pytest.raises(InputError, match=r"Received 1 NaN/Inf values"):
-        runner.infer(_feed(runner, x, kind))
-    returned.set()
-    pinned = runner.host["input"].array.copy()
-    time.sleep(0.1)
-    np.testing.assert_array_equal(runner.host["input"].array, pinned)
-    assert late == []
-
-
-@pytest.mark.parametrize("kind", ["pageable", "pinned"])
-@pytest.mark.parametrize("check_behind", [False, True], ids=["default", "behind"])
-def test_behind_each_upload_is_issued_before_its_checks_end(fake, monkeypatch, kind, check_behind):
-    """Every check of sub-batch k waits (a while) for sub-batch k's upload to be issued. Behind
-    the engine none has to give up waiting; by default the upload waits for the checks, so every
-    check gives up (the test tells the two apart). With the runner's own pinned buffers, the
-    calling thread issues every sub-batch before it checks anything."""
-    import threading
-
-    gpu, make = fake
-    runner = make(check_behind=check_behind, staging_threads=3, subbatch_bytes=6 << 20, finite_check="dot")  # 2 sub-batches of 512 rows
-    issued = [threading.Event(), threading.Event()]
-    log, gave_up = [], []
-    buf = runner.device["input"]
-    real_upload, real_check = buf.copy_from_host_async, host_staging.check_rows
-
-    def upload(host, stream, offset=0):
-        real_upload(host, stream, offset)
-        k = offset // (512 * ROW_BYTES)
-        log.append(("upload", k))
-        issued[k].set()
-    monkeypatch.setattr(buf, "copy_from_host_async", upload)
-
-    def gated(real):
-        def run(items, a, b):
-            k = a // 512
-            if not issued[k].wait(5 if check_behind else 0.5):  # by default always given up: kept short
-                gave_up.append(k)
-            log.append(("check", k, threading.current_thread() is threading.main_thread()))
-            return real(items, a, b)
-        return run
-    monkeypatch.setattr(host_staging, "check_rows", gated(real_check))
-    monkeypatch.setattr(host_staging, "stage_rows", gated(host_staging.stage_rows))  # the default's copy + check
-    x = _images(1024)
-    out = runner.infer(_feed(runner, x, kind))["output"]
-    np.testing.assert_array_equal(out, tool.stand_in_model(x))
-    checks = [e for e in log if e[0] == "check"]
-    assert len(checks) == 2 * 4  # 2 sub-batches x 4 pieces, each checked once
-    if check_behind:
-        assert gave_up == []
-        assert all(log.index(("upload", e[1])) < log.index(e) for e in checks)
-        if kind == "pinned":  # nothing copied: the caller issues both sub-batches before its own checks
-            mine = [i for i, e in enumerate(log) if e[0] == "check" and e[2]]
-            assert log.index(("upload", 1)) < min(mine)
-    else:
-        assert sorted(gave_up) == [0] * 4 + [1] * 4
-
-
-# -- the NaN/Inf check on the GPU (the default) ------------------------------------------------------
 
 @pytest.mark.parametrize("batch", [1, 32, 256])
 @pytest.mark.parametrize("kind", ["pageable", "pinned"])
@@ -726,9 +656,3 @@ def test_no_check_is_queued_when_nonfinite_values_are_allowed_or_the_feed_is_on_
     runner = make()
     runner.infer({"input": tool.FakeGpuArray(gpu, x)})
     assert gpu.calls["finite_kernel"] == before["finite_kernel"]
-
-
-def test_check_behind_needs_a_host_check():
-    with pytest.raises(ValueError, match=r"check_behind moves a host check behind the engine: it needs a host "
-                                         r"finite_check \(dot, sum, minmax, isfinite\), received finite_check='gpu'"):
-        tool.fake_runner(tool.FakeGpu(), check_behind=True)

@@ -2,16 +2,15 @@
 
 For TensorRT FP16 SimpleCNN, per batch (default 4096, 256, 32, 1024) and feed (pinned: the serving
 runner's own `pinned_inputs`; pageable: numpy; pinned without the NaN/Inf check: a runner with
-allow_nonfinite=True; pinned-behind and pageable-behind: the same feeds on runners with
-check_behind=True, the checks behind the engine, traced on the pipelined path only: the graph path
-has no such option), each traced call records:
+allow_nonfinite=True; pinned-hostcheck and pageable-hostcheck: runners checking on the host
+(finite_check="dot") instead of the GPU), each traced call records:
   host  perf_counter spans on the calling thread and the staging workers: stager start (submits),
-        each staged piece (copy + check) and check, or with check_behind each piece's copy and
-        check, latch waits (copied / checked waits with check_behind), bind / set_input_shape,
-        upload and download issue, enqueue, graph launch, stream and event syncs, results;
-  gpu   CUDA timing events on the copy stream and the engine's stream around each upload, engine
-        run, download and graph launch, placed on the host's clock by an anchor event recorded at
-        the call's start (both streams idle then).
+        each staged piece (copy, and the host check's check), latch waits, bind / set_input_shape,
+        upload issue (per piece, by the thread that staged it), NaN/Inf kernel issue, download
+        issue, enqueue, graph launch, stream and event syncs, results;
+  gpu   CUDA timing events on the copy, check and engine streams around each upload, NaN/Inf
+        kernel, engine run, download and graph launch, placed on the host's clock by an anchor
+        event recorded at the call's start (the streams idle then).
 The graph path (host input <= 4 MiB) replays one graph, so it is also traced without graphs
 (graphs=False) for the upload / engine / download split. Printed per scenario: the median start,
 end and duration of every step (ms from the call's start), then the busy time per place and the
@@ -56,8 +55,7 @@ DEFAULT_BATCHES = "4096,256,32,1024"
 # runner's own pinned buffers).
 HOST_CHECK = {"finite_check": "dot"}  # the NaN/Inf check on the staging threads, as before the GPU's
 FEED_OPTIONS = {"pinned": {}, "pageable": {}, "pinned-nocheck": {"allow_nonfinite": True},
-                "pinned-hostcheck": HOST_CHECK, "pageable-hostcheck": HOST_CHECK,
-                "pinned-behind": {"check_behind": True, **HOST_CHECK}, "pageable-behind": {"check_behind": True, **HOST_CHECK}}
+                "pinned-hostcheck": HOST_CHECK, "pageable-hostcheck": HOST_CHECK}
 FEEDS = tuple(FEED_OPTIONS)
 T0 = time.perf_counter()
 RESULTS: dict = {}
@@ -103,7 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @dataclass(frozen=True)
 class Span:
     """One step of one call: `where` is host (the calling thread), worker (a staging thread),
-    gpu-copy (the copy stream) or gpu-engine (the engine's stream); times in ms from the call's start."""
+    gpu-copy (the copy stream), gpu-check (the NaN/Inf kernels' stream) or gpu-engine (the engine's
+    stream); times in ms from the call's start."""
     name: str
     where: str
     start: float
@@ -126,11 +125,11 @@ def busy(spans: list[Span]) -> float:
 
 def call_figures(spans: list[Span], total: float) -> dict:
     """One call's busy times and gaps (ms): where the time went, and where nothing ran."""
-    by = {w: [s for s in spans if s.where == w] for w in ("host", "worker", "gpu-copy", "gpu-engine")}
-    gpu = by["gpu-copy"] + by["gpu-engine"]
+    by = {w: [s for s in spans if s.where == w] for w in ("host", "worker", "gpu-copy", "gpu-check", "gpu-engine")}
+    gpu = by["gpu-copy"] + by["gpu-check"] + by["gpu-engine"]
     out = {"total": total, "host_busy": busy(by["host"]), "worker_busy_sum": sum(s.ms for s in by["worker"]),
            "worker_span": busy(by["worker"]), "gpu_copy_busy": busy(by["gpu-copy"]),
-           "gpu_engine_busy": busy(by["gpu-engine"]), "gpu_busy": busy(gpu)}
+           "gpu_check_busy": busy(by["gpu-check"]), "gpu_engine_busy": busy(by["gpu-engine"]), "gpu_busy": busy(gpu)}
     out["host_unaccounted"] = total - out["host_busy"]  # the calling thread's Python between hooked steps
     if gpu:
         first, last = min(s.start for s in gpu), max(s.end for s in gpu)
@@ -187,7 +186,7 @@ def format_summary(title: str, summary: dict, untraced_ms: float | None = None) 
         lines.append(f"  {r['step']:28s} {r['where']:10s} {r['start']:8.3f} {r['end']:8.3f} {r['ms']:8.3f}"
                      + (f"  (in {r['calls']} calls)" if r["calls"] != summary["calls"] else ""))
     lines.append("  busy: " + ", ".join(f"{k} {f[k]:.3f}" for k in ("host_busy", "host_unaccounted", "worker_span",
-                                                                     "worker_busy_sum", "gpu_copy_busy", "gpu_engine_busy") if k in f))
+                                                                     "worker_busy_sum", "gpu_copy_busy", "gpu_check_busy", "gpu_engine_busy") if k in f))
     if "head" in f:
         lines.append(f"  gaps: first GPU op at {f['head']:.3f}, GPU idle between ops {f['gpu_idle']:.3f}, "
                      f"call end after last GPU op {f['tail']:.3f}")
@@ -210,6 +209,7 @@ class Tracer:
         self.capturing = False
         self.starts: list[int] = []  # the call's sub-batch starts (from staging.plan)
         self.local = threading.local()
+        self.lock = threading.Lock()
 
     def close(self) -> None:
         for ev in self.events:
@@ -223,18 +223,24 @@ class Tracer:
         self.starts = []
 
     def numbered(self, name: str) -> str:
-        k = self.counts.get(name, 0)
-        self.counts[name] = k + 1
+        """`name#k`, k counting from 0 per call; inside a staged piece (any thread), k is its sub-batch."""
+        k = getattr(self.local, "subbatch", None)
+        if k is not None:
+            return f"{name}#{k}"
+        with self.lock:
+            k = self.counts.get(name, 0)
+            self.counts[name] = k + 1
         return f"{name}#{k}"
 
     def subbatch(self, row: int) -> int:
         return max([i for i, s in enumerate(self.starts) if s <= row], default=0)
 
     def _event(self):
-        if self.used >= len(self.events):
-            return None
-        self.used += 1
-        return self.events[self.used - 1]
+        with self.lock:  # staging threads issue piece uploads too
+            if self.used >= len(self.events):
+                return None
+            self.used += 1
+            return self.events[self.used - 1]
 
     def each_span(self, name: str, fn, *args, **kwargs):
         """A host step that repeats within a call (per sub-batch): `name#k`, k counting from 0."""
@@ -243,8 +249,8 @@ class Tracer:
         return self.host_span(self.numbered(name), fn, *args, **kwargs)
 
     def stage_span(self, fn, items, start: int, stop: int, name: str | None = "stage"):
-        """A piece of sub-batch k: `name#k` (a staged piece, copy + check; `copy#k` with
-        check_behind; None: no span of its own); the checks inside it are `check#k`."""
+        """A piece of sub-batch k: `name#k` (a staged piece: its copy, and a host check's check;
+        None: no span of its own); the checks inside it are `check#k`."""
         if not self.active:
             return fn(items, start, stop)
         self.local.subbatch = k = self.subbatch(start)
@@ -326,9 +332,9 @@ def trace(runner, tracer: Tracer):
         patch(buf, "copy_to_host_async", lambda f: lambda host, stream, offset=0: g(
             "download", "gpu-engine", stream, f, host, stream, offset))
     patch(runner.stream, "synchronize", lambda f: lambda: h("stream sync", f))
-    if runner._finite_gpu is not None:  # the NaN/Inf check queued on the GPU behind each upload
+    if runner._finite_gpu is not None:  # the NaN/Inf kernels, on the check stream beside the engine
         patch(runner._finite_gpu, "enqueue", lambda f: lambda name, ptr, count, dtype, stream: g(
-            "nan check", "gpu-copy" if stream is runner.copy_stream else "gpu-engine", stream, f, name, ptr, count, dtype, stream))
+            "nan check", "gpu-check", stream, f, name, ptr, count, dtype, stream))
 
     wrapped: set[int] = set()  # ids of the events and graphs given a wrapper here
 
@@ -362,7 +368,6 @@ def trace(runner, tracer: Tracer):
         return run
     patch(runner, "_capture_io_graph", capture)
     patch(runner._stager, "start", lambda f: lambda *a: h("stager start (submits)", f, *a))
-    patch(runner._stager, "start_behind", lambda f: lambda *a: h("stager start (submits)", f, *a))
 
     def plan(f):
         def run(*a, **k):
@@ -373,10 +378,11 @@ def trace(runner, tracer: Tracer):
         return run
     patch(staging, "plan", plan)
     patch(staging, "stage_rows", lambda f: lambda items, a, b: tracer.stage_span(f, items, a, b))
-    patch(staging, "copy_rows", lambda f: lambda items, a, b: tracer.stage_span(f, items, a, b, "copy"))
-    patch(staging, "check_rows", lambda f: lambda items, a, b: tracer.stage_span(f, items, a, b, None))
+    # A piece's upload, issued by the thread that staged it: numbered by its sub-batch.
+    patch(runner, "_upload_rows", lambda f: lambda host, pinned, row_bytes, a, b: tracer.stage_span(
+        lambda items, start, stop: f(host, pinned, row_bytes, start, stop), None, a, b, None))
     patch(staging, "all_finite", lambda f: lambda *a, **k: tracer.check_span(f, *a, **k))
-    patch(staging.Latch, "wait", lambda f: lambda self: each("latch wait" if self.what == "staged" else f"{self.what} wait", f, self))
+    patch(staging.Latch, "wait", lambda f: lambda self: each("latch wait", f, self))
     try:
         yield tracer
     finally:
@@ -410,15 +416,14 @@ class RealGpu:
     def timing_event(self):
         return self.cuda_rt.Event(timing=True)
 
-    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False, check_behind: bool = False,
-               finite_check: str = "gpu"):
+    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False, finite_check: str = "gpu"):
         from model.backends.tensorrt.engine_set import TrtEngineSet
 
-        key = (graphs, allow_nonfinite, check_behind, finite_check)
+        key = (graphs, allow_nonfinite, finite_check)
         if key not in self._sets:
             self._sets[key] = TrtEngineSet(self.plans, label="fp16", graphs=graphs, declared=self.spec.input_metadata(),
                                            allow_nonfinite=allow_nonfinite,
-                                           runner_options={"check_behind": check_behind, "finite_check": finite_check}).activate()
+                                           runner_options={"finite_check": finite_check}).activate()
         return self._sets[key].runner_for(batch)
 
     def close(self) -> None:
@@ -436,12 +441,11 @@ class FakeGpu:
         self._runners = {}
         self.timing_event = None
 
-    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False, check_behind: bool = False,
-               finite_check: str = "gpu"):
-        key = (graphs, allow_nonfinite, check_behind, finite_check)
+    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False, finite_check: str = "gpu"):
+        key = (graphs, allow_nonfinite, finite_check)
         if key not in self._runners:
             self._runners[key] = self.tool.fake_runner(self.gpu, graphs=graphs, allow_nonfinite=allow_nonfinite,
-                                                       check_behind=check_behind, finite_check=finite_check)
+                                                       finite_check=finite_check)
         return self._runners[key]
 
     def close(self) -> None:
@@ -539,8 +543,6 @@ def section_timeline(kit, args) -> None:
                 continue
             graph_path = batch * ROW_BYTES <= kit.runner(batch).graph_max_bytes
             options = FEED_OPTIONS[feed_kind]
-            if graph_path and options.get("check_behind"):
-                continue  # check_behind changes the pipelined path only
             for graphs in ((True, False) if graph_path else (True,)):
                 runner = kit.runner(batch, graphs=graphs, **options)
                 x = images(batch)

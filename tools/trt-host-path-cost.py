@@ -97,9 +97,12 @@ class FakeStream:
         self.gpu.host_seen[id(self)] = self.sequence
 
     def wait(self, event: "FakeEvent") -> None:
+        """Later work here follows what the event captured: its stream's work up to the record, and
+        (transitively) whatever that stream had waited for by then."""
         self.gpu.calls["stream_wait"] += 1
         if event.stream is not None:
-            self.seen[id(event.stream)] = max(self.seen.get(id(event.stream), -1), event.sequence)
+            for key, sequence in {**event.seen, id(event.stream): event.sequence}.items():
+                self.seen[key] = max(self.seen.get(key, -1), sequence)
 
     def free(self) -> None:
         pass
@@ -107,12 +110,13 @@ class FakeStream:
 
 class FakeEvent:
     def __init__(self, gpu: FakeGpu) -> None:
-        self.gpu, self.stream, self.sequence = gpu, None, -1
+        self.gpu, self.stream, self.sequence, self.seen = gpu, None, -1, {}
 
     def record(self, stream) -> None:
         with self.gpu.lock:
             self.gpu.calls["event_record"] += 1
             self.stream, self.sequence = (stream, stream.sequence) if isinstance(stream, FakeStream) else (None, -1)
+            self.seen = dict(stream.seen) if isinstance(stream, FakeStream) else {}
 
     def synchronize(self) -> None:
         if self.stream is not None:
@@ -278,9 +282,10 @@ def fake_runner(gpu: FakeGpu, **options) -> TrtRunner:
     runner.host = {INPUT_NAME: FakePinned(math.prod(full)), OUTPUT_NAME: FakePinned(MAX_BATCH * CLASSES)}
     runner.device = {INPUT_NAME: FakeDeviceBuffer(gpu, math.prod(full) * 4), OUTPUT_NAME: FakeDeviceBuffer(gpu, MAX_BATCH * CLASSES * 4)}
     runner.stream, runner.copy_stream = FakeStream(gpu, "engine stream"), FakeStream(gpu, "copy stream")
+    runner.check_stream = FakeStream(gpu, "check stream")
     runner.context = FakeContext(gpu, {runner.stream.ptr: runner.stream, runner.copy_stream.ptr: runner.copy_stream})
     runner._make_event = lambda: FakeEvent(gpu)
-    runner._producer_event = runner._make_event()
+    runner._producer_event, runner._fork, runner._join = runner._make_event(), runner._make_event(), runner._make_event()
     runner._gpu = GpuTarget(0, gpu.locate, runner.stream.ptr)
     runner._metadata = {INPUT_NAME: TensorMeta(np.dtype(np.float32), (None, *IMAGE), ((1, MAX_BATCH), None, None, None))}
     runner.is_active = True

@@ -42,23 +42,23 @@ FINITE_CHECK = "gpu"
 class TrtRunner(Runner):
     """Two paths for an end-to-end call (see model/backends/tensorrt/staging.py):
 
-    - host input up to `graph_max_bytes` (default 4 MiB): copied into pinned memory on the calling
-      thread; with `graphs=True` (default), once the same shapes, addresses and output place come
-      twice in a row, the copy in, the engine and the copy out are captured as one CUDA graph and
-      replayed, so a small batch costs one launch instead of four driver calls.
-    - larger: staged by the calling thread and `staging_threads` workers, one piece of each
-      sub-batch (about `subbatch_bytes`; 0 runs the batch at once) each, every sub-batch uploaded
-      on a second stream and run as soon as its pieces are staged.
+    - host input up to `graph_max_bytes`: copied into pinned memory (from `split_bytes` on by the
+      calling thread and `staging_threads` workers, each piece uploaded on a second stream as soon
+      as it is copied); with `graphs=True` (default), once the same shapes, addresses and output
+      place come twice in a row, what follows the staging (the upload when the calling thread
+      staged alone, the NaN/Inf check, the engine, the copy out) is captured as one CUDA graph and
+      replayed, so a small batch costs one launch instead of several driver calls.
+    - larger: cut into sub-batches (about `subbatch_bytes`; 0 runs the batch at once), each cut in
+      pieces that the calling thread and the workers take in order, copy into pinned memory and
+      upload on the second stream; each sub-batch runs as soon as its pieces have been uploaded,
+      while the threads go on with the next.
 
-    The NaN/Inf check of host inputs (`finite_check`): by default ("gpu") a kernel queued behind
-    each upload reads the uploaded values (finite_gpu.py), so the host only copies and a feed from
-    `pinned_inputs` is not touched by the host at all; the call fails after the GPU's work when
-    one was found, returning nothing. A host method ("dot", "sum", "minmax", "isfinite"; also
-    where the kernels cannot load) checks small inputs on the calling thread while the GPU runs
-    and large ones on the staging threads as their rows are copied. With a host method and
-    `check_behind=True` (off by default) a sub-batch goes as soon as its pieces are copied, each
-    thread checking its pieces after copying them while the GPU works; the call waits for every
-    check before it returns.
+    The NaN/Inf check of host inputs (`finite_check`): by default ("gpu") a kernel reads what was
+    uploaded, beside the engine (finite_gpu.py), so the host only copies and a feed from
+    `pinned_inputs` is not read by the host at all; the call fails after the GPU's work when one
+    was found, returning nothing. A host method ("dot", "sum", "minmax", "isfinite"; also where
+    the kernels cannot load) checks each piece as it is staged (small inputs on the graph path:
+    on the calling thread while the GPU runs).
 
     Feeds already on the GPU are used where they are (their address goes to TensorRT); a feed from
     `pinned_inputs` is uploaded without being staged."""
@@ -70,19 +70,15 @@ class TrtRunner(Runner):
                  declared: dict[str, TensorMeta] | None = None, staging_threads: int | None = None,
                  graph_max_bytes: int = host_staging.GRAPH_MAX_BYTES, subbatch_bytes: int = host_staging.SUBBATCH_BYTES,
                  chunk_bytes: int = host_staging.CHUNK_BYTES, split_bytes: int = host_staging.SPLIT_BYTES,
-                 finite_check: str = FINITE_CHECK, check_behind: bool = False, **kwargs) -> None:
+                 finite_check: str = FINITE_CHECK, **kwargs) -> None:
         super().__init__(**kwargs)
         if finite_check not in FINITE_CHECKS:
             raise ValueError(f"finite_check must be one of {list(FINITE_CHECKS)}, received {finite_check!r}")
-        if check_behind and finite_check == "gpu":
-            raise ValueError("check_behind moves a host check behind the engine: it needs a host finite_check "
-                             f"({', '.join(host_staging.FINITE_CHECKS)}), received finite_check='gpu'")
         self.finite_check = finite_check
         # How host inputs the GPU does not check are checked (all of them, when the kernels could not load).
         self._host_check = host_staging.FINITE_CHECK if finite_check == "gpu" else finite_check
         self._finite_gpu: finite_gpu.GpuFiniteCheck | None = None
         self._gpu_checked: frozenset[str] = frozenset()  # inputs whose uploads the GPU checks
-        self.check_behind = check_behind
         self.name = f"tensorrt-{label}"
         self._plan = plan
         # The model's own input metadata, whose dtypes and axis names the runner accepts (TensorRT
@@ -130,7 +126,9 @@ class TrtRunner(Runner):
                                 max((p[n][2] for p in self.profiles), key=lambda s: s[0])) for n in self.inputs}
         self.profile_opts = [p[first][1][0] for p in self.profiles]
         self.stream = cuda_rt.Stream()
-        self.copy_stream = cuda_rt.Stream()  # uploads of the pipelined path, beside the engine's stream
+        self.copy_stream = cuda_rt.Stream()  # uploads of staged pieces, beside the engine's stream
+        self.check_stream = cuda_rt.Stream()  # the NaN/Inf kernels, beside the engine (finite_gpu.py)
+        self._fork, self._join = self._make_event(), self._make_event()
         self._producer_event = self._make_event()
         self._gpu = GpuTarget(cuda_rt.current_device(), cuda_rt.pointer_location, self.stream.ptr)
         self.device, self.host = {}, {}
@@ -178,11 +176,13 @@ class TrtRunner(Runner):
         if self._finite_gpu is not None:
             self._finite_gpu.free()
             self._finite_gpu, self._gpu_checked = None, frozenset()
-        for buf in [*self.device.values(), *self.host.values(), *self._events, self._producer_event]:
+        for buf in [*self.device.values(), *self.host.values(), *self._events, self._producer_event, self._fork,
+                    self._join]:
             buf.free()
         self.device, self.host, self._events, self._addresses, self._handed, self._views = {}, {}, [], {}, {}, {}
         self._gpu = None
         self.copy_stream.free()
+        self.check_stream.free()
         self.stream.free()
         self.context = self.engine = self.runtime = None
         self._bound_shape = self._bound_shapes = None
@@ -312,25 +312,30 @@ class TrtRunner(Runner):
                 self._producer_event.record(value.stream)
                 self.stream.wait(self._producer_event)
 
-    def _stage_whole(self, name: str, value: np.ndarray) -> np.ndarray | None:
-        """A small host input copied into the pinned buffer. Returns the rows still to be checked
-        for NaN/Inf (None: nothing to check): the calling thread checks them while the GPU runs
-        the graph, hiding the check behind the engine. From `split_bytes` on, the copy is shared
-        with the staging workers and each piece checked as it is copied."""
+    def _stage_whole(self, name: str, value: np.ndarray) -> tuple[np.ndarray | None, bool]:
+        """A host input of the graph path into the pinned buffer. Returns the rows still to be
+        checked for NaN/Inf on the host (None: nothing to check there; the calling thread checks
+        them while the GPU runs), and whether they were uploaded already: from `split_bytes` on,
+        the copy is shared with the staging workers, each piece checked (host methods) and
+        uploaded on the copy stream as soon as it is copied."""
         own = self._own_pinned(name, value)
         check = self._host_checks(name, value.dtype)
         if own and not check:
-            return None
+            return None, False
         pinned = None if own else self.host[name].view(value.shape)
         if self._stager.pieces(value.shape[0], value.nbytes, self.split_bytes) > 1:
             item = host_staging.Staged(value, pinned, check, self._host_check)
-            if self._stager.stage_now([item], value.shape[0], value.nbytes, self.split_bytes) >= 0:
+            source, row = self.host[name].view(value.shape), value.nbytes // value.shape[0]
+
+            def upload(a: int, b: int) -> None:
+                self.device[name].copy_from_host_async(source[a:b], self.copy_stream, offset=a * row)
+            if self._stager.stage_now([item], value.shape[0], value.nbytes, self.split_bytes, upload) >= 0:
                 raise nonfinite_error(name, value)
-            return None
+            return None, True
         if pinned is None:
-            return value
+            return value, False
         np.copyto(pinned, value)
-        return pinned if check else None
+        return (pinned if check else None), False
 
     def _infer(self, feed, outputs="host"):
         host_bytes = 0
@@ -342,12 +347,13 @@ class TrtRunner(Runner):
         return self._infer_pipelined(feed, outputs)
 
     def _infer_whole(self, feed, outputs):
-        """Copy in, engine, copy out for the whole batch; the second call with the same shapes,
-        addresses and output place captures them as one CUDA graph, replayed from then on.
-        Written for as few Python steps as it can: a batch-1 replay takes about 45 us on the H200."""
+        """The whole batch at once: staged (or pointed to, GPU feeds), then upload, NaN/Inf check,
+        engine and copy out; the second call with the same shapes, addresses and output place
+        captures what follows the staging as one CUDA graph, replayed from then on. Written for
+        as few Python steps as it can: a batch-1 replay takes about 45 us on the H200."""
         inputs = self.inputs
         out_shapes = self.bind({n: feed[n].shape for n in inputs})
-        uploads, addresses, unchecked = [], [], []
+        uploads, addresses, unchecked, landed = [], [], [], []
         for n in inputs:
             value = feed[n]
             if isinstance(value, GpuArray):
@@ -356,12 +362,16 @@ class TrtRunner(Runner):
                     self.stream.wait(self._producer_event)
                 addresses.append(self._device_address(n, value))
             else:
-                rows = self._stage_whole(n, value)
+                rows, uploaded = self._stage_whole(n, value)
                 if rows is not None:
                     unchecked.append((n, rows))
-                uploads.append(n)
+                (landed if uploaded else uploads).append(n)
                 addresses.append(self.device[n].ptr)
-        key = (self._bound_shape, addresses, uploads, outputs)  # what a captured graph bakes in
+        if landed:  # pieces uploaded on the copy stream as they were staged: the engine's stream waits for them
+            self._producer_event.record(self.copy_stream)
+            self.stream.wait(self._producer_event)
+        checks = [n for n in (*uploads, *landed) if n in self._gpu_checked]
+        key = (self._bound_shape, addresses, uploads, checks, outputs)  # what a captured graph bakes in
         if key != self._io_key:
             self._drop_io_graph()
             self._io_key, self._calls_at_key = key, 0
@@ -373,11 +383,11 @@ class TrtRunner(Runner):
         if self._io_graph is not None:
             self._io_graph.launch()
         else:
-            self._enqueue_io(uploads, download)
+            self._enqueue_io(uploads, checks, download)
         # Checked while the GPU works (the copy only reads them); a NaN/Inf fails the call after it.
         bad = next((n for n, rows in unchecked if not host_staging.all_finite(rows, self._host_check)), None)
         self.stream.synchronize()
-        if bad is None and uploads and self._gpu_checked:  # GPU feeds alone: nothing was checked
+        if bad is None and checks:
             bad = self._finite_gpu.flagged()
         if bad is not None:
             raise nonfinite_error(bad, feed[bad])
@@ -385,7 +395,7 @@ class TrtRunner(Runner):
         if self._io_graph is None:
             self._calls_at_key += 1
             if self.use_graphs and self._calls_at_key >= 2:
-                self._capture_io_graph(uploads, download)
+                self._capture_io_graph(uploads, checks, download)
         return results
 
     def _device_address(self, name: str, value) -> int:
@@ -410,17 +420,25 @@ class TrtRunner(Runner):
             return dict(views)
         return {n: self.host[n].view(out_shapes[n]).copy() for n in self.outputs}  # buffers are reused
 
-    def _enqueue_io(self, uploads: list[str], download: bool) -> None:
-        """Copy the staged inputs in, run, copy the outputs out: all asynchronous on the stream."""
+    def _enqueue_io(self, uploads: list[str], checks: list[str], download: bool) -> None:
+        """Copy the staged inputs in, check them on the check stream beside the engine (forked
+        from the engine's stream and joined back before the copy out ends the work), run, copy
+        the outputs out: all asynchronous."""
         shapes = dict(self._bound_shape)
         for n in uploads:
             self.device[n].copy_from_host_async(self.host[n].view(shapes[n]), self.stream)
-            if n in self._gpu_checked:
-                self._finite_gpu.enqueue(n, self.device[n].ptr, math.prod(shapes[n]), self.dtypes[n], self.stream)
+        if checks:
+            self._fork.record(self.stream)
+            self.check_stream.wait(self._fork)
+            for n in checks:
+                self._finite_gpu.enqueue(n, self.device[n].ptr, math.prod(shapes[n]), self.dtypes[n], self.check_stream)
+            self._join.record(self.check_stream)
         self.enqueue()
         if download:
             for n in self.outputs:
                 self.device[n].copy_to_host_async(self.host[n].view(self._out_shapes[n]), self.stream)
+        if checks:
+            self.stream.wait(self._join)
 
     def _event(self, index: int):
         while len(self._events) <= index:
@@ -431,15 +449,14 @@ class TrtRunner(Runner):
         return cuda_rt.Event(timing=False)
 
     def _infer_pipelined(self, feed, outputs):
-        """A large batch: this thread and the workers each stage one piece of every sub-batch (copy +
-        NaN/Inf check into pinned memory; see staging.py); once a sub-batch's pieces are all staged
-        (this thread's own, then its latch), it is uploaded on the copy stream and run on the
-        runner's stream after that upload (an event), its outputs copied back behind it, while the
-        threads stage the next; the result arrays are filled from pinned memory sub-batch by
-        sub-batch as each one finishes. With `check_behind`, a sub-batch goes once its pieces are
-        copied; each thread checks a piece after copying it (this thread after issuing that
-        sub-batch, or after issuing all of them when nothing is copied) and the call waits for every
-        check before returning anything.
+        """A large batch in sub-batches. The calling thread and the workers take its pieces in
+        order (staging.Claims), copy each into pinned memory and upload it on the copy stream at
+        once; once a sub-batch's pieces are all uploaded (the calling thread takes unclaimed ones
+        of it, then waits on its latch), the engine's stream waits for them (an event) and runs it,
+        the NaN/Inf kernel reads it on the check stream meanwhile, and its outputs are copied back
+        behind it; the result arrays are filled sub-batch by sub-batch as each one finishes. A
+        feed that needs no staging (the runner's own pinned buffers, GPU checked) is uploaded by
+        the calling thread a sub-batch at a time.
 
         One execution context runs the sub-batches one after another on one stream (its one
         optimization profile is never used by two enqueues at once); the staging and the copies
@@ -458,44 +475,32 @@ class TrtRunner(Runner):
                                        subbatch_bytes=self.subbatch_bytes if self._batch_major else 0)
         items = [host_staging.Staged(feed[n], None if self._own_pinned(n, feed[n]) else self.host[n].view(feed[n].shape),
                                      self._host_checks(n, feed[n].dtype), self._host_check) for n in host]
-        on_gpu = [n for n in host if n in self._gpu_checked]  # checked on the copy stream after each upload
+        on_gpu = [n for n in host if n in self._gpu_checked]  # checked on the check stream after each upload
         row_values = {n: math.prod(feed[n].shape[1:]) for n in on_gpu}
         pinned = {n: self.host[n].view(feed[n].shape) for n in host}
         staged = host_staging.needs_staging(items)
-        # check_behind: uploads wait for the copies only (none for the runner's own pinned buffers),
-        # the checks run behind them and are all waited for before the call returns.
-        behind = staged and self.check_behind and any(item.check for item in items)
-        copies = behind and any(item.pinned is not None for item in items)
-        checked, own_bad = [], []  # behind: the workers' check latches, the calling thread's results
-        if behind:
-            latches, checked, stop, futures = self._stager.start_behind(items, subbatches, copies)
-        else:
-            latches, stop, futures = self._stager.start(items, subbatches) if staged else ([], None, [])
+        upload = (lambda a, b: self._upload_rows(host, pinned, row_bytes, a, b)) if staged and host else None
+        claims, latches, stop, futures = self._stager.start(items, subbatches, upload) if staged else (None, [], None, [])
         try:
             self._wait_for_producers(feed)
             base = {n: self.device[n].ptr if n in host else self._device_address(n, feed[n]) for n in self.inputs}
             out_shapes = None
             for i, sb in enumerate(subbatches):
-                if behind:  # this thread's copy, then the workers' copies; the checks come after
-                    if copies:
-                        host_staging.copy_rows(items, *sb.chunks[0])
-                        latches[i].wait()  # re-raises a worker's error
-                elif staged:  # this thread's piece, then the workers' (one wake-up per sub-batch)
-                    bad = host_staging.stage_rows(items, *sb.chunks[0])
-                    if bad < 0:
-                        bad = latches[i].wait()
+                if staged:  # this thread's pieces, then the workers' (one wake-up per sub-batch)
+                    bad = self._stager.stage_through(items, claims, latches, i, upload)
                     if bad >= 0:
                         raise nonfinite_error(host[bad], feed[host[bad]])
-                for n in host:  # the whole sub-batch in one copy
-                    self.device[n].copy_from_host_async(pinned[n][sb.start:sb.stop], self.copy_stream,
-                                                        offset=sb.start * row_bytes[n])
-                for n in on_gpu:
-                    self._finite_gpu.enqueue(n, self.device[n].ptr + sb.start * row_bytes[n], sb.rows * row_values[n],
-                                             self.dtypes[n], self.copy_stream)
+                elif host:  # nothing to stage: the whole sub-batch in one copy
+                    self._upload_rows(host, pinned, row_bytes, sb.start, sb.stop)
                 if host:
                     landed = self._event(2 * i)
                     landed.record(self.copy_stream)
                     self.stream.wait(landed)
+                    if on_gpu:
+                        self.check_stream.wait(landed)
+                        for n in on_gpu:
+                            self._finite_gpu.enqueue(n, self.device[n].ptr + sb.start * row_bytes[n],
+                                                     sb.rows * row_values[n], self.dtypes[n], self.check_stream)
                 shapes = self.bind({n: (sb.rows, *feed[n].shape[1:]) for n in self.inputs}, profile)
                 if out_shapes is None:
                     out_shapes = {n: (batch, *s[1:]) for n, s in shapes.items()}
@@ -510,13 +515,9 @@ class TrtRunner(Runner):
                         rows = self.host[n].view(out_shapes[n])[sb.start:sb.stop]
                         self.device[n].copy_to_host_async(rows, self.stream, offset=sb.start * out_row[n])
                     self._event(2 * i + 1).record(self.stream)
-                if copies:  # this thread's piece just copied (still in cache), checked while the GPU works
-                    own_bad.append(host_staging.check_rows(items, *sb.chunks[0]))
-            if behind and not copies:  # every sub-batch is on its way: this thread checks its pieces now
-                own_bad = [host_staging.check_rows(items, *sb.chunks[0]) for sb in subbatches]
+            if on_gpu:
+                self._join.record(self.check_stream)
             if outputs == "device":
-                if behind:
-                    self._refuse_nonfinite(host, feed, own_bad, checked)
                 self.stream.synchronize()
                 self._refuse_flagged(feed, on_gpu)
                 return {n: DeviceView(self.device[n].ptr, out_shapes[n], self.dtypes[n], owner=self) for n in self.outputs}
@@ -525,45 +526,40 @@ class TrtRunner(Runner):
                 self._event(2 * i + 1).synchronize()
                 for n in self.outputs:
                     results[n][sb.start:sb.stop] = self.host[n].view(out_shapes[n])[sb.start:sb.stop]
-            if behind:
-                self._refuse_nonfinite(host, feed, own_bad, checked)
-            self._refuse_flagged(feed, on_gpu)  # the last sub-batch's event came after every check
+            self._refuse_flagged(feed, on_gpu)
             return results
         except BaseException:
             if stop is not None:
                 stop.set()
             self._stager.abandon(futures)  # the workers write nothing more once this returns
-            self.copy_stream.synchronize()
-            self.stream.synchronize()
+            for stream in (self.copy_stream, self.check_stream, self.stream):
+                stream.synchronize()
             if self._finite_gpu is not None:
                 self._finite_gpu.clear()  # a check that ran before the failure flags nothing next call
             raise
 
+    def _upload_rows(self, host: list[str], pinned: dict, row_bytes: dict, start: int, stop: int) -> None:
+        """Rows `start:stop` of every host input, from pinned memory, on the copy stream (called by
+        whichever thread staged them)."""
+        for n in host:
+            self.device[n].copy_from_host_async(pinned[n][start:stop], self.copy_stream, offset=start * row_bytes[n])
+
     def _refuse_flagged(self, feed, on_gpu: list[str]) -> None:
-        """After the GPU's checks have finished: a NaN/Inf they found fails the call."""
+        """Once the check stream's kernels have finished: a NaN/Inf they found fails the call."""
         if on_gpu:
+            self._join.synchronize()
             bad = self._finite_gpu.flagged()
             if bad is not None:
                 raise nonfinite_error(bad, feed[bad])
-
-    @staticmethod
-    def _refuse_nonfinite(host: list[str], feed, own_bad: list[int], checked: list) -> None:
-        """`check_behind`: wait for every sub-batch's checks, in order; the first NaN/Inf (this
-        thread's piece first, then the workers') fails the call as the staged path does, and a
-        worker's error is re-raised."""
-        for mine, latch in zip(own_bad, checked):
-            bad = mine if mine >= 0 else latch.wait()
-            if bad >= 0:
-                raise nonfinite_error(host[bad], feed[host[bad]])
 
     @property
     def replaying(self) -> bool:
         """Whether the next call at the bound shape replays a captured graph."""
         return self._io_graph is not None
 
-    def _capture_io_graph(self, uploads: list[str], download: bool) -> None:
+    def _capture_io_graph(self, uploads: list[str], checks: list[str], download: bool) -> None:
         try:
-            self._io_graph = cuda_rt.Graph(self.stream, lambda: self._enqueue_io(uploads, download))
+            self._io_graph = cuda_rt.Graph(self.stream, lambda: self._enqueue_io(uploads, checks, download))
         except cuda_rt.CudaError as exc:  # graphs are an optimization: fall back to plain enqueues
             log.warning("%s: CUDA graph capture failed (%s); running without graphs", self.name, exc)
             self.use_graphs = False

@@ -1,25 +1,23 @@
-"""The host side of a large TensorRT call: the batch cut into sub-batches, each sub-batch into one
-piece per staging thread (the calling thread and each worker); every thread copies its pieces into
-pinned memory and checks them for NaN/Inf (numpy releases the GIL for both), and as soon as a
-sub-batch's pieces are all staged the calling thread uploads it and runs the engine on it while
-the threads go on with the next.
+"""The host side of a large TensorRT call: the batch cut into sub-batches (one engine run each),
+each sub-batch into pieces. The calling thread and the staging workers take the pieces in order
+(`Claims`), copy each into pinned memory (numpy releases the GIL), check it when the check is a
+host method, and queue its upload on the runner's copy stream at once, so the PCIe copy of a
+sub-batch runs while its last pieces are still being copied on the host. As soon as a sub-batch's
+pieces are all uploaded (its `Latch`), the calling thread runs the engine on it while the threads
+go on with the next.
 
 Measured on the H200's host (tools/h200-e2e-probe, 16 cores of a Xeon VM): one thread copies
-pageable memory into pinned memory at 7-11 GB/s; eight threads, each copying one slice of a 48 MiB
-batch, at 42 GB/s (1.2 ms). But handing work to a pool is slow there: a round trip to one worker
-took 35 us, to eight 180 us, and staging the same batch as 48 tasks of 1 MiB took 3.8 ms on four
-threads and 6.1 ms on eight. So each worker gets one task per call (its piece of every sub-batch,
-in order) and signals only through a latch per sub-batch (`Latch`); the calling thread stages a
-piece itself instead of idling while the workers wake.
+pageable memory into pinned memory at 7-13 GB/s; eight threads, each copying one slice of a 48 MiB
+batch, at 30-42 GB/s. But handing work to a pool is slow there: a round trip to one worker took
+35 us, to eight 180 us. So each worker gets one task per call (it takes pieces until none is
+left) and signals only through a latch per sub-batch, and the calling thread copies pieces itself
+instead of idling while the workers wake.
 
-Only batches above `GRAPH_MAX_BYTES` of host input take this path: below it one copy on the
-calling thread and a CUDA-graph replay (copy in, engine, copy out in one launch) cost less (on the
-H200 batch 256, 3 MiB, took 0.78 ms that way and 0.97-2.7 ms on every pipelined setting raced).
-
-With the runner's `check_behind` option (off by default, not yet measured on a GPU) a sub-batch
-is uploaded and run as soon as its pieces are copied (`copy_rows`, the "copied" latch), each
-thread checking its piece right after copying it (`check_rows`, the "checked" latch) while the GPU
-works; the call waits for every check before it returns (`Stager.start_behind`, `stage_share_behind`).
+Only batches above `GRAPH_MAX_BYTES` of host input take this path: below it the whole batch is
+staged at once and what follows is a CUDA-graph replay (copy in, engine, copy out in one launch;
+on the H200 batch 256, 3 MiB, took 0.78 ms that way and 0.97-2.7 ms on every pipelined setting
+raced). From `split_bytes` on, that staging is shared with the workers too, each piece uploaded as
+it is copied (`Stager.stage_now`).
 """
 from __future__ import annotations
 
@@ -37,19 +35,20 @@ SUBBATCH_BYTES = 12 << 20  # one engine run takes about this much input (0: the 
 # Staging threads besides the calling one: copying 48 MiB into pinned memory on the H200's host ran
 # at 34 GB/s on 4 threads, 39 on 6, 42 on 8, 41 on 12 and 34 on 16.
 MAX_WORKERS = 7
-# On the graph path, a feed of at least SPLIT_BYTES is staged in pieces of at least PIECE_BYTES,
-# the calling thread taking the first while workers take the rest (the `split_bytes` option).
-# Measured on the H200, splitting the graph path's staging lost at every size raced: batch 32
-# took 0.135 ms on one thread, 0.297 ms on two, 0.362 on four; batch 256 0.78 ms on one thread,
-# 0.90 on two, 1.06 on four. So the split starts only past the graph path's own limit: never by default.
+# On the graph path, a feed of at least SPLIT_BYTES is staged in pieces of at least PIECE_BYTES
+# shared with the workers (the `split_bytes` option). Measured on the H200 with the host check and
+# one pool task per piece, splitting lost at every size raced: batch 32 took 0.135 ms on one
+# thread, 0.297 ms on two, 0.362 on four; batch 256 0.78 ms on one thread, 0.90 on two, 1.06 on
+# four. So the split starts only past the graph path's own limit: never by default (claimed pieces
+# uploaded as they are copied are raced against it in tools/trt-staging-ab.py).
 SPLIT_BYTES = GRAPH_MAX_BYTES + 1
 PIECE_BYTES = 128 << 10
 
 
 @dataclass(frozen=True)
 class SubBatch:
-    """Rows `start:stop` of the batch, uploaded and run by the engine at once, staged as `chunks`
-    (row ranges): one piece per staging thread, the calling thread's first."""
+    """Rows `start:stop` of the batch, run by the engine at once, staged and uploaded as `chunks`
+    (row ranges, about one per staging thread), each taken by whichever thread claims it first."""
     start: int
     stop: int
     chunks: tuple[tuple[int, int], ...]
@@ -176,29 +175,44 @@ def stage_rows(items: list[Staged], start: int, stop: int) -> int:
     return -1
 
 
-def copy_rows(items: list[Staged], start: int, stop: int) -> None:
-    """Copy rows `start:stop` of every item that has a pinned buffer (no check: `check_rows`)."""
-    for item in items:
-        if item.pinned is not None:
-            np.copyto(item.pinned[start:stop], item.source[start:stop])
+@dataclass(frozen=True)
+class Piece:
+    """Rows `start:stop` of sub-batch `sub`: what one staging thread copies (and uploads) at a time."""
+    sub: int
+    start: int
+    stop: int
 
 
-def check_rows(items: list[Staged], start: int, stop: int) -> int:
-    """Check rows `start:stop` of every item asked to be checked, where the upload reads them (the
-    pinned copy, else the source): -1, or the index of the first item holding a NaN/Inf there."""
-    for index, item in enumerate(items):
-        if item.check and not all_finite((item.source if item.pinned is None else item.pinned)[start:stop], item.method):
-            return index
-    return -1
+class Claims:
+    """The pieces of one call in order, sub-batch by sub-batch, each taken once by whichever
+    staging thread asks first. A thread the OS wakes late takes fewer pieces instead of holding
+    back a sub-batch: on the H200's host one of eight workers started up to 1 ms after the
+    others, and with a fixed piece per thread the first sub-batch waited for it."""
+
+    def __init__(self, subbatches: list[SubBatch]) -> None:
+        self.pieces = [Piece(k, a, b) for k, sb in enumerate(subbatches) for a, b in sb.chunks]
+        self.ends, total = [], 0  # per sub-batch: the index one past its last piece
+        for sb in subbatches:
+            total += len(sb.chunks)
+            self.ends.append(total)
+        self._next, self._lock = 0, threading.Lock()
+
+    def claim(self, limit: int | None = None) -> Piece | None:
+        """The next piece, if its index is below `limit` (default: all); None when none is left."""
+        with self._lock:
+            index = self._next
+            if index >= (len(self.pieces) if limit is None else limit):
+                return None
+            self._next = index + 1
+        return self.pieces[index]
 
 
 class Latch:
-    """Counts down the workers' pieces of one sub-batch; the calling thread waits for zero. Keeps
-    the first NaN/Inf found (the index of its item) and the first error raised. `what` names what
-    it counts ("staged": copied and checked; "copied" or "checked" with `check_behind`)."""
+    """Counts down the pieces of one sub-batch; the calling thread waits for zero. Keeps the first
+    NaN/Inf found (the index of its item) and the first error raised."""
 
-    def __init__(self, count: int, what: str = "staged") -> None:
-        self.count, self.bad, self.error, self.what = count, -1, None, what
+    def __init__(self, count: int) -> None:
+        self.count, self.bad, self.error = count, -1, None
         self._lock, self._done = threading.Lock(), threading.Event()
         if count <= 0:
             self._done.set()
@@ -214,59 +228,35 @@ class Latch:
                 self._done.set()
 
     def wait(self) -> int:
-        """-1, or the index of an item that holds a NaN/Inf; re-raises a worker's error."""
+        """-1, or the index of an item that holds a NaN/Inf; re-raises a staging thread's error."""
         self._done.wait()
         if self.error is not None:
             raise self.error
         return self.bad
 
 
-def stage_share(items: list[Staged], subbatches: list[SubBatch], share: int, latches: list[Latch],
-                stop: threading.Event) -> None:
-    """One worker's whole task for a call: piece `share` of every sub-batch, in order, each counted
-    down on that sub-batch's latch. Once `stop` is set (the call failed) nothing more is written."""
-    for sb, latch in zip(subbatches, latches):
-        if share >= len(sb.chunks):
-            continue
-        if stop.is_set():
-            latch.count_down()
-            continue
-        try:
-            bad = stage_rows(items, *sb.chunks[share])
-        except BaseException as exc:  # handed to the calling thread, which raises it
-            latch.count_down(error=exc)
-        else:
-            latch.count_down(bad)
+def run_piece(items: list[Staged], piece: Piece, latch: Latch, upload=None) -> None:
+    """Stage one piece (copy, and check where asked), then hand its rows to `upload` (which
+    queues their copy to the GPU), counting it down on its sub-batch's latch: with the NaN/Inf
+    found, or with the error raised (the calling thread raises it at the latch)."""
+    try:
+        bad = stage_rows(items, piece.start, piece.stop)
+        if upload is not None:
+            upload(piece.start, piece.stop)
+    except BaseException as exc:
+        latch.count_down(error=exc)
+    else:
+        latch.count_down(bad)
 
 
-def stage_share_behind(items: list[Staged], subbatches: list[SubBatch], share: int, copied: list[Latch],
-                       checked: list[Latch], stop: threading.Event, copies: bool = True) -> None:
-    """`stage_share` with the check behind the upload: for piece `share` of every sub-batch, in
-    order, copy it and count it down on the sub-batch's `copied` latch (the upload waits for that
-    one only), then check it and count it down on its `checked` latch (the call waits for those
-    before it returns); with nothing to copy (`copies` False) only the checks. Once `stop` is set
-    nothing more is written or checked."""
-    for sb, done, seen in zip(subbatches, copied, checked):
-        if share >= len(sb.chunks):
-            continue
-        if stop.is_set():
-            done.count_down()
-            seen.count_down()
-            continue
-        try:
-            if copies:
-                copy_rows(items, *sb.chunks[share])
-        except BaseException as exc:  # handed to the calling thread, which raises it at the copied latch
-            done.count_down(error=exc)
-            seen.count_down(error=exc)
-            continue
-        done.count_down()
-        try:
-            bad = check_rows(items, *sb.chunks[share])
-        except BaseException as exc:
-            seen.count_down(error=exc)
-        else:
-            seen.count_down(bad)
+def stage_claimed(items: list[Staged], claims: Claims, latches: list[Latch], stop: threading.Event, upload=None) -> None:
+    """A worker's task for a call: pieces as they come, until none is left or `stop` is set (the
+    call failed: nothing more is written)."""
+    while not stop.is_set():
+        piece = claims.claim()
+        if piece is None:
+            return
+        run_piece(items, piece, latches[piece.sub], upload)
 
 
 class Stager:
@@ -277,31 +267,29 @@ class Stager:
         self.workers = max(0, workers if workers is not None else min(MAX_WORKERS, (os.cpu_count() or 1) - 1))
         self._pool: ThreadPoolExecutor | None = None
 
-    def start(self, items: list[Staged], subbatches: list[SubBatch]) -> tuple[list[Latch], threading.Event, list[Future]]:
-        """The workers' shares of a call, one task each (piece 0 of each sub-batch is the caller's):
-        the latches to wait on per sub-batch, the event that stops them, their futures."""
-        shares = max(len(sb.chunks) for sb in subbatches)
-        latches = [Latch(len(sb.chunks) - 1) for sb in subbatches]
+    def start(self, items: list[Staged], subbatches: list[SubBatch], upload=None
+              ) -> tuple[Claims, list[Latch], threading.Event, list[Future]]:
+        """A call's pieces, put up for claiming: one task per worker (as many as there are pieces
+        beyond the caller's first), each taking pieces until none is left. Returns the claims, one
+        latch per sub-batch, the event that stops the workers, their futures. The calling thread
+        takes its share with `stage_through`."""
+        claims = Claims(subbatches)
+        latches = [Latch(len(sb.chunks)) for sb in subbatches]
         stop = threading.Event()
-        if shares <= 1:
-            return latches, stop, []
+        tasks = min(self.workers, len(claims.pieces) - 1)
+        if tasks <= 0:
+            return claims, latches, stop, []
         pool = self._executor()
-        return latches, stop, [pool.submit(stage_share, items, subbatches, share, latches, stop) for share in range(1, shares)]
+        return claims, latches, stop, [pool.submit(stage_claimed, items, claims, latches, stop, upload) for _ in range(tasks)]
 
-    def start_behind(self, items: list[Staged], subbatches: list[SubBatch], copies: bool
-                     ) -> tuple[list[Latch], list[Latch], threading.Event, list[Future]]:
-        """`start` for `check_behind`: the workers' shares as `stage_share_behind`, with per
-        sub-batch a "copied" latch (already open when nothing is copied: `copies` False) and a
-        "checked" latch; then the event that stops them and their futures."""
-        shares = max(len(sb.chunks) for sb in subbatches)
-        copied = [Latch(len(sb.chunks) - 1 if copies else 0, "copied") for sb in subbatches]
-        checked = [Latch(len(sb.chunks) - 1, "checked") for sb in subbatches]
-        stop = threading.Event()
-        if shares <= 1:
-            return copied, checked, stop, []
-        pool = self._executor()
-        return copied, checked, stop, [pool.submit(stage_share_behind, items, subbatches, share, copied, checked, stop, copies)
-                                       for share in range(1, shares)]
+    @staticmethod
+    def stage_through(items: list[Staged], claims: Claims, latches: list[Latch], sub: int, upload=None) -> int:
+        """The calling thread's share up to sub-batch `sub`: pieces of it (or earlier ones) still
+        unclaimed, then the wait for the workers' pieces of it. Returns what `Latch.wait` does."""
+        limit = claims.ends[sub]
+        while (piece := claims.claim(limit)) is not None:
+            run_piece(items, piece, latches[piece.sub], upload)
+        return latches[sub].wait()
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -309,24 +297,22 @@ class Stager:
         return self._pool
 
     def pieces(self, rows: int, nbytes: int, split_bytes: int = SPLIT_BYTES) -> int:
-        """How many threads `stage_now` would share these rows among (1: the caller alone)."""
-        return min(self.workers, nbytes // PIECE_BYTES, rows) if nbytes >= split_bytes else 1
+        """How many pieces `stage_now` cuts these rows into (1: the caller alone, in one piece)."""
+        return min(2 * (self.workers + 1), nbytes // PIECE_BYTES, rows) if nbytes >= split_bytes and self.workers else 1
 
-    def stage_now(self, items: list[Staged], rows: int, nbytes: int, split_bytes: int = SPLIT_BYTES) -> int:
-        """Stage rows `0:rows` of every item before returning (the graph path): on this thread alone
-        below `split_bytes`, else shared with the workers. Returns what `stage_rows` returns."""
+    def stage_now(self, items: list[Staged], rows: int, nbytes: int, split_bytes: int = SPLIT_BYTES, upload=None) -> int:
+        """Stage rows `0:rows` of every item before returning (the graph path), shared with the
+        workers from `split_bytes` on, each piece handed to `upload` once staged; below it, on this
+        thread alone in one piece. Returns what `stage_rows` returns."""
         parts = self.pieces(rows, nbytes, split_bytes)
-        if parts <= 1:
-            return stage_rows(items, 0, rows)
-        pieces = split(0, rows, parts)
-        pool = self._executor()
-        futures = [pool.submit(stage_rows, items, a, b) for a, b in pieces[1:]]
+        whole = [SubBatch(0, rows, tuple(split(0, rows, parts)))]
+        claims, latches, stop, futures = self.start(items, whole, upload)
         try:
-            found = [stage_rows(items, *pieces[0])] + [f.result() for f in futures]
+            return self.stage_through(items, claims, latches, 0, upload)
         except BaseException:
+            stop.set()
             self.abandon(futures)
             raise
-        return next((index for index in found if index >= 0), -1)
 
     @staticmethod
     def abandon(futures: list[Future]) -> None:
