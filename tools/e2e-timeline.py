@@ -55,7 +55,8 @@ DEFAULT_BATCHES = "4096,256,32,1024"
 # runner's own pinned buffers).
 HOST_CHECK = {"finite_check": "dot"}  # the NaN/Inf check on the staging threads, as before the GPU's
 FEED_OPTIONS = {"pinned": {}, "pageable": {}, "pinned-nocheck": {"allow_nonfinite": True},
-                "pinned-hostcheck": HOST_CHECK, "pageable-hostcheck": HOST_CHECK}
+                "pinned-hostcheck": HOST_CHECK, "pageable-hostcheck": HOST_CHECK,
+                "pageable-split": {"split_bytes": 1 << 20}}  # the graph path's staging shared from 1 MiB
 FEEDS = tuple(FEED_OPTIONS)
 T0 = time.perf_counter()
 RESULTS: dict = {}
@@ -416,14 +417,13 @@ class RealGpu:
     def timing_event(self):
         return self.cuda_rt.Event(timing=True)
 
-    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False, finite_check: str = "gpu"):
+    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False, **options):
         from model.backends.tensorrt.engine_set import TrtEngineSet
 
-        key = (graphs, allow_nonfinite, finite_check)
+        key = (graphs, allow_nonfinite, tuple(sorted(options.items())))
         if key not in self._sets:
             self._sets[key] = TrtEngineSet(self.plans, label="fp16", graphs=graphs, declared=self.spec.input_metadata(),
-                                           allow_nonfinite=allow_nonfinite,
-                                           runner_options={"finite_check": finite_check}).activate()
+                                           allow_nonfinite=allow_nonfinite, runner_options=options).activate()
         return self._sets[key].runner_for(batch)
 
     def close(self) -> None:
@@ -441,11 +441,10 @@ class FakeGpu:
         self._runners = {}
         self.timing_event = None
 
-    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False, finite_check: str = "gpu"):
-        key = (graphs, allow_nonfinite, finite_check)
+    def runner(self, batch: int, graphs: bool = True, allow_nonfinite: bool = False, **options):
+        key = (graphs, allow_nonfinite, tuple(sorted(options.items())))
         if key not in self._runners:
-            self._runners[key] = self.tool.fake_runner(self.gpu, graphs=graphs, allow_nonfinite=allow_nonfinite,
-                                                       finite_check=finite_check)
+            self._runners[key] = self.tool.fake_runner(self.gpu, graphs=graphs, allow_nonfinite=allow_nonfinite, **options)
         return self._runners[key]
 
     def close(self) -> None:

@@ -370,7 +370,7 @@ class TrtRunner(Runner):
         if landed:  # pieces uploaded on the copy stream as they were staged: the engine's stream waits for them
             self._producer_event.record(self.copy_stream)
             self.stream.wait(self._producer_event)
-        checks = [n for n in (*uploads, *landed) if n in self._gpu_checked]
+        checks = [n for n in (*uploads, *landed) if n in self._gpu_checked] if self._gpu_checked and (uploads or landed) else []
         key = (self._bound_shape, addresses, uploads, checks, outputs)  # what a captured graph bakes in
         if key != self._io_key:
             self._drop_io_graph()
@@ -385,7 +385,7 @@ class TrtRunner(Runner):
         else:
             self._enqueue_io(uploads, checks, download)
         # Checked while the GPU works (the copy only reads them); a NaN/Inf fails the call after it.
-        bad = next((n for n, rows in unchecked if not host_staging.all_finite(rows, self._host_check)), None)
+        bad = next((n for n, rows in unchecked if not host_staging.all_finite(rows, self._host_check)), None) if unchecked else None
         self.stream.synchronize()
         if bad is None and checks:
             bad = self._finite_gpu.flagged()

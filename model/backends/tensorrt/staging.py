@@ -298,7 +298,7 @@ class Stager:
 
     def pieces(self, rows: int, nbytes: int, split_bytes: int = SPLIT_BYTES) -> int:
         """How many pieces `stage_now` cuts these rows into (1: the caller alone, in one piece)."""
-        return min(2 * (self.workers + 1), nbytes // PIECE_BYTES, rows) if nbytes >= split_bytes and self.workers else 1
+        return min(self.workers + 1, nbytes // PIECE_BYTES, rows) if nbytes >= split_bytes and self.workers else 1
 
     def stage_now(self, items: list[Staged], rows: int, nbytes: int, split_bytes: int = SPLIT_BYTES, upload=None) -> int:
         """Stage rows `0:rows` of every item before returning (the graph path), shared with the
