@@ -2,6 +2,7 @@
 hooks on the fake GPU's runner (on for the traced calls, all off after). The timings themselves
 need the GPU (the tool's own run)."""
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,17 @@ def test_arguments_default_to_the_lease_command_and_refuse_nonsense():
     for bad in (["--feeds", "pinned,mapped"], ["--sections", "timeline,gpu"], ["--budget", "0"], ["--batches", "0"]):
         with pytest.raises(SystemExit):
             timeline.parse_args(bad)
+
+
+def test_every_section_the_fake_gpu_can_run_runs_without_error(tmp_path, capsys):
+    """The host staging and the timelines on the fake GPU, every feed, both paths: no section fails."""
+    timeline.RESULTS.clear()
+    out = tmp_path / "t.json"
+    timeline.main(["--fake", "--budget", "60", "--batches", "4096,32", "--calls", "2", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "FAILED" not in printed and "errors" not in json.loads(out.read_text())
+    assert "host staging alone, batch 4096" in printed
+    assert all(f"batch 4096, {feed}," in printed and f"batch 32, {feed}," in printed for feed in timeline.FEEDS)
 
 
 def test_busy_counts_overlaps_once():

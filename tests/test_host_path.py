@@ -111,8 +111,7 @@ def test_large_batch_is_uploaded_in_chunks_and_run_in_subbatches(fake, batch, op
                              subbatch_bytes=runner.subbatch_bytes, row_align=runner._row_align)
     assert all(sb.start % 16 == 0 for sb in plan)
     assert all(len(sb.chunks) <= runner._stager.workers + 1 for sb in plan)  # one piece per staging thread
-    assert calls["h2d"] == sum(len(sb.chunks) for sb in plan)  # each piece uploaded once staged
-    assert calls["execute"] == calls["d2h"] == len(plan)  # one run and download per sub-batch
+    assert calls["h2d"] == calls["execute"] == calls["d2h"] == len(plan)  # one upload, run, download per sub-batch
     # per sub-batch: its uploads landed, its outputs copied; the check stream joined once at the end
     assert calls["event_record"] == 2 * len(plan) + 1
     assert calls["stream_wait"] == 2 * len(plan)  # the engine and the check wait for the uploads
@@ -172,11 +171,12 @@ def test_a_pinned_feed_is_uploaded_without_staging(fake, monkeypatch, check):
     np.testing.assert_array_equal(out, tool.stand_in_model(x))
     plan = host_staging.plan(1000, ROW_BYTES, runner._stager.workers, subbatch_bytes=1 << 20, row_align=runner._row_align)
     assert calls["execute"] == len(plan) > 1
+    assert calls["h2d"] == len(plan)
     if check == "gpu":  # the host never touches it: each sub-batch uploaded at once and checked on the GPU
-        assert staged == [] and calls["finite_kernel"] == calls["h2d"] == len(plan)
-    else:  # checked for NaN/Inf piece by piece, never copied; each piece uploaded once checked
+        assert staged == [] and calls["finite_kernel"] == len(plan)
+    else:  # checked for NaN/Inf piece by piece, never copied
         assert staged and all(p is None for task in staged for p in task)
-        assert calls["finite_kernel"] == 0 and calls["h2d"] == sum(len(sb.chunks) for sb in plan)
+        assert calls["finite_kernel"] == 0
 
 
 def test_pinned_inputs_refuse_a_batch_outside_the_range(fake):
@@ -262,7 +262,7 @@ def test_the_cost_tool_measures_both_paths():
     assert (small["path"], large["path"]) == ("graph", "pipelined")
     assert small["calls"]["h2d"] == small["calls"]["execute"] == 0  # a replay is one launch
     plan = host_staging.plan(1024, ROW_BYTES, host_staging.Stager().workers, row_align=16)
-    assert large["calls"]["h2d"] == sum(len(sb.chunks) for sb in plan) and large["calls"]["execute"] == len(plan)
+    assert large["calls"]["h2d"] == large["calls"]["execute"] == len(plan)
     assert all(r["engine_set_us"] > 0 and r["runner_us"] > 0 and r["check_us"] > 0 and r["gpu_feed_us"] > 0 for r in rows)
 
 
@@ -468,8 +468,7 @@ def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake
         else:  # per sub-batch: its uploads, one run and download, the engine's addresses moved, no stream sync
             plan = host_staging.plan(batch, ROW_BYTES, runner._stager.workers, row_align=runner._row_align)
             assert len({sb.rows for sb in plan}) == 1  # one shape for all sub-batches: bound once, never again
-            assert calls["h2d"] == _uploads(plan, not pinned or check == "dot")
-            assert calls["execute"] == calls["d2h"] == len(plan) and syncs == []
+            assert calls["h2d"] == calls["execute"] == calls["d2h"] == len(plan) and syncs == []
             assert calls["finite_kernel"] == (len(plan) if check == "gpu" else 0)
             assert calls["set_tensor_address"] == (2 * len(plan) if len(plan) > 1 else 0)
         syncs.clear()
@@ -491,11 +490,6 @@ def _feed(runner, x, kind):
     return {"input": np.asfortranarray(x) if kind == "fortran" else x}
 
 
-def _uploads(plan, staged: bool) -> int:
-    """Copies to the GPU per call: one per staged piece, else one per sub-batch."""
-    return sum(len(sb.chunks) for sb in plan) if staged else len(plan)
-
-
 @pytest.mark.parametrize("batch, options", [
     (1024, PIECES), (4096, {}), (301, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3,
                                        "graph_max_bytes": 1 << 20}),
@@ -515,13 +509,11 @@ def test_the_gpu_checked_path_gives_the_host_checked_answers(fake, batch, option
         np.testing.assert_array_equal(out, want)
         np.testing.assert_array_equal(out, tool.stand_in_model(x))
         if graph:
-            pieces = runner._stager.pieces(batch, batch * ROW_BYTES, runner.split_bytes)
-            staged = kind != "pinned" and pieces > 1
-            assert calls["h2d"] == (pieces if staged else 1)  # the fake graph replays its copy in too
+            assert calls["h2d"] == 1  # in the graph (the fake graph replays its copy in too)
         else:
             plan = host_staging.plan(batch, ROW_BYTES, runner._stager.workers, chunk_bytes=runner.chunk_bytes,
                                      subbatch_bytes=runner.subbatch_bytes, row_align=runner._row_align)
-            assert calls["h2d"] == _uploads(plan, kind != "pinned") and calls["execute"] == calls["d2h"] == len(plan)
+            assert calls["h2d"] == calls["execute"] == calls["d2h"] == len(plan)
             assert calls["finite_kernel"] == len(plan)
         device = runner.infer(_feed(runner, x, kind), outputs="device")["output"]
         cai = device.__cuda_array_interface__
@@ -537,10 +529,10 @@ def test_the_engine_set_passes_runner_options_to_its_runners():
 
 
 @pytest.mark.parametrize("check", ["gpu", "dot"])
-def test_a_late_worker_takes_fewer_pieces_and_each_piece_is_uploaded_by_its_stager(fake, monkeypatch, check):
+def test_a_late_worker_takes_fewer_pieces_and_each_subbatch_is_uploaded_once_staged(fake, monkeypatch, check):
     """Workers that wake after the calling thread has staged the first sub-batch do not hold it
-    back: the caller takes its pieces; every piece is staged once, in order per thread, and its
-    upload issued by the thread that staged it, before its sub-batch's engine run."""
+    back: the caller takes its pieces; every piece is staged once, in order per thread; each
+    sub-batch is uploaded by the calling thread once all its pieces are staged, before its run."""
     import threading
     import time
 
@@ -557,7 +549,7 @@ def test_a_late_worker_takes_fewer_pieces_and_each_piece_is_uploaded_by_its_stag
     buf = runner.device["input"]
     real_upload = buf.copy_from_host_async
     monkeypatch.setattr(buf, "copy_from_host_async", lambda host, stream, offset=0: uploads.append(
-        (offset // ROW_BYTES, threading.current_thread(), len(runs))) or real_upload(host, stream, offset))
+        (offset // ROW_BYTES, threading.current_thread(), len(runs), len(staged))) or real_upload(host, stream, offset))
     real_enqueue = runner.enqueue
     monkeypatch.setattr(runner, "enqueue", lambda: runs.append(1) or real_enqueue())
     x = _images(1024)
@@ -570,9 +562,9 @@ def test_a_late_worker_takes_fewer_pieces_and_each_piece_is_uploaded_by_its_stag
     for thread in {t for _, t in staged}:
         mine = [a for a, t in staged if t is thread]
         assert mine == sorted(mine)  # claimed in order
-    assert sorted((a, t.name) for a, t, _ in uploads) == sorted((a, t.name) for a, t in staged)  # uploaded by its stager
-    for a, _, before in uploads:  # before its own sub-batch's engine run
-        assert before <= next(i for i, sb in enumerate(plan) if sb.start <= a < sb.stop)
+    assert [(a, t) for a, t, _, _ in uploads] == [(sb.start, threading.main_thread()) for sb in plan]
+    for k, (_, _, runs_before, staged_before) in enumerate(uploads):  # after its pieces, before its run
+        assert runs_before == k and staged_before >= sum(len(sb.chunks) for sb in plan[:k + 1])
 
 
 def test_a_workers_error_is_raised_at_its_subbatch_and_the_next_call_is_right(fake, monkeypatch):

@@ -1,10 +1,8 @@
 """The host side of a large TensorRT call: the batch cut into sub-batches (one engine run each),
 each sub-batch into pieces. The calling thread and the staging workers take the pieces in order
-(`Claims`), copy each into pinned memory (numpy releases the GIL), check it when the check is a
-host method, and queue its upload on the runner's copy stream at once, so the PCIe copy of a
-sub-batch runs while its last pieces are still being copied on the host. As soon as a sub-batch's
-pieces are all uploaded (its `Latch`), the calling thread runs the engine on it while the threads
-go on with the next.
+(`Claims`), copy each into pinned memory (numpy releases the GIL) and check it when the check is a
+host method. As soon as a sub-batch's pieces are all staged (its `Latch`), the calling thread
+uploads it and runs the engine on it while the threads go on with the next.
 
 Measured on the H200's host (tools/h200-e2e-probe, 16 cores of a Xeon VM): one thread copies
 pageable memory into pinned memory at 7-13 GB/s; eight threads, each copying one slice of a 48 MiB
@@ -16,8 +14,7 @@ instead of idling while the workers wake.
 Only batches above `GRAPH_MAX_BYTES` of host input take this path: below it the whole batch is
 staged at once and what follows is a CUDA-graph replay (copy in, engine, copy out in one launch;
 on the H200 batch 256, 3 MiB, took 0.78 ms that way and 0.97-2.7 ms on every pipelined setting
-raced). From `split_bytes` on, that staging is shared with the workers too, each piece uploaded as
-it is copied (`Stager.stage_now`).
+raced). From `split_bytes` on, that staging is shared with the workers too (`Stager.stage_now`).
 """
 from __future__ import annotations
 
@@ -39,15 +36,15 @@ MAX_WORKERS = 7
 # shared with the workers (the `split_bytes` option). Measured on the H200 with the host check and
 # one pool task per piece, splitting lost at every size raced: batch 32 took 0.135 ms on one
 # thread, 0.297 ms on two, 0.362 on four; batch 256 0.78 ms on one thread, 0.90 on two, 1.06 on
-# four. So the split starts only past the graph path's own limit: never by default (claimed pieces
-# uploaded as they are copied are raced against it in tools/trt-staging-ab.py).
+# four. So the split starts only past the graph path's own limit: never by default (with claimed
+# pieces, raced again in tools/trt-staging-ab.py).
 SPLIT_BYTES = GRAPH_MAX_BYTES + 1
 PIECE_BYTES = 128 << 10
 
 
 @dataclass(frozen=True)
 class SubBatch:
-    """Rows `start:stop` of the batch, run by the engine at once, staged and uploaded as `chunks`
+    """Rows `start:stop` of the batch, uploaded and run by the engine at once, staged as `chunks`
     (row ranges, about one per staging thread), each taken by whichever thread claims it first."""
     start: int
     stop: int
@@ -177,7 +174,7 @@ def stage_rows(items: list[Staged], start: int, stop: int) -> int:
 
 @dataclass(frozen=True)
 class Piece:
-    """Rows `start:stop` of sub-batch `sub`: what one staging thread copies (and uploads) at a time."""
+    """Rows `start:stop` of sub-batch `sub`: what one staging thread copies at a time."""
     sub: int
     start: int
     stop: int
@@ -235,28 +232,25 @@ class Latch:
         return self.bad
 
 
-def run_piece(items: list[Staged], piece: Piece, latch: Latch, upload=None) -> None:
-    """Stage one piece (copy, and check where asked), then hand its rows to `upload` (which
-    queues their copy to the GPU), counting it down on its sub-batch's latch: with the NaN/Inf
-    found, or with the error raised (the calling thread raises it at the latch)."""
+def run_piece(items: list[Staged], piece: Piece, latch: Latch) -> None:
+    """Stage one piece (copy, and check where asked), counting it down on its sub-batch's latch:
+    with the NaN/Inf found, or with the error raised (the calling thread raises it at the latch)."""
     try:
         bad = stage_rows(items, piece.start, piece.stop)
-        if upload is not None:
-            upload(piece.start, piece.stop)
     except BaseException as exc:
         latch.count_down(error=exc)
     else:
         latch.count_down(bad)
 
 
-def stage_claimed(items: list[Staged], claims: Claims, latches: list[Latch], stop: threading.Event, upload=None) -> None:
+def stage_claimed(items: list[Staged], claims: Claims, latches: list[Latch], stop: threading.Event) -> None:
     """A worker's task for a call: pieces as they come, until none is left or `stop` is set (the
     call failed: nothing more is written)."""
     while not stop.is_set():
         piece = claims.claim()
         if piece is None:
             return
-        run_piece(items, piece, latches[piece.sub], upload)
+        run_piece(items, piece, latches[piece.sub])
 
 
 class Stager:
@@ -267,8 +261,7 @@ class Stager:
         self.workers = max(0, workers if workers is not None else min(MAX_WORKERS, (os.cpu_count() or 1) - 1))
         self._pool: ThreadPoolExecutor | None = None
 
-    def start(self, items: list[Staged], subbatches: list[SubBatch], upload=None
-              ) -> tuple[Claims, list[Latch], threading.Event, list[Future]]:
+    def start(self, items: list[Staged], subbatches: list[SubBatch]) -> tuple[Claims, list[Latch], threading.Event, list[Future]]:
         """A call's pieces, put up for claiming: one task per worker (as many as there are pieces
         beyond the caller's first), each taking pieces until none is left. Returns the claims, one
         latch per sub-batch, the event that stops the workers, their futures. The calling thread
@@ -280,15 +273,15 @@ class Stager:
         if tasks <= 0:
             return claims, latches, stop, []
         pool = self._executor()
-        return claims, latches, stop, [pool.submit(stage_claimed, items, claims, latches, stop, upload) for _ in range(tasks)]
+        return claims, latches, stop, [pool.submit(stage_claimed, items, claims, latches, stop) for _ in range(tasks)]
 
     @staticmethod
-    def stage_through(items: list[Staged], claims: Claims, latches: list[Latch], sub: int, upload=None) -> int:
+    def stage_through(items: list[Staged], claims: Claims, latches: list[Latch], sub: int) -> int:
         """The calling thread's share up to sub-batch `sub`: pieces of it (or earlier ones) still
         unclaimed, then the wait for the workers' pieces of it. Returns what `Latch.wait` does."""
         limit = claims.ends[sub]
         while (piece := claims.claim(limit)) is not None:
-            run_piece(items, piece, latches[piece.sub], upload)
+            run_piece(items, piece, latches[piece.sub])
         return latches[sub].wait()
 
     def _executor(self) -> ThreadPoolExecutor:
@@ -300,15 +293,15 @@ class Stager:
         """How many pieces `stage_now` cuts these rows into (1: the caller alone, in one piece)."""
         return min(self.workers + 1, nbytes // PIECE_BYTES, rows) if nbytes >= split_bytes and self.workers else 1
 
-    def stage_now(self, items: list[Staged], rows: int, nbytes: int, split_bytes: int = SPLIT_BYTES, upload=None) -> int:
+    def stage_now(self, items: list[Staged], rows: int, nbytes: int, split_bytes: int = SPLIT_BYTES) -> int:
         """Stage rows `0:rows` of every item before returning (the graph path), shared with the
-        workers from `split_bytes` on, each piece handed to `upload` once staged; below it, on this
-        thread alone in one piece. Returns what `stage_rows` returns."""
+        workers from `split_bytes` on; below it, on this thread alone in one piece. Returns what
+        `stage_rows` returns."""
         parts = self.pieces(rows, nbytes, split_bytes)
         whole = [SubBatch(0, rows, tuple(split(0, rows, parts)))]
-        claims, latches, stop, futures = self.start(items, whole, upload)
+        claims, latches, stop, futures = self.start(items, whole)
         try:
-            return self.stage_through(items, claims, latches, 0, upload)
+            return self.stage_through(items, claims, latches, 0)
         except BaseException:
             stop.set()
             self.abandon(futures)
