@@ -495,8 +495,9 @@ def _feed(runner, x, kind):
                                        "graph_max_bytes": 1 << 20}),
     (1000, {"staging_threads": 0}), (256, {"subbatch_bytes": 0, "graph_max_bytes": 1 << 20}),
     (256, {"split_bytes": 1 << 20}), (300, {"split_bytes": 1 << 20, "staging_threads": 2}),
+    (1024, {**PIECES, "pieces_per_thread": 4, "chunk_bytes": 1 << 16}),
 ], ids=["bs1024-4x4", "bs4096-defaults", "bs301-odd", "bs1000-no-workers", "bs256-one-run", "bs256-graph-split",
-        "bs300-graph-split-2-workers"])
+        "bs300-graph-split-2-workers", "bs1024-4-pieces-per-thread"])
 @pytest.mark.parametrize("kind", ["pageable", "pinned", "fortran"])
 def test_the_gpu_checked_path_gives_the_host_checked_answers(fake, batch, options, kind):
     gpu, make = fake
@@ -518,6 +519,19 @@ def test_the_gpu_checked_path_gives_the_host_checked_answers(fake, batch, option
         device = runner.infer(_feed(runner, x, kind), outputs="device")["output"]
         cai = device.__cuda_array_interface__
         np.testing.assert_array_equal(gpu.bytes_at(cai["data"][0], device.nbytes).view(np.float32).reshape(cai["shape"]), want)
+
+
+def test_pieces_per_thread_cut_each_subbatch_finer_and_must_be_positive():
+    coarse = host_staging.plan(4096, ROW_BYTES, 7, row_align=16)
+    fine = host_staging.plan(4096, ROW_BYTES, 7, row_align=16, pieces_per_thread=4, chunk_bytes=1 << 18)
+    assert [(sb.start, sb.stop) for sb in coarse] == [(sb.start, sb.stop) for sb in fine]  # the same engine runs
+    assert all(len(c.chunks) == 8 and len(f.chunks) == 32 for c, f in zip(coarse, fine))
+    assert all(f.chunks[0][0] == f.start and f.chunks[-1][1] == f.stop for f in fine)
+    assert all(a[1] == b[0] for f in fine for a, b in zip(f.chunks, f.chunks[1:]))
+    capped = host_staging.plan(4096, ROW_BYTES, 7, row_align=16, pieces_per_thread=4)  # pieces of >= 512 KiB
+    assert all(len(sb.chunks) == 24 for sb in capped)
+    with pytest.raises(ValueError, match=r"pieces_per_thread must be at least 1, received 0"):
+        tool.fake_runner(tool.FakeGpu(), pieces_per_thread=0)
 
 
 def test_the_engine_set_passes_runner_options_to_its_runners():

@@ -56,7 +56,8 @@ DEFAULT_BATCHES = "4096,256,32,1024"
 HOST_CHECK = {"finite_check": "dot"}  # the NaN/Inf check on the staging threads, as before the GPU's
 FEED_OPTIONS = {"pinned": {}, "pageable": {}, "pinned-nocheck": {"allow_nonfinite": True},
                 "pinned-hostcheck": HOST_CHECK, "pageable-hostcheck": HOST_CHECK,
-                "pageable-split": {"split_bytes": 1 << 20}}  # the graph path's staging shared from 1 MiB
+                "pageable-split": {"split_bytes": 1 << 20},  # the graph path's staging shared from 1 MiB
+                "pageable-4pieces": {"pieces_per_thread": 4}}  # smaller pieces: a sub-batch finished together
 FEEDS = tuple(FEED_OPTIONS)
 T0 = time.perf_counter()
 RESULTS: dict = {}

@@ -35,6 +35,8 @@ VARIANTS = {
     "graph split from 1 MiB": {"split_bytes": 1 << 20},
     "graph split from 1 MiB; 3 workers": {"split_bytes": 1 << 20, "staging_threads": 3},
     "graph split from 2 MiB": {"split_bytes": 2 << 20},
+    "2 pieces per thread": {"pieces_per_thread": 2},
+    "4 pieces per thread": {"pieces_per_thread": 4},
     "3 workers": {"staging_threads": 3},
     "11 workers": {"staging_threads": 11},
     "runs of 6 MiB": {"subbatch_bytes": 6 << 20},

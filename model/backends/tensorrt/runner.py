@@ -43,15 +43,14 @@ class TrtRunner(Runner):
     """Two paths for an end-to-end call (see model/backends/tensorrt/staging.py):
 
     - host input up to `graph_max_bytes`: copied into pinned memory (from `split_bytes` on by the
-      calling thread and `staging_threads` workers, each piece uploaded on a second stream as soon
-      as it is copied); with `graphs=True` (default), once the same shapes, addresses and output
-      place come twice in a row, what follows the staging (the upload when the calling thread
-      staged alone, the NaN/Inf check, the engine, the copy out) is captured as one CUDA graph and
-      replayed, so a small batch costs one launch instead of several driver calls.
+      calling thread and `staging_threads` workers); with `graphs=True` (default), once the same
+      shapes, addresses and output place come twice in a row, the upload, the NaN/Inf check, the
+      engine and the copy out are captured as one CUDA graph and replayed, so a small batch costs
+      one launch instead of several driver calls.
     - larger: cut into sub-batches (about `subbatch_bytes`; 0 runs the batch at once), each cut in
-      pieces that the calling thread and the workers take in order, copy into pinned memory and
-      upload on the second stream; each sub-batch runs as soon as its pieces have been uploaded,
-      while the threads go on with the next.
+      pieces (`pieces_per_thread` per staging thread) that the calling thread and the workers take
+      in order and copy into pinned memory; once a sub-batch's pieces are staged it is uploaded in
+      one copy on a second stream and run right after, while the threads go on with the next.
 
     The NaN/Inf check of host inputs (`finite_check`): by default ("gpu") a kernel reads what was
     uploaded, beside the engine (finite_gpu.py), so the host only copies and a feed from
@@ -70,6 +69,7 @@ class TrtRunner(Runner):
                  declared: dict[str, TensorMeta] | None = None, staging_threads: int | None = None,
                  graph_max_bytes: int = host_staging.GRAPH_MAX_BYTES, subbatch_bytes: int = host_staging.SUBBATCH_BYTES,
                  chunk_bytes: int = host_staging.CHUNK_BYTES, split_bytes: int = host_staging.SPLIT_BYTES,
+                 pieces_per_thread: int = host_staging.PIECES_PER_THREAD,
                  finite_check: str = FINITE_CHECK, **kwargs) -> None:
         super().__init__(**kwargs)
         if finite_check not in FINITE_CHECKS:
@@ -87,6 +87,9 @@ class TrtRunner(Runner):
         self.use_graphs = graphs
         self.graph_max_bytes, self.subbatch_bytes, self.chunk_bytes = graph_max_bytes, subbatch_bytes, chunk_bytes
         self.split_bytes = split_bytes
+        if pieces_per_thread < 1:
+            raise ValueError(f"pieces_per_thread must be at least 1, received {pieces_per_thread}")
+        self.pieces_per_thread = pieces_per_thread
         self._stager = host_staging.Stager(staging_threads)
         self._bound_shape = None
         self._bound_shapes = None  # the same as a dict, compared first
@@ -467,7 +470,7 @@ class TrtRunner(Runner):
         profile = self.profile_for({n: feed[n].shape for n in self.inputs})
         subbatches = host_staging.plan(batch, sum(row_bytes[n] for n in host), self._stager.workers,
                                        chunk_bytes=self.chunk_bytes, min_rows=self.profiles[profile][self.inputs[0]][0][0],
-                                       row_align=self._row_align,
+                                       row_align=self._row_align, pieces_per_thread=self.pieces_per_thread,
                                        subbatch_bytes=self.subbatch_bytes if self._batch_major else 0)
         items = [host_staging.Staged(feed[n], None if self._own_pinned(n, feed[n]) else self.host[n].view(feed[n].shape),
                                      self._host_checks(n, feed[n].dtype), self._host_check) for n in host]

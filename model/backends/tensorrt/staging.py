@@ -29,6 +29,11 @@ import numpy as np
 GRAPH_MAX_BYTES = 4 << 20  # host input at or below this: one copy on the calling thread + graph replay
 CHUNK_BYTES = 512 << 10  # a piece handed to a thread holds at least this much (else fewer threads share it)
 SUBBATCH_BYTES = 12 << 20  # one engine run takes about this much input (0: the whole batch in one run)
+# Pieces per staging thread in a sub-batch. With one (1.5 MiB at 4096 on 8 threads), the first
+# sub-batch was ready only 1.4-1.75 ms into a traced call on the H200 (lease C), its last pieces
+# copied while the threads done with theirs already copied the next sub-batches; smaller pieces
+# let the threads finish it together. Raced in tools/trt-staging-ab.py; 1 until measured better.
+PIECES_PER_THREAD = 1
 # Staging threads besides the calling one: copying 48 MiB into pinned memory on the H200's host ran
 # at 34 GB/s on 4 threads, 39 on 6, 42 on 8, 41 on 12 and 34 on 16.
 MAX_WORKERS = 7
@@ -83,14 +88,15 @@ def split(start: int, stop: int, parts: int, align: int = 1) -> list[tuple[int, 
 
 
 def plan(batch: int, row_bytes: int, workers: int, *, chunk_bytes: int = CHUNK_BYTES,
-         subbatch_bytes: int = SUBBATCH_BYTES, min_rows: int = 1, row_align: int = 1) -> list[SubBatch]:
+         subbatch_bytes: int = SUBBATCH_BYTES, min_rows: int = 1, row_align: int = 1,
+         pieces_per_thread: int = PIECES_PER_THREAD) -> list[SubBatch]:
     """How a batch of `batch` rows of `row_bytes` host bytes each is staged, uploaded and run.
 
     Sub-batches: about `subbatch_bytes` of input each (one when it is 0), never fewer rows than the
     engine accepts (`min_rows`), each starting a multiple of `row_align` rows in (so every tensor's
-    address stays aligned for TensorRT). Each sub-batch's `chunks` are its pieces, one per staging
-    thread (the caller's first, then one per worker), none under `chunk_bytes` (fewer threads
-    then); one piece per sub-batch when nothing is staged."""
+    address stays aligned for TensorRT). Each sub-batch's `chunks` are its pieces,
+    `pieces_per_thread` per staging thread (the caller and each worker), none under `chunk_bytes`
+    (fewer pieces then); one piece per sub-batch when nothing is staged."""
     if batch < 1:
         raise ValueError(f"a batch to plan needs at least one row, received {batch}")
     total = batch * row_bytes
@@ -105,7 +111,8 @@ def plan(batch: int, row_bytes: int, workers: int, *, chunk_bytes: int = CHUNK_B
         if row_bytes == 0:
             chunks = [(start, stop)]
         else:
-            chunks = split(start, stop, min(workers + 1, max(1, (stop - start) * row_bytes // max(1, chunk_bytes))))
+            chunks = split(start, stop, min(pieces_per_thread * (workers + 1),
+                                            max(1, (stop - start) * row_bytes // max(1, chunk_bytes))))
         out.append(SubBatch(start, stop, tuple(chunks)))
     return out
 
