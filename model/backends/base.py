@@ -276,7 +276,7 @@ class Runner:
         GPU exposing `__cuda_array_interface__`, owned by the runner and valid until its next
         `infer` call (copy them to keep them)."""
         self._require_active()
-        if outputs != "host" and (outputs != "device" or self._gpu is None):  # refused by name there
+        if outputs != "host":
             self._check_outputs_place(outputs)
         return self._infer(check_feed(feed, self._metadata, self.allow_nonfinite, gpu=self._gpu,
                                       staged=self.stages_inputs,
