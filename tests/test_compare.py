@@ -99,23 +99,6 @@ def test_agreement_fraction_applies_to_large_batches():
     assert not result and result.top1_agreement == pytest.approx(0.985)
 
 
-def test_near_tie_flips_in_a_large_batch_do_not_count_against_the_agreement():
-    ref = np.random.default_rng(2).standard_normal((256, 100)).astype(np.float32)
-    top = ref.argmax(1)
-    ties, clear = ref.copy(), ref.copy()
-    for row in range(3):  # 3 of 256 rows flipped: 98.8% < 99%
-        runner_up = (top[row] + 1) % 100
-        ties[row, runner_up] = ref[row, top[row]] - 0.01  # the reference could barely tell the two apart
-        clear[row, runner_up] = ref[row, top[row]] - 1.0  # a clear decision
-    tol = Tolerance(atol=10.0, rtol=0.0, min_top1_agreement=0.99, tie_margin=0.1)
-    for near, ref_ in ((True, ties), (False, clear)):
-        out = ref_.copy()
-        out[np.arange(3), (top[:3] + 1) % 100] = ref_[np.arange(3), top[:3]] + 0.02
-        result = compare(ref_, out, "fp16", tol)
-        assert result.top1_agreement == pytest.approx(253 / 256)
-        assert bool(result) is near
-
-
 def test_near_tie_flip_in_a_small_batch_is_not_a_failure():
     ref = np.zeros((1, 100), np.float32)
     ref[0, 3], ref[0, 4] = 5.0, 4.99  # the reference itself can barely tell 3 from 4
