@@ -365,7 +365,7 @@ class TrtRunner(Runner):
                     unchecked.append((n, rows))
                 uploads.append(n)
                 addresses.append(self.device[n].ptr)
-        checks = [n for n in uploads if n in self._gpu_checked] if self._gpu_checked and uploads else []
+        checks = [n for n in uploads if n in self._gpu_checked]
         key = (self._bound_shape, addresses, uploads, checks, outputs)  # what a captured graph bakes in
         if key != self._io_key:
             self._drop_io_graph()
@@ -380,7 +380,7 @@ class TrtRunner(Runner):
         else:
             self._enqueue_io(uploads, checks, download)
         # Checked while the GPU works (the copy only reads them); a NaN/Inf fails the call after it.
-        bad = next((n for n, rows in unchecked if not host_staging.all_finite(rows, self._host_check)), None) if unchecked else None
+        bad = next((n for n, rows in unchecked if not host_staging.all_finite(rows, self._host_check)), None)
         self.stream.synchronize()
         if bad is None and checks:
             bad = self._finite_gpu.flagged()
