@@ -2,9 +2,7 @@
 TensorRT context replaced by tools/trt-host-path-cost.py's fake GPU, which moves the data, runs a
 stand-in model and fails any engine read not ordered after the upload it reads (streams and
 events). What it cannot show: real CUDA/TensorRT behaviour (tests/test_tensorrt.py on a GPU)."""
-import importlib.util
 import weakref
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,33 +11,8 @@ from hypothesis import strategies as st
 
 from model.backends.base import InputError
 from model.backends.tensorrt import staging as host_staging
-
-_spec = importlib.util.spec_from_file_location("trt_host_path_cost", Path(__file__).parent.parent / "tools" / "trt-host-path-cost.py")
-tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tool)
-
-IMAGE = (3, 32, 32)
-ROW_BYTES = 3 * 32 * 32 * 4
-
-
-@pytest.fixture
-def fake():
-    """(fake GPU, runner factory); fake graphs for the test's duration, worker threads closed after."""
-    made = []
-    with tool.fake_graphs():
-        gpu = tool.FakeGpu(simulate=True)
-
-        def make(**options):
-            made.append(tool.fake_runner(gpu, **options))
-            return made[-1]
-
-        yield gpu, make
-    for runner in made:
-        runner._stager.close()
-
-
-def _images(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, *IMAGE)).astype(np.float32)
+from tests.fake_gpu import IMAGE, ROW_BYTES, tool
+from tests.fake_gpu import images as _images
 
 
 def _calls(gpu, fn):
@@ -496,8 +469,12 @@ def _feed(runner, x, kind):
     (1000, {"staging_threads": 0}), (256, {"subbatch_bytes": 0, "graph_max_bytes": 1 << 20}),
     (256, {"split_bytes": 1 << 20}), (300, {"split_bytes": 1 << 20, "staging_threads": 2}),
     (1024, {**PIECES, "pieces_per_thread": 4, "chunk_bytes": 1 << 16}),
+    (4096, {"copier": "torch"}), (256, {"copier": "torch"}), (1000, {"copier": "torch", "staging_threads": 0}),
+    (301, {"copier": "torch", "subbatch_bytes": 1 << 20, "graph_max_bytes": 1 << 20}),
+    (4096, {"copier": "numpy"}),
 ], ids=["bs1024-4x4", "bs4096-defaults", "bs301-odd", "bs1000-no-workers", "bs256-one-run", "bs256-graph-split",
-        "bs300-graph-split-2-workers", "bs1024-4-pieces-per-thread"])
+        "bs300-graph-split-2-workers", "bs1024-4-pieces-per-thread", "bs4096-torch", "bs256-torch-graph",
+        "bs1000-torch-no-feeder", "bs301-torch-odd", "bs4096-numpy"])
 @pytest.mark.parametrize("kind", ["pageable", "pinned", "fortran"])
 def test_the_gpu_checked_path_gives_the_host_checked_answers(fake, batch, options, kind):
     gpu, make = fake
@@ -512,8 +489,7 @@ def test_the_gpu_checked_path_gives_the_host_checked_answers(fake, batch, option
         if graph:
             assert calls["h2d"] == 1  # in the graph (the fake graph replays its copy in too)
         else:
-            plan = host_staging.plan(batch, ROW_BYTES, runner._stager.workers, chunk_bytes=runner.chunk_bytes,
-                                     subbatch_bytes=runner.subbatch_bytes, row_align=runner._row_align)
+            plan = runner.plan(batch, ROW_BYTES)
             assert calls["h2d"] == calls["execute"] == calls["d2h"] == len(plan)
             assert calls["finite_kernel"] == len(plan)
         device = runner.infer(_feed(runner, x, kind), outputs="device")["output"]

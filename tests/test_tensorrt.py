@@ -291,18 +291,27 @@ def test_subbatches_chunks_and_threads_do_not_change_the_answers(model_artifacts
         assert _ok({n: v[:cut] for n, v in ref.items()}, runner.infer({n: v[:cut] for n, v in feed.items()}), model_spec)
 
 
-def test_the_host_check_gives_the_same_answers_and_refuses_the_same_nan(model_artifacts, golden, profile, model_spec):
-    """finite_check="dot" (the fallback where the NaN/Inf kernels cannot load): pageable and own
-    pinned feeds at the profile's max agree with the reference, on host and device outputs; a NaN
-    in the first or last row is refused as by default, and the next call is right."""
+@pytest.mark.parametrize("options", [{"finite_check": "dot", "copier": "numpy"}, {"copier": "torch"},
+                                     {"finite_check": "dot", "copier": "torch"}],
+                         ids=["host-check", "torch-copier", "host-check-torch-copier"])
+def test_the_host_check_and_the_torch_copier_give_the_same_answers_and_refuse_the_same_nan(
+        model_artifacts, golden, profile, model_spec, options):
+    """finite_check="dot" (the fallback where the NaN/Inf kernels cannot load) and copier="torch"
+    (host_copy.py): pageable and own pinned feeds at the profile's max, in sub-batches, and a cut of
+    them on the graph path agree with the reference, on host and device outputs; a NaN in the
+    first or last row is refused as by default, and the next call is right."""
     from model.backends.tensorrt import cuda as cuda_rt
     from model.backends.tensorrt.runner import TrtRunner
 
     feed, ref = golden[profile.max]
     batch = next(iter(feed.values())).shape[0]
-    options = {"subbatch_bytes": 3 << 20, "staging_threads": 3, "finite_check": "dot"}
+    options = {"subbatch_bytes": 3 << 20, "staging_threads": 3, **options}
     with TrtRunner(model_artifacts.engine("fp32").plan(), declared=model_spec.input_metadata(), **options) as runner:
+        assert runner.copier == options["copier"]  # torch imports in every environment the suite runs in
         assert _ok(ref, runner.infer(feed), model_spec)
+        cut = max(profile.min, min(batch, 256))
+        for _ in range(3):  # the graph path: staged, captured, replayed
+            assert _ok({n: v[:cut] for n, v in ref.items()}, runner.infer({n: v[:cut] for n, v in feed.items()}), model_spec)
         device_out = runner.infer(feed, outputs="device")
         assert _ok(ref, {n: cuda_rt.to_host(v) for n, v in device_out.items()}, model_spec)
         meta = runner.input_metadata()

@@ -57,7 +57,9 @@ HOST_CHECK = {"finite_check": "dot"}  # the NaN/Inf check on the staging threads
 FEED_OPTIONS = {"pinned": {}, "pageable": {}, "pinned-nocheck": {"allow_nonfinite": True},
                 "pinned-hostcheck": HOST_CHECK, "pageable-hostcheck": HOST_CHECK,
                 "pageable-split": {"split_bytes": 1 << 20},  # the graph path's staging shared from 1 MiB
-                "pageable-4pieces": {"pieces_per_thread": 4}}  # smaller pieces: a sub-batch finished together
+                "pageable-4pieces": {"pieces_per_thread": 4},  # smaller pieces: a sub-batch finished together
+                "pageable-numpy": {"copier": "numpy"},  # np.copyto on the calling thread and the workers
+                "pageable-torch": {"copier": "torch"}}  # each sub-batch one copy on torch's threads
 FEEDS = tuple(FEED_OPTIONS)
 T0 = time.perf_counter()
 RESULTS: dict = {}
@@ -479,42 +481,49 @@ def subbatch_rows(runner, batch: int) -> list[int]:
         return [batch]
     first = runner.inputs[0]
     profile = runner.profile_for({first: (batch, *INPUT_SHAPE)})
-    return [sb.rows for sb in staging.plan(batch, ROW_BYTES, runner._stager.workers, chunk_bytes=runner.chunk_bytes,
-                                           min_rows=runner.profiles[profile][first][0][0], row_align=runner._row_align,
-                                           subbatch_bytes=runner.subbatch_bytes if runner._batch_major else 0)]
+    return [sb.rows for sb in runner.plan(batch, ROW_BYTES, runner.profiles[profile][first][0][0])]
 
 
 # -- sections ------------------------------------------------------------------------------------------
 
 def section_host(kit, args) -> None:
-    """The staging alone (no GPU work): the Stager as the pipelined path drives it, per batch and feed."""
+    """The staging alone (no GPU work): one whole copy by numpy (one thread) and by torch (its
+    intra-op threads); for batches past the graph path, the Stager as the pipelined path drives it,
+    per feed, with numpy copies and with torch's."""
+    from model.backends.tensorrt import host_copy
+
     out = RESULTS.setdefault("host_staging_ms", {})
+    torch_copy = host_copy.load("torch")
     for batch in args.batch_list:
         runner = kit.runner(batch)
-        if batch * ROW_BYTES <= runner.graph_max_bytes:
-            continue
         x = images(batch)
         pinned = runner.host[runner.inputs[0]].view(x.shape)
-        pinned[:] = x
-        first = runner.inputs[0]
-        plan = staging.plan(batch, x.nbytes // batch, runner._stager.workers, chunk_bytes=runner.chunk_bytes,
-                            min_rows=runner.profiles[runner.profile_for({first: x.shape})][first][0][0],
-                            row_align=runner._row_align, subbatch_bytes=runner.subbatch_bytes)
         row = out.setdefault(batch, {})
-        for feed, item in (("pinned (check only)", staging.Staged(pinned, None, True, runner._host_check)),
-                           ("pageable (copy + check)", staging.Staged(x, pinned, True, runner._host_check)),
-                           ("pageable (copy only)", staging.Staged(x, pinned, False, runner._host_check))):
-            def run(item=item, runner=runner, plan=plan):
-                claims, latches, _, futures = runner._stager.start([item], plan)
-                for i in range(len(plan)):
-                    runner._stager.stage_through([item], claims, latches, i)
-                for f in futures:
-                    f.result()
-            row[feed] = median_ms(run, args.calls)
-        results = np.empty((batch, 100), np.float32)
-        row["results np.empty + fill"] = median_ms(lambda r=results: np.empty(r.shape, r.dtype).__setitem__(slice(None), r), args.calls)
-        say(f"host staging alone, batch {batch} ({len(plan)} sub-batches x {len(plan[0].chunks)} pieces), ms: "
-            + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
+        row["whole copy np.copyto"] = median_ms(lambda p=pinned, x=x: np.copyto(p, x), args.calls)
+        if torch_copy is not None:
+            row["whole copy torch"] = median_ms(lambda p=pinned, x=x: torch_copy(p, x), args.calls)
+        pinned[:] = x
+        shape = ""
+        if batch * ROW_BYTES > runner.graph_max_bytes:
+            first = runner.inputs[0]
+            min_rows = runner.profiles[runner.profile_for({first: x.shape})][first][0][0]
+            plan = runner.plan(batch, x.nbytes // batch, min_rows)
+            shape = f" ({len(plan)} sub-batches x {len(plan[0].chunks)} pieces)"
+            for feed, item in (("pinned (check only)", staging.Staged(pinned, None, True, runner._host_check)),
+                               ("pageable (copy + check)", staging.Staged(x, pinned, True, runner._host_check)),
+                               ("pageable (copy only)", staging.Staged(x, pinned, False, runner._host_check))):
+                row[feed] = median_ms(lambda item=item, r=runner, plan=plan: r._stager.start([item], plan).finish(),
+                                      args.calls)
+            torch_runner = kit.runner(batch, copier="torch")
+            if torch_runner.copier == "torch":
+                item = staging.Staged(x, pinned, False, runner._host_check, torch_runner._bulk_copy)
+                plan = torch_runner.plan(batch, x.nbytes // batch, min_rows)
+                row["pageable (torch copies, copy only)"] = median_ms(
+                    lambda r=torch_runner, plan=plan, item=item: r._stager.start([item], plan).finish(), args.calls)
+            results = np.empty((batch, 100), np.float32)
+            row["results np.empty + fill"] = median_ms(
+                lambda r=results: np.empty(r.shape, r.dtype).__setitem__(slice(None), r), args.calls)
+        say(f"host staging alone, batch {batch}{shape}, ms: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
 
 
 def section_alone(kit, args) -> None:

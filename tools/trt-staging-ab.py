@@ -25,20 +25,27 @@ from model.profile import DEFAULT_PROFILE  # noqa: E402
 from model.zoo.simplecnn import INPUT_NAME  # noqa: E402
 
 HOST = {"finite_check": "dot"}  # the NaN/Inf check on the host, the default before the GPU's
+NUMPY = {"copier": "numpy"}  # np.copyto on the calling thread and the staging workers
+TORCH = {"copier": "torch"}  # torch's parallel CPU copy, one per sub-batch (host_copy.py)
 VARIANTS = {
     "default": {},
+    "default again": {},  # a second runner with the default options: how much the same code moves
     "host check": HOST,
     "host check np.isfinite": {"finite_check": "isfinite"},
+    "numpy copies": NUMPY,
+    "numpy; 2 pieces per thread": {**NUMPY, "pieces_per_thread": 2},
+    "numpy; 4 pieces per thread": {**NUMPY, "pieces_per_thread": 4},
+    "numpy; 3 workers": {**NUMPY, "staging_threads": 3},
+    "numpy; 11 workers": {**NUMPY, "staging_threads": 11},
+    "numpy; graph split from 1 MiB": {**NUMPY, "split_bytes": 1 << 20},
+    "numpy; graph split from 1 MiB; 3 workers": {**NUMPY, "split_bytes": 1 << 20, "staging_threads": 3},
+    "torch copies": TORCH,
+    "torch; no feeder": {**TORCH, "staging_threads": 0},
+    "torch; runs of 6 MiB": {**TORCH, "subbatch_bytes": 6 << 20},
+    "torch; runs of 24 MiB": {**TORCH, "subbatch_bytes": 24 << 20},
+    "torch; graph path to 1 MiB": {**TORCH, "graph_max_bytes": 1 << 20},
+    "torch; graph path to 1 MiB; runs of 1.5 MiB": {**TORCH, "graph_max_bytes": 1 << 20, "subbatch_bytes": 3 << 19},
     "graph path to 1 MiB": {"graph_max_bytes": 1 << 20},
-    "graph path to 1 MiB; runs of 1.5 MiB": {"graph_max_bytes": 1 << 20, "subbatch_bytes": 3 << 19},
-    "graph path to 1 MiB; runs of 768 KiB": {"graph_max_bytes": 1 << 20, "subbatch_bytes": 3 << 18},
-    "graph split from 1 MiB": {"split_bytes": 1 << 20},
-    "graph split from 1 MiB; 3 workers": {"split_bytes": 1 << 20, "staging_threads": 3},
-    "graph split from 2 MiB": {"split_bytes": 2 << 20},
-    "2 pieces per thread": {"pieces_per_thread": 2},
-    "4 pieces per thread": {"pieces_per_thread": 4},
-    "3 workers": {"staging_threads": 3},
-    "11 workers": {"staging_threads": 11},
     "runs of 6 MiB": {"subbatch_bytes": 6 << 20},
     "runs of 24 MiB": {"subbatch_bytes": 24 << 20},
     "no sub-batches": {"subbatch_bytes": 0},

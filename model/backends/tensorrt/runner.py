@@ -27,7 +27,7 @@ from model.backends.base import (
 from model.backends.device_arrays import DeviceView, GpuArray, GpuTarget
 from model.backends.tensorrt import compat as trt_compat
 from model.backends.tensorrt import cuda as cuda_rt
-from model.backends.tensorrt import finite_gpu
+from model.backends.tensorrt import finite_gpu, host_copy
 from model.backends.tensorrt import staging as host_staging
 from model.profile import nearest_opt
 
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # others are host methods (staging.all_finite), run on the staging threads as the rows are copied.
 FINITE_CHECKS = ("gpu", *host_staging.FINITE_CHECKS)
 FINITE_CHECK = "gpu"
+COPIER = "numpy"  # see host_copy.py
 
 
 class TrtRunner(Runner):
@@ -51,6 +52,12 @@ class TrtRunner(Runner):
       pieces (`pieces_per_thread` per staging thread) that the calling thread and the workers take
       in order and copy into pinned memory; once a sub-batch's pieces are staged it is uploaded in
       one copy on a second stream and run right after, while the threads go on with the next.
+
+    How host inputs are copied into pinned memory (`copier`, host_copy.py): "numpy", np.copyto on
+    the calling thread and the workers, piece by piece; "torch", torch's CPU copy on its own
+    intra-op threads, one copy per sub-batch (the first by the calling thread, the later ones by one
+    feeder thread while the calling thread runs the GPU), and for the graph path's whole batch from
+    host_copy.MIN_BYTES on.
 
     The NaN/Inf check of host inputs (`finite_check`): by default ("gpu") a kernel reads what was
     uploaded, beside the engine (finite_gpu.py), so the host only copies and a feed from
@@ -69,7 +76,7 @@ class TrtRunner(Runner):
                  declared: dict[str, TensorMeta] | None = None, staging_threads: int | None = None,
                  graph_max_bytes: int = host_staging.GRAPH_MAX_BYTES, subbatch_bytes: int = host_staging.SUBBATCH_BYTES,
                  chunk_bytes: int = host_staging.CHUNK_BYTES, split_bytes: int = host_staging.SPLIT_BYTES,
-                 pieces_per_thread: int = host_staging.PIECES_PER_THREAD,
+                 pieces_per_thread: int = host_staging.PIECES_PER_THREAD, copier: str = COPIER,
                  finite_check: str = FINITE_CHECK, **kwargs) -> None:
         super().__init__(**kwargs)
         if finite_check not in FINITE_CHECKS:
@@ -90,7 +97,12 @@ class TrtRunner(Runner):
         if pieces_per_thread < 1:
             raise ValueError(f"pieces_per_thread must be at least 1, received {pieces_per_thread}")
         self.pieces_per_thread = pieces_per_thread
-        self._stager = host_staging.Stager(staging_threads)
+        self._bulk_copy = host_copy.load(copier)
+        self.copier = copier if self._bulk_copy is not None else "numpy"
+        if self._bulk_copy is None:
+            self._stager = host_staging.Stager(staging_threads)
+        else:  # one feeder thread at most: each of its copies already runs on torch's threads
+            self._stager = host_staging.Stager(min(1, 1 if staging_threads is None else staging_threads), defer=True)
         self._bound_shape = None
         self._bound_shapes = None  # the same as a dict, compared first
         self._graph = None  # device-only replay (benchmarks)
@@ -325,14 +337,17 @@ class TrtRunner(Runner):
         if own and not check:
             return None
         pinned = None if own else self.host[name].view(value.shape)
-        if self._stager.pieces(value.shape[0], value.nbytes, self.split_bytes) > 1:
+        if self._bulk_copy is None and self._stager.pieces(value.shape[0], value.nbytes, self.split_bytes) > 1:
             item = host_staging.Staged(value, pinned, check, self._host_check)
             if self._stager.stage_now([item], value.shape[0], value.nbytes, self.split_bytes) >= 0:
                 raise nonfinite_error(name, value)
             return None
         if pinned is None:
             return value
-        np.copyto(pinned, value)
+        if self._bulk_copy is not None:
+            self._bulk_copy(pinned, value)  # itself np.copyto under host_copy.MIN_BYTES
+        else:
+            np.copyto(pinned, value)
         return pinned if check else None
 
     def _infer(self, feed, outputs="host"):
@@ -468,24 +483,21 @@ class TrtRunner(Runner):
                          math.prod(feed[n].shape[1:]) * self.dtypes[n].itemsize) for n in self.inputs}
         # The profile the whole batch calls for serves every sub-batch: no switch (and sync) mid-call.
         profile = self.profile_for({n: feed[n].shape for n in self.inputs})
-        subbatches = host_staging.plan(batch, sum(row_bytes[n] for n in host), self._stager.workers,
-                                       chunk_bytes=self.chunk_bytes, min_rows=self.profiles[profile][self.inputs[0]][0][0],
-                                       row_align=self._row_align, pieces_per_thread=self.pieces_per_thread,
-                                       subbatch_bytes=self.subbatch_bytes if self._batch_major else 0)
+        subbatches = self.plan(batch, sum(row_bytes[n] for n in host), self.profiles[profile][self.inputs[0]][0][0])
+        copy = self._bulk_copy or np.copyto
         items = [host_staging.Staged(feed[n], None if self._own_pinned(n, feed[n]) else self.host[n].view(feed[n].shape),
-                                     self._host_checks(n, feed[n].dtype), self._host_check) for n in host]
+                                     self._host_checks(n, feed[n].dtype), self._host_check, copy) for n in host]
         on_gpu = [n for n in host if n in self._gpu_checked]  # checked on the check stream after each upload
         row_values = {n: math.prod(feed[n].shape[1:]) for n in on_gpu}
         pinned = {n: self.host[n].view(feed[n].shape) for n in host}
-        staged = host_staging.needs_staging(items)
-        claims, latches, stop, futures = self._stager.start(items, subbatches) if staged else (None, [], None, [])
+        staging = self._stager.start(items, subbatches) if host_staging.needs_staging(items) else None
         try:
             self._wait_for_producers(feed)
             base = {n: self.device[n].ptr if n in host else self._device_address(n, feed[n]) for n in self.inputs}
             out_shapes = None
             for i, sb in enumerate(subbatches):
-                if staged:  # this thread's pieces, then the workers' (one wake-up per sub-batch)
-                    bad = self._stager.stage_through(items, claims, latches, i)
+                if staging is not None:  # this thread's pieces, then the workers' (one wake-up per sub-batch)
+                    bad = staging.through(i)
                     if bad >= 0:
                         raise nonfinite_error(host[bad], feed[host[bad]])
                 if host:  # the whole sub-batch in one copy
@@ -526,14 +538,22 @@ class TrtRunner(Runner):
             self._refuse_flagged(feed, on_gpu)
             return results
         except BaseException:
-            if stop is not None:
-                stop.set()
-            self._stager.abandon(futures)  # the workers write nothing more once this returns
+            if staging is not None:
+                staging.abandon()  # the workers write nothing more once this returns
             for stream in (self.copy_stream, self.check_stream, self.stream):
                 stream.synchronize()
             if self._finite_gpu is not None:
                 self._finite_gpu.clear()  # a check that ran before the failure flags nothing next call
             raise
+
+    def plan(self, batch: int, row_bytes: int, min_rows: int = 1) -> list[host_staging.SubBatch]:
+        """How the pipelined path cuts a batch of `row_bytes` host bytes per row (staging.plan):
+        with numpy copies, `pieces_per_thread` pieces per staging thread in each sub-batch; with
+        torch's, each sub-batch is one copy (torch splits it across its own threads)."""
+        threads, pieces = (self._stager.workers, self.pieces_per_thread) if self._bulk_copy is None else (0, 1)
+        return host_staging.plan(batch, row_bytes, threads, chunk_bytes=self.chunk_bytes, min_rows=min_rows,
+                                 row_align=self._row_align, pieces_per_thread=pieces,
+                                 subbatch_bytes=self.subbatch_bytes if self._batch_major else 0)
 
     def _upload_rows(self, host: list[str], pinned: dict, row_bytes: dict, start: int, stop: int) -> None:
         """Rows `start:stop` of every host input, from pinned memory, on the copy stream."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -156,12 +157,14 @@ def all_finite(x: np.ndarray, method: str = FINITE_CHECK) -> bool:
 
 @dataclass(frozen=True)
 class Staged:
-    """One host input: its rows are copied from `source` into `pinned` (None: the source already
-    is the runner's pinned buffer), and checked for NaN/Inf when `check` (by `method`, see `all_finite`)."""
+    """One host input: its rows are copied from `source` into `pinned` by `copy` (None: the source
+    already is the runner's pinned buffer), and checked for NaN/Inf when `check` (by `method`, see
+    `all_finite`)."""
     source: np.ndarray
     pinned: np.ndarray | None
     check: bool
     method: str = FINITE_CHECK
+    copy: Callable[[np.ndarray, np.ndarray], None] = np.copyto  # (target, rows): see host_copy.py
 
 
 def stage_rows(items: list[Staged], start: int, stop: int) -> int:
@@ -172,7 +175,7 @@ def stage_rows(items: list[Staged], start: int, stop: int) -> int:
         rows = item.source[start:stop]
         if item.pinned is not None:
             target = item.pinned[start:stop]
-            np.copyto(target, rows)
+            item.copy(target, rows)
             rows = target
         if item.check and not all_finite(rows, item.method):
             return index
@@ -260,36 +263,75 @@ def stage_claimed(items: list[Staged], claims: Claims, latches: list[Latch], sto
         run_piece(items, piece, latches[piece.sub])
 
 
-class Stager:
-    """A small pool of staging threads owned by one runner (made on first use, closed with it);
-    with 0 workers, the calling thread stages everything itself."""
+class Staging:
+    """One call's staging: its pieces put up for claiming (`claims`), one latch per sub-batch, the
+    event that stops the workers, their futures. With `defer`, the workers are started only once
+    the calling thread has staged its first piece: a copy that already runs on many threads
+    (host_copy.TorchCopy) then has the host to itself for the first sub-batch, and the workers'
+    wake-up overlaps it instead of delaying it."""
 
-    def __init__(self, workers: int | None = None) -> None:
-        self.workers = max(0, workers if workers is not None else min(MAX_WORKERS, (os.cpu_count() or 1) - 1))
-        self._pool: ThreadPoolExecutor | None = None
+    def __init__(self, items: list[Staged], subbatches: list[SubBatch], workers: int,
+                 executor: Callable[[], ThreadPoolExecutor], defer: bool = False) -> None:
+        self.items = items
+        self.claims = Claims(subbatches)
+        self.latches = [Latch(len(sb.chunks)) for sb in subbatches]
+        self.stop = threading.Event()
+        self.futures: list[Future] = []
+        self._tasks = max(0, min(workers, len(self.claims.pieces) - 1))  # one per worker: each takes pieces until none is left
+        self._executor = executor
+        if not defer:
+            self._launch()
 
-    def start(self, items: list[Staged], subbatches: list[SubBatch]) -> tuple[Claims, list[Latch], threading.Event, list[Future]]:
-        """A call's pieces, put up for claiming: one task per worker (as many as there are pieces
-        beyond the caller's first), each taking pieces until none is left. Returns the claims, one
-        latch per sub-batch, the event that stops the workers, their futures. The calling thread
-        takes its share with `stage_through`."""
-        claims = Claims(subbatches)
-        latches = [Latch(len(sb.chunks)) for sb in subbatches]
-        stop = threading.Event()
-        tasks = min(self.workers, len(claims.pieces) - 1)
-        if tasks <= 0:
-            return claims, latches, stop, []
-        pool = self._executor()
-        return claims, latches, stop, [pool.submit(stage_claimed, items, claims, latches, stop) for _ in range(tasks)]
+    def _launch(self) -> None:
+        if self._tasks:
+            pool = self._executor()
+            self.futures = [pool.submit(stage_claimed, self.items, self.claims, self.latches, self.stop)
+                            for _ in range(self._tasks)]
+            self._tasks = 0
 
-    @staticmethod
-    def stage_through(items: list[Staged], claims: Claims, latches: list[Latch], sub: int) -> int:
+    def through(self, sub: int) -> int:
         """The calling thread's share up to sub-batch `sub`: pieces of it (or earlier ones) still
         unclaimed, then the wait for the workers' pieces of it. Returns what `Latch.wait` does."""
-        limit = claims.ends[sub]
-        while (piece := claims.claim(limit)) is not None:
-            run_piece(items, piece, latches[piece.sub])
-        return latches[sub].wait()
+        limit = self.claims.ends[sub]
+        while (piece := self.claims.claim(limit)) is not None:
+            latch = self.latches[piece.sub]
+            run_piece(self.items, piece, latch)
+            if self._tasks and latch.bad < 0 and latch.error is None:  # a failing call needs no workers
+                self._launch()
+        return self.latches[sub].wait()
+
+    def finish(self) -> None:
+        """Every sub-batch, then the workers' tasks (they end once no piece is left)."""
+        for sub in range(len(self.latches)):
+            self.through(sub)
+        for f in self.futures:
+            f.result()
+
+    def abandon(self) -> None:
+        """Stop the workers, cancel what has not started and wait for what has: no worker may
+        still write into the pinned buffers when the next call fills them."""
+        self.stop.set()
+        self._tasks = 0
+        for f in self.futures:
+            f.cancel()
+        for f in self.futures:
+            if not f.cancelled():
+                f.exception()  # waits; a worker's own error is not the one being raised
+
+
+class Stager:
+    """A small pool of staging threads owned by one runner (made on first use, closed with it);
+    with 0 workers, the calling thread stages everything itself. `defer`: see `Staging`."""
+
+    def __init__(self, workers: int | None = None, defer: bool = False) -> None:
+        self.workers = max(0, workers if workers is not None else min(MAX_WORKERS, (os.cpu_count() or 1) - 1))
+        self.defer = defer
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self, items: list[Staged], subbatches: list[SubBatch]) -> Staging:
+        """A call's pieces, put up for claiming by the workers (now, or after the calling thread's
+        first piece when deferred) and by the calling thread (`Staging.through`)."""
+        return Staging(items, subbatches, self.workers, self._executor, self.defer)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -305,24 +347,12 @@ class Stager:
         workers from `split_bytes` on; below it, on this thread alone in one piece. Returns what
         `stage_rows` returns."""
         parts = self.pieces(rows, nbytes, split_bytes)
-        whole = [SubBatch(0, rows, tuple(split(0, rows, parts)))]
-        claims, latches, stop, futures = self.start(items, whole)
+        call = self.start(items, [SubBatch(0, rows, tuple(split(0, rows, parts)))])
         try:
-            return self.stage_through(items, claims, latches, 0)
+            return call.through(0)
         except BaseException:
-            stop.set()
-            self.abandon(futures)
+            call.abandon()
             raise
-
-    @staticmethod
-    def abandon(futures: list[Future]) -> None:
-        """Cancel what has not started and wait for what has: no worker may still write into the
-        pinned buffers when the next call fills them."""
-        for f in futures:
-            f.cancel()
-        for f in futures:
-            if not f.cancelled():
-                f.exception()  # waits; a worker's own error is not the one being raised
 
     def close(self) -> None:
         if self._pool is not None:

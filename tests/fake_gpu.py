@@ -1,0 +1,17 @@
+"""The fake GPU of tools/trt-host-path-cost.py for the host-path tests: it moves the data, runs a
+stand-in model and fails any engine read not ordered after the upload it reads."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+_spec = importlib.util.spec_from_file_location("trt_host_path_cost", Path(__file__).parent.parent / "tools" / "trt-host-path-cost.py")
+tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tool)
+
+IMAGE = (3, 32, 32)
+ROW_BYTES = 3 * 32 * 32 * 4
+
+
+def images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *IMAGE)).astype(np.float32)

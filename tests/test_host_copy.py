@@ -1,0 +1,121 @@
+"""The runner's `copier` option (model/backends/tensorrt/host_copy.py) on the CPU: torch's parallel
+copy gives np.copyto's bytes for every layout and dtype a feed can have, and the TensorRT runner
+driven by it (tools/trt-host-path-cost.py's fake GPU) stages the first sub-batch on the calling
+thread, the later ones on one feeder thread, and fails and recovers as with numpy copies."""
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model.backends.base import InputError
+from model.backends.tensorrt import host_copy
+from model.backends.tensorrt import staging as host_staging
+from tests.fake_gpu import ROW_BYTES, tool
+from tests.fake_gpu import images as _images
+
+TORCH = {"copier": "torch"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 200), dtype=st.sampled_from(["<f4", "<f2", ">f4", "<i8", "<i4", "|b1", "<u2"]),
+       layout=st.sampled_from(["c", "fortran", "reversed", "strided", "read-only"]))
+def test_torch_copy_writes_what_np_copyto_writes(rows, dtype, layout):
+    copy = host_copy.TorchCopy()
+    base = np.random.default_rng(rows).integers(-1000, 1000, (rows * 2, 700)).astype(dtype)
+    src = {"c": base[:rows], "fortran": np.asfortranarray(base[:rows]), "reversed": base[:rows][::-1],
+           "strided": base[::2], "read-only": base[:rows].copy()}[layout]
+    if layout == "read-only":
+        src.flags.writeable = False
+    want, got = np.empty(src.shape, src.dtype), np.empty(src.shape, src.dtype)
+    np.copyto(want, src)
+    copy(got, src)
+    assert got.tobytes() == want.tobytes()
+
+
+def test_torch_copy_narrows_int64_ids_as_numpy_does():
+    ids = np.arange(-70_000, 70_000, dtype=np.int64).reshape(200, 700) * 40_000  # past int32 as well
+    want, got = np.empty(ids.shape, np.int32), np.empty(ids.shape, np.int32)
+    np.copyto(want, ids, casting="unsafe")
+    host_copy.TorchCopy()(got, ids)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_an_unknown_copier_is_refused_by_name_and_a_missing_torch_falls_back(monkeypatch, caplog):
+    with pytest.raises(ValueError, match=r"copier must be one of \['numpy', 'torch'\], received 'cupy'"):
+        host_copy.load("cupy")
+    with pytest.raises(ValueError, match=r"copier must be one of"):
+        tool.fake_runner(tool.FakeGpu(), copier="cupy")
+    assert host_copy.load("numpy") is None
+
+    def no_torch(self):
+        raise ImportError("No module named 'torch'")
+    monkeypatch.setattr(host_copy.TorchCopy, "__init__", no_torch)
+    with caplog.at_level(logging.WARNING):
+        runner = tool.fake_runner(tool.FakeGpu(), copier="torch")
+    assert runner.copier == "numpy" and runner._bulk_copy is None
+    assert "copier 'torch' needs torch (No module named 'torch'); copying with numpy threads" in caplog.text
+
+
+def test_each_subbatch_is_one_copy_the_first_by_the_caller_the_rest_by_one_feeder(fake, monkeypatch):
+    """The feeder thread starts only after the calling thread's first copy (which had the host to
+    itself); every sub-batch is staged once, in one piece, and uploaded once staged."""
+    gpu, make = fake
+    runner = make(**TORCH)
+    assert runner._stager.workers == 1 and runner._stager.defer
+    real_stage, real_launch = host_staging.stage_rows, host_staging.Staging._launch
+    staged, launched = [], []
+    monkeypatch.setattr(host_staging, "stage_rows", lambda items, a, b: staged.append(
+        (a, b, threading.current_thread() is threading.main_thread(), len(launched))) or real_stage(items, a, b))
+    monkeypatch.setattr(host_staging.Staging, "_launch", lambda self: launched.append(len(staged)) or real_launch(self))
+    x = _images(4096)
+    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
+    plan = runner.plan(4096, ROW_BYTES)
+    assert len(plan) == 4 and all(len(sb.chunks) == 1 for sb in plan)
+    assert sorted((a, b) for a, b, _, _ in staged) == [(sb.start, sb.stop) for sb in plan]
+    assert staged[0][:4] == (0, plan[0].stop, True, 0)  # the caller's, before any feeder was started
+    assert launched == [1]  # once, after that first copy
+    feeder = [a for a, _, caller, _ in staged if not caller]
+    assert feeder == sorted(feeder)
+
+
+@pytest.mark.parametrize("check", ["gpu", "dot"])
+@pytest.mark.parametrize("row", [0, 2000, 4095], ids=["first", "middle", "last"])
+def test_a_nan_is_refused_as_with_numpy_copies_and_nothing_is_written_after(fake, check, row):
+    gpu, make = fake
+    plain, runner = make(copier="numpy", finite_check=check), make(**TORCH, finite_check=check)
+    x = _images(4096)
+    x[row, 0, 1, 2] = np.nan
+    with pytest.raises(InputError) as expected:
+        plain.infer({"input": x})
+    with pytest.raises(InputError) as refused:
+        runner.infer({"input": x})
+    assert str(refused.value) == str(expected.value)
+    pinned = runner.host["input"].array.copy()
+    time.sleep(0.05)  # a feeder still copying would change it now
+    np.testing.assert_array_equal(runner.host["input"].array, pinned)
+    clean = _images(4096, seed=3)
+    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
+
+
+def test_a_feeders_error_is_raised_at_its_subbatch_and_the_next_call_is_right(fake, monkeypatch):
+    gpu, make = fake
+    runner = make(**TORCH)
+    real = host_staging.stage_rows
+
+    def failing_feeder(items, a, b):
+        if threading.current_thread() is not threading.main_thread():
+            raise MemoryError("the feeder could not stage its sub-batch")
+        return real(items, a, b)
+    monkeypatch.setattr(host_staging, "stage_rows", failing_feeder)
+    real_enqueue = runner.enqueue
+    monkeypatch.setattr(runner, "enqueue", lambda: time.sleep(0.05) or real_enqueue())  # the feeder claims meanwhile
+    with pytest.raises(MemoryError, match="the feeder could not stage its sub-batch"):
+        runner.infer({"input": _images(4096)})
+    monkeypatch.setattr(runner, "enqueue", real_enqueue)
+    monkeypatch.setattr(host_staging, "stage_rows", real)
+    clean = _images(4096, seed=5)
+    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
