@@ -14,6 +14,8 @@ from model.backends.tensorrt import staging as host_staging
 from tests.fake_gpu import IMAGE, ROW_BYTES, tool
 from tests.fake_gpu import images as _images
 
+NUMPY = {"copier": "numpy"}  # numpy copies on the staging workers (the default copier is torch's: test_host_copy.py)
+
 
 def _calls(gpu, fn):
     before = dict(gpu.calls)
@@ -71,9 +73,10 @@ def test_plan_refuses_an_empty_batch():
 
 @pytest.mark.parametrize("batch, options", [
     (4096, {}), (300, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "graph_max_bytes": 1 << 20}),
-    (301, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3, "graph_max_bytes": 1 << 20}),
-    (256, {"subbatch_bytes": 0, "graph_max_bytes": 1 << 20}), (1000, {"staging_threads": 0}),
-], ids=["bs4096-defaults", "bs300-3-subbatches", "bs301-odd-3-threads", "bs256-one-run", "bs1000-no-workers"])
+    (301, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3, "graph_max_bytes": 1 << 20, **NUMPY}),
+    (256, {"subbatch_bytes": 0, "graph_max_bytes": 1 << 20}), (1000, {"staging_threads": 0, **NUMPY}),
+    (4096, NUMPY),
+], ids=["bs4096-defaults", "bs300-3-subbatches", "bs301-odd-3-threads", "bs256-one-run", "bs1000-no-workers", "bs4096-numpy"])
 def test_large_batch_is_uploaded_in_chunks_and_run_in_subbatches(fake, batch, options):
     gpu, make = fake
     runner = make(**options)
@@ -242,7 +245,7 @@ def test_the_cost_tool_measures_both_paths():
 @pytest.mark.parametrize("batch", [22, 32, 85])
 def test_graph_path_feeds_are_shared_with_the_workers_and_checked_whole(fake, batch):
     gpu, make = fake
-    runner = make(staging_threads=3)
+    runner = make(staging_threads=3, **NUMPY)
     x = _images(batch)
     np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
     x[-1, 0, 0, 0] = np.nan  # in the last piece, a worker's
@@ -299,7 +302,7 @@ def test_an_unknown_finite_check_is_refused_by_name():
 @pytest.mark.parametrize("batch", [300, 4096])
 def test_without_workers_the_calling_thread_stages_each_chunk_before_its_upload(fake, batch):
     gpu, make = fake
-    runner = make(staging_threads=0, chunk_bytes=1 << 20, graph_max_bytes=0)
+    runner = make(staging_threads=0, chunk_bytes=1 << 20, graph_max_bytes=0, **NUMPY)
     x = _images(batch)
     out, calls = _calls(gpu, lambda: runner.infer({"input": x})["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(x))
@@ -369,7 +372,7 @@ def test_after_a_failed_call_no_worker_writes_into_the_pinned_buffer(fake, monke
     import time
 
     gpu, make = fake
-    runner = make(staging_threads=3, subbatch_bytes=3 << 20, finite_check="dot")  # checked as staged
+    runner = make(staging_threads=3, subbatch_bytes=3 << 20, finite_check="dot", **NUMPY)  # checked as staged
     real = host_staging.stage_rows
 
     def slow_workers(items, a, b):
@@ -450,7 +453,7 @@ def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake
 # -- pieces: claimed in order, each uploaded by the thread that staged it ---------------------------
 
 # batch 1024: 4 sub-batches of 256 rows, 4 pieces of 64
-PIECES = {"staging_threads": 3, "subbatch_bytes": 3 << 20}
+PIECES = {"staging_threads": 3, "subbatch_bytes": 3 << 20, **NUMPY}
 HOST_CHECK = {"finite_check": "dot"}
 
 
@@ -464,10 +467,10 @@ def _feed(runner, x, kind):
 
 
 @pytest.mark.parametrize("batch, options", [
-    (1024, PIECES), (4096, {}), (301, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3,
+    (1024, PIECES), (4096, {}), (301, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3, **NUMPY,
                                        "graph_max_bytes": 1 << 20}),
-    (1000, {"staging_threads": 0}), (256, {"subbatch_bytes": 0, "graph_max_bytes": 1 << 20}),
-    (256, {"split_bytes": 1 << 20}), (300, {"split_bytes": 1 << 20, "staging_threads": 2}),
+    (1000, {"staging_threads": 0, **NUMPY}), (256, {"subbatch_bytes": 0, "graph_max_bytes": 1 << 20}),
+    (256, {"split_bytes": 1 << 20, **NUMPY}), (300, {"split_bytes": 1 << 20, "staging_threads": 2, **NUMPY}),
     (1024, {**PIECES, "pieces_per_thread": 4, "chunk_bytes": 1 << 16}),
     (4096, {"copier": "torch"}), (256, {"copier": "torch"}), (1000, {"copier": "torch", "staging_threads": 0}),
     (301, {"copier": "torch", "subbatch_bytes": 1 << 20, "graph_max_bytes": 1 << 20}),
@@ -562,7 +565,7 @@ def test_a_workers_error_is_raised_at_its_subbatch_and_the_next_call_is_right(fa
     import time
 
     gpu, make = fake
-    runner = make(staging_threads=2, subbatch_bytes=3 << 20)
+    runner = make(staging_threads=2, subbatch_bytes=3 << 20, **NUMPY)
     real = host_staging.stage_rows
 
     def failing_worker(items, a, b):

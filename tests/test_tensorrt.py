@@ -285,7 +285,7 @@ def test_subbatches_chunks_and_threads_do_not_change_the_answers(model_artifacts
 
     feed, ref = golden[profile.max]
     cut = max(profile.min, profile.max - 95)
-    options = {"subbatch_bytes": 3 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3}
+    options = {"subbatch_bytes": 3 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3, "copier": "numpy"}
     with TrtRunner(model_artifacts.engine("fp32").plan(), declared=model_spec.input_metadata(), **options) as runner:
         assert _ok(ref, runner.infer(feed), model_spec)
         assert _ok({n: v[:cut] for n, v in ref.items()}, runner.infer({n: v[:cut] for n, v in feed.items()}), model_spec)

@@ -1,15 +1,21 @@
 """How host inputs are copied into pinned memory (the runner's `copier` option).
 
-"numpy": `np.copyto` on the calling thread and the staging workers (staging.py), one piece per
-thread. Every piece costs a Python thread a wake-up and a turn at the GIL: on the H200's host
-submitting seven pieces took about 0.15 ms, and a batch-256 input (3 MiB) was copied on the calling
-thread alone (240-330 us), because sharing it was slower still.
+"torch" (the default): torch's CPU `copy_`, which splits one copy across its intra-op threads
+(OpenMP, without the GIL). A sub-batch is one copy at the host's full rate, so the first is ready
+early; one feeder thread copies the later ones while the calling thread runs the GPU.
+"numpy": `np.copyto` on the calling thread and the staging workers (staging.py), piece by piece;
+each piece costs a Python thread a wake-up and a turn at the GIL.
 
-"torch": torch's CPU `copy_`, which splits one copy across its intra-op threads (OpenMP, already
-running in any process that imported torch) without the GIL. A sub-batch is one copy at the
-host's full copy rate, so the first is ready early; one feeder thread copies the later ones while
-the calling thread runs the GPU. Inputs under `MIN_BYTES` keep `np.copyto`: the torch call costs
-about 3 us more, more than such a copy saves.
+Measured on the H200's host (16 cores; tools/e2e-timeline.py, 2026-11-29 fourth session):
+- copying 48 MiB of pageable float32 into pinned memory took 8.4 ms with one np.copyto and 0.59 ms
+  with one torch copy (16 threads); 3 MiB took 271 and 59 us;
+- end to end from pageable numpy, TensorRT FP16 SimpleCNN (tools/trt-staging-ab.py, medians of
+  100 interleaved calls, ms): batch 4096 3.29 / 3.22 (torch, run twice) against 3.59 (numpy);
+  1024 1.48 / 1.48 against 1.82; 256 0.535 / 0.502 against 0.577.
+- under `MIN_BYTES`, np.copyto. With the cut first at 256 KiB, batch 32 (384 KiB) went through
+  torch: its runners in the A/B took 0.146-0.175 ms against 0.148 for numpy copies, and the
+  end-to-end benchmark 259 us. With the cut at 1 MiB (numpy's copy at batch 32) the same benchmark
+  took 118 us, in the same lease.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 COPIERS = ("numpy", "torch")
-MIN_BYTES = 256 << 10  # below this, np.copyto: a copy this small is not worth torch's call
+MIN_BYTES = 1 << 20  # below this, np.copyto (see the module doc)
 
 Copy = Callable[[np.ndarray, np.ndarray], None]
 

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # others are host methods (staging.all_finite), run on the staging threads as the rows are copied.
 FINITE_CHECKS = ("gpu", *host_staging.FINITE_CHECKS)
 FINITE_CHECK = "gpu"
-COPIER = "numpy"  # see host_copy.py
+COPIER = "torch"  # see host_copy.py
 
 
 class TrtRunner(Runner):

@@ -2,7 +2,9 @@
 each sub-batch into pieces. The calling thread and the staging workers take the pieces in order
 (`Claims`), copy each into pinned memory (numpy releases the GIL) and check it when the check is a
 host method. As soon as a sub-batch's pieces are all staged (its `Latch`), the calling thread
-uploads it and runs the engine on it while the threads go on with the next.
+uploads it and runs the engine on it while the threads go on with the next. With the runner's
+default copier (host_copy.py, torch's parallel copy) a piece is a whole sub-batch: the calling
+thread copies the first, one feeder thread (started after it: `Staging`'s `defer`) the rest.
 
 Measured on the H200's host (tools/h200-e2e-probe, 16 cores of a Xeon VM): one thread copies
 pageable memory into pinned memory at 7-13 GB/s; eight threads, each copying one slice of a 48 MiB
