@@ -5,6 +5,7 @@ thread, the later ones on one feeder thread, and fails and recovers as with nump
 import logging
 import threading
 import time
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -20,11 +21,34 @@ from tests.fake_gpu import images as _images
 TORCH = {"copier": "torch"}
 
 
+class _Recording(host_copy.TorchCopy):
+    """TorchCopy from any size (MIN_BYTES 0), counting the copies torch made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.torch_copies, self._dst = 0, None
+        real = self._from_numpy
+
+        def from_numpy(a):
+            t = real(a)
+            if a is not self._dst:
+                self.torch_copies += 1  # the source was taken: torch copies it
+            return t
+        self._from_numpy = from_numpy
+
+    def __call__(self, dst, src):
+        self._dst = dst
+        with mock.patch.object(host_copy, "MIN_BYTES", 0):
+            super().__call__(dst, src)
+
+
 @settings(max_examples=40, deadline=None)
 @given(rows=st.integers(1, 200), dtype=st.sampled_from(["<f4", "<f2", ">f4", "<i8", "<i4", "|b1", "<u2"]),
        layout=st.sampled_from(["c", "fortran", "reversed", "strided", "read-only"]))
 def test_torch_copy_writes_what_np_copyto_writes(rows, dtype, layout):
-    copy = host_copy.TorchCopy()
+    """Torch copies every source it can take (native byte order, writable, no negative strides)
+    and numpy the others; the bytes are np.copyto's either way."""
+    copy = _Recording()
     base = np.random.default_rng(rows).integers(-1000, 1000, (rows * 2, 700)).astype(dtype)
     src = {"c": base[:rows], "fortran": np.asfortranarray(base[:rows]), "reversed": base[:rows][::-1],
            "strided": base[::2], "read-only": base[:rows].copy()}[layout]
@@ -34,14 +58,26 @@ def test_torch_copy_writes_what_np_copyto_writes(rows, dtype, layout):
     np.copyto(want, src)
     copy(got, src)
     assert got.tobytes() == want.tobytes()
+    torch_takes = dtype != ">f4" and layout in ("c", "fortran", "strided")
+    assert copy.torch_copies == int(torch_takes)
 
 
 def test_torch_copy_narrows_int64_ids_as_numpy_does():
     ids = np.arange(-70_000, 70_000, dtype=np.int64).reshape(200, 700) * 40_000  # past int32 as well
     want, got = np.empty(ids.shape, np.int32), np.empty(ids.shape, np.int32)
     np.copyto(want, ids, casting="unsafe")
-    host_copy.TorchCopy()(got, ids)
+    copy = _Recording()
+    copy(got, ids)
     np.testing.assert_array_equal(got, want)
+    assert copy.torch_copies == 1
+
+
+def test_under_min_bytes_numpy_copies():
+    copy = _Recording()
+    x = np.ones((4, 700), np.float32)
+    with mock.patch.object(host_copy, "MIN_BYTES", x.nbytes + 1):
+        host_copy.TorchCopy.__call__(copy, np.empty_like(x), x)
+    assert copy.torch_copies == 0
 
 
 def test_an_unknown_copier_is_refused_by_name_and_a_missing_torch_falls_back(monkeypatch, caplog):

@@ -102,7 +102,7 @@ class TrtRunner(Runner):
         if self._bulk_copy is None:
             self._stager = host_staging.Stager(staging_threads)
         else:  # one feeder thread at most: each of its copies already runs on torch's threads
-            self._stager = host_staging.Stager(min(1, 1 if staging_threads is None else staging_threads), defer=True)
+            self._stager = host_staging.Stager(1 if staging_threads is None else min(1, staging_threads), defer=True)
         self._bound_shape = None
         self._bound_shapes = None  # the same as a dict, compared first
         self._graph = None  # device-only replay (benchmarks)
