@@ -14,8 +14,8 @@ Measured on the H200's host (16 cores; tools/e2e-timeline.py, 2026-11-29 fourth 
   1024 1.48 / 1.48 against 1.82; 256 0.535 / 0.502 against 0.577.
 - under `MIN_BYTES`, np.copyto. With the cut first at 256 KiB, batch 32 (384 KiB) went through
   torch: its runners in the A/B took 0.146-0.175 ms against 0.148 for numpy copies, and the
-  end-to-end benchmark 259 us. With the cut at 1 MiB (numpy's copy at batch 32) the same benchmark
-  took 118 us, in the same lease.
+  end-to-end benchmark 259 and 170 us in two calls; with the cut at 1 MiB (numpy's copy at batch
+  32) 118 us, in the same lease (one runner moved up to 41% between two calls of it).
 """
 from __future__ import annotations
 
