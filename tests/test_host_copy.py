@@ -137,10 +137,9 @@ def test_a_nan_is_refused_as_with_numpy_copies_and_nothing_is_written_after(fake
     np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
 
 
-@pytest.mark.parametrize("merges", [False, True], ids=["one-by-one", "merged"])
-def test_a_feeders_error_is_raised_at_its_subbatch_and_the_next_call_is_right(fake, monkeypatch, merges):
+def test_a_feeders_error_is_raised_at_its_subbatch_and_the_next_call_is_right(fake, monkeypatch):
     gpu, make = fake
-    runner = make(**TORCH, feeder_merges=merges)
+    runner = make(**TORCH)
     real = host_staging.stage_rows
 
     def failing_feeder(items, a, b):
@@ -156,41 +155,3 @@ def test_a_feeders_error_is_raised_at_its_subbatch_and_the_next_call_is_right(fa
     monkeypatch.setattr(host_staging, "stage_rows", real)
     clean = _images(4096, seed=5)
     np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
-
-
-@pytest.mark.parametrize("check", ["gpu", "dot"])
-def test_a_merging_feeder_stages_all_that_is_left_in_one_copy(fake, monkeypatch, check):
-    """feeder_merges: the calling thread copies the first sub-batch, the feeder everything left
-    in one copy; each sub-batch is still uploaded after its rows are staged; a NaN in the merged
-    rows fails the call as numpy copies do and the next call is right."""
-    _, make = fake
-    runner = make(**TORCH, feeder_merges=True, finite_check=check)
-    real_stage, real_enqueue = host_staging.stage_rows, runner.enqueue
-    staged = []
-    monkeypatch.setattr(host_staging, "stage_rows", lambda items, a, b: staged.append(
-        (a, b, threading.current_thread() is threading.main_thread())) or real_stage(items, a, b))
-    monkeypatch.setattr(runner, "enqueue", lambda: time.sleep(0.05) or real_enqueue())  # the feeder wakes meanwhile
-    x = _images(4096)
-    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
-    plan = runner.plan(4096, ROW_BYTES)
-    assert staged == [(0, plan[0].stop, True), (plan[1].start, 4096, False)]
-    bad = x.copy()
-    bad[3000, 1, 1, 1] = np.inf
-    with pytest.raises(InputError) as expected:
-        make(copier="numpy", finite_check=check).infer({"input": bad})
-    with pytest.raises(InputError) as refused:
-        runner.infer({"input": bad})
-    assert str(refused.value) == str(expected.value)
-    monkeypatch.setattr(runner, "enqueue", real_enqueue)
-    clean = _images(4096, seed=9)
-    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
-
-
-def test_claim_rest_takes_every_unclaimed_piece_once():
-    plan = host_staging.plan(4096, ROW_BYTES, 0, row_align=16)
-    claims = host_staging.Claims(plan)
-    first = claims.claim()
-    rest = claims.claim_rest()
-    assert first.sub == 0 and [p.sub for p in rest] == [1, 2, 3]
-    assert rest[0].start == first.stop and rest[-1].stop == 4096
-    assert claims.claim() is None and claims.claim_rest() == []

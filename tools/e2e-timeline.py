@@ -59,8 +59,7 @@ FEED_OPTIONS = {"pinned": {}, "pageable": {}, "pinned-nocheck": {"allow_nonfinit
                 "pageable-split": {"split_bytes": 1 << 20},  # the graph path's staging shared from 1 MiB
                 "pageable-4pieces": {"pieces_per_thread": 4},  # smaller pieces: a sub-batch finished together
                 "pageable-numpy": {"copier": "numpy"},  # np.copyto on the calling thread and the workers
-                "pageable-torch": {"copier": "torch"},  # each sub-batch one copy on torch's threads
-                "pageable-merge": {"copier": "torch", "feeder_merges": True}}  # the feeder's sub-batches in one copy
+                "pageable-torch": {"copier": "torch"}}  # each sub-batch one copy on torch's threads
 FEEDS = tuple(FEED_OPTIONS)
 T0 = time.perf_counter()
 RESULTS: dict = {}

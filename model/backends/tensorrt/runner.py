@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 FINITE_CHECKS = ("gpu", *host_staging.FINITE_CHECKS)
 FINITE_CHECK = "gpu"
 COPIER = "torch"  # see host_copy.py
-# With torch's copies: the feeder copies every sub-batch after the first in one copy instead of one
-# by one (raced in tools/trt-staging-ab.py; off until measured better).
-FEEDER_MERGES = False
 
 
 class TrtRunner(Runner):
@@ -59,8 +56,8 @@ class TrtRunner(Runner):
     How host inputs are copied into pinned memory (`copier`, host_copy.py): "numpy", np.copyto on
     the calling thread and the workers, piece by piece; "torch", torch's CPU copy on its own
     intra-op threads, one copy per sub-batch (the first by the calling thread, the later ones by one
-    feeder thread while the calling thread runs the GPU; with `feeder_merges`, all of those in one
-    copy), and for the graph path's whole batch from host_copy.MIN_BYTES on.
+    feeder thread while the calling thread runs the GPU), and for the graph path's whole batch from
+    host_copy.MIN_BYTES on.
 
     The NaN/Inf check of host inputs (`finite_check`): by default ("gpu") a kernel reads what was
     uploaded, beside the engine (finite_gpu.py), so the host only copies and a feed from
@@ -80,7 +77,6 @@ class TrtRunner(Runner):
                  graph_max_bytes: int = host_staging.GRAPH_MAX_BYTES, subbatch_bytes: int = host_staging.SUBBATCH_BYTES,
                  chunk_bytes: int = host_staging.CHUNK_BYTES, split_bytes: int = host_staging.SPLIT_BYTES,
                  pieces_per_thread: int = host_staging.PIECES_PER_THREAD, copier: str = COPIER,
-                 feeder_merges: bool = FEEDER_MERGES,
                  finite_check: str = FINITE_CHECK, **kwargs) -> None:
         super().__init__(**kwargs)
         if finite_check not in FINITE_CHECKS:
@@ -106,8 +102,7 @@ class TrtRunner(Runner):
         if self._bulk_copy is None:
             self._stager = host_staging.Stager(staging_threads)
         else:  # one feeder thread at most: each of its copies already runs on torch's threads
-            self._stager = host_staging.Stager(1 if staging_threads is None else min(1, staging_threads), defer=True,
-                                               merge=feeder_merges)
+            self._stager = host_staging.Stager(1 if staging_threads is None else min(1, staging_threads), defer=True)
         self._bound_shape = None
         self._bound_shapes = None  # the same as a dict, compared first
         self._graph = None  # device-only replay (benchmarks)

@@ -215,12 +215,6 @@ class Claims:
             self._next = index + 1
         return self.pieces[index]
 
-    def claim_rest(self) -> list[Piece]:
-        """Every piece not yet claimed, in order (their rows are contiguous); empty when none is left."""
-        with self._lock:
-            index, self._next = self._next, len(self.pieces)
-        return self.pieces[index:]
-
 
 class Latch:
     """Counts down the pieces of one sub-batch; the calling thread waits for zero. Keeps the first
@@ -271,34 +265,15 @@ def stage_claimed(items: list[Staged], claims: Claims, latches: list[Latch], sto
         run_piece(items, piece, latches[piece.sub])
 
 
-def stage_rest(items: list[Staged], claims: Claims, latches: list[Latch], stop: threading.Event) -> None:
-    """A feeder's task that stages what is left in one go: every unclaimed piece at once, then
-    each of their sub-batches counted down (with the NaN/Inf or the error, if any: the call fails
-    at the first of them)."""
-    pieces = [] if stop.is_set() else claims.claim_rest()
-    if not pieces:
-        return
-    try:
-        bad = stage_rows(items, pieces[0].start, pieces[-1].stop)
-    except BaseException as exc:  # noqa: BLE001  handed to the calling thread, which raises it at the latch
-        for piece in pieces:
-            latches[piece.sub].count_down(error=exc)
-    else:
-        for piece in pieces:
-            latches[piece.sub].count_down(bad)
-
-
 class Staging:
     """One call's staging: its pieces put up for claiming (`claims`), one latch per sub-batch, the
     event that stops the workers, their futures. With `defer`, the workers are started only once
     the calling thread has staged its first piece: a copy that already runs on many threads
     (host_copy.TorchCopy) then has the host to itself for the first sub-batch, and the workers'
-    wake-up overlaps it instead of delaying it. With `merge`, each worker stages everything left
-    when it starts, in one copy (`stage_rest`): with one feeder, the host's copy then does not
-    share the memory with the uploads of the sub-batches after it."""
+    wake-up overlaps it instead of delaying it."""
 
     def __init__(self, items: list[Staged], subbatches: list[SubBatch], workers: int,
-                 executor: Callable[[], ThreadPoolExecutor], defer: bool = False, merge: bool = False) -> None:
+                 executor: Callable[[], ThreadPoolExecutor], defer: bool = False) -> None:
         self.items = items
         self.claims = Claims(subbatches)
         self.latches = [Latch(len(sb.chunks)) for sb in subbatches]
@@ -306,14 +281,13 @@ class Staging:
         self.futures: list[Future] = []
         self._tasks = max(0, min(workers, len(self.claims.pieces) - 1))  # one per worker: each takes pieces until none is left
         self._executor = executor
-        self._task = stage_rest if merge else stage_claimed
         if not defer:
             self._launch()
 
     def _launch(self) -> None:
         if self._tasks:
             pool = self._executor()
-            self.futures = [pool.submit(self._task, self.items, self.claims, self.latches, self.stop)
+            self.futures = [pool.submit(stage_claimed, self.items, self.claims, self.latches, self.stop)
                             for _ in range(self._tasks)]
             self._tasks = 0
 
@@ -349,17 +323,17 @@ class Staging:
 
 class Stager:
     """A small pool of staging threads owned by one runner (made on first use, closed with it);
-    with 0 workers, the calling thread stages everything itself. `defer`, `merge`: see `Staging`."""
+    with 0 workers, the calling thread stages everything itself. `defer`: see `Staging`."""
 
-    def __init__(self, workers: int | None = None, defer: bool = False, merge: bool = False) -> None:
+    def __init__(self, workers: int | None = None, defer: bool = False) -> None:
         self.workers = max(0, workers if workers is not None else min(MAX_WORKERS, (os.cpu_count() or 1) - 1))
-        self.defer, self.merge = defer, merge
+        self.defer = defer
         self._pool: ThreadPoolExecutor | None = None
 
     def start(self, items: list[Staged], subbatches: list[SubBatch]) -> Staging:
         """A call's pieces, put up for claiming by the workers (now, or after the calling thread's
         first piece when deferred) and by the calling thread (`Staging.through`)."""
-        return Staging(items, subbatches, self.workers, self._executor, self.defer, self.merge)
+        return Staging(items, subbatches, self.workers, self._executor, self.defer)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
