@@ -516,7 +516,7 @@ def section_host(kit, args) -> None:
                                       args.calls)
             torch_runner = kit.runner(batch, copier="torch")
             if torch_runner.copier == "torch":
-                item = staging.Staged(x, pinned, False, runner._host_check, torch_runner._bulk_copy)
+                item = staging.Staged(x, pinned, False, runner._host_check, torch_runner._copy)
                 plan = torch_runner.plan(batch, x.nbytes // batch, min_rows)
                 row["pageable (torch copies, copy only)"] = median_ms(
                     lambda r=torch_runner, plan=plan, item=item: r._stager.start([item], plan).finish(), args.calls)

@@ -97,9 +97,10 @@ class TrtRunner(Runner):
         if pieces_per_thread < 1:
             raise ValueError(f"pieces_per_thread must be at least 1, received {pieces_per_thread}")
         self.pieces_per_thread = pieces_per_thread
-        self._bulk_copy = host_copy.load(copier)
-        self.copier = copier if self._bulk_copy is not None else "numpy"
-        if self._bulk_copy is None:
+        bulk_copy = host_copy.load(copier)
+        self.copier = copier if bulk_copy is not None else "numpy"
+        self._copy = bulk_copy or np.copyto  # how every host input reaches pinned memory
+        if self.copier == "numpy":
             self._stager = host_staging.Stager(staging_threads)
         else:  # one feeder thread at most: each of its copies already runs on torch's threads
             self._stager = host_staging.Stager(1 if staging_threads is None else min(1, staging_threads), defer=True)
@@ -337,17 +338,14 @@ class TrtRunner(Runner):
         if own and not check:
             return None
         pinned = None if own else self.host[name].view(value.shape)
-        if self._bulk_copy is None and self._stager.pieces(value.shape[0], value.nbytes, self.split_bytes) > 1:
+        if self.copier == "numpy" and self._stager.pieces(value.shape[0], value.nbytes, self.split_bytes) > 1:
             item = host_staging.Staged(value, pinned, check, self._host_check)
             if self._stager.stage_now([item], value.shape[0], value.nbytes, self.split_bytes) >= 0:
                 raise nonfinite_error(name, value)
             return None
         if pinned is None:
             return value
-        if self._bulk_copy is not None:
-            self._bulk_copy(pinned, value)  # itself np.copyto under host_copy.MIN_BYTES
-        else:
-            np.copyto(pinned, value)
+        self._copy(pinned, value)
         return pinned if check else None
 
     def _infer(self, feed, outputs="host"):
@@ -484,9 +482,8 @@ class TrtRunner(Runner):
         # The profile the whole batch calls for serves every sub-batch: no switch (and sync) mid-call.
         profile = self.profile_for({n: feed[n].shape for n in self.inputs})
         subbatches = self.plan(batch, sum(row_bytes[n] for n in host), self.profiles[profile][self.inputs[0]][0][0])
-        copy = self._bulk_copy or np.copyto
         items = [host_staging.Staged(feed[n], None if self._own_pinned(n, feed[n]) else self.host[n].view(feed[n].shape),
-                                     self._host_checks(n, feed[n].dtype), self._host_check, copy) for n in host]
+                                     self._host_checks(n, feed[n].dtype), self._host_check, self._copy) for n in host]
         on_gpu = [n for n in host if n in self._gpu_checked]  # checked on the check stream after each upload
         row_values = {n: math.prod(feed[n].shape[1:]) for n in on_gpu}
         pinned = {n: self.host[n].view(feed[n].shape) for n in host}
@@ -550,7 +547,7 @@ class TrtRunner(Runner):
         """How the pipelined path cuts a batch of `row_bytes` host bytes per row (staging.plan):
         with numpy copies, `pieces_per_thread` pieces per staging thread in each sub-batch; with
         torch's, each sub-batch is one copy (torch splits it across its own threads)."""
-        threads, pieces = (self._stager.workers, self.pieces_per_thread) if self._bulk_copy is None else (0, 1)
+        threads, pieces = (self._stager.workers, self.pieces_per_thread) if self.copier == "numpy" else (0, 1)
         return host_staging.plan(batch, row_bytes, threads, chunk_bytes=self.chunk_bytes, min_rows=min_rows,
                                  row_align=self._row_align, pieces_per_thread=pieces,
                                  subbatch_bytes=self.subbatch_bytes if self._batch_major else 0)
