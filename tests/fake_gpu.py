@@ -15,3 +15,17 @@ ROW_BYTES = 3 * 32 * 32 * 4
 
 def images(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, *IMAGE)).astype(np.float32)
+
+
+def same_refusal(plain, runner, feed: dict) -> str:
+    """The InputError both runners raise for `feed`, asserted to be the same; its message."""
+    import pytest
+
+    from model.backends.base import InputError
+
+    with pytest.raises(InputError) as expected:
+        plain.infer(feed)
+    with pytest.raises(InputError) as refused:
+        runner.infer(feed)
+    assert str(refused.value) == str(expected.value)
+    return str(refused.value)

@@ -428,3 +428,116 @@ def test_host_memory_behind_a_gpu_interface_is_refused_by_cuda_pointer_attribute
 
     with pytest.raises(InputError, match=rf"Input tensor: {name} \| Received host memory behind __cuda_array_interface__ v3"):
         trt_fp32_set.infer({**feed, name: HostBehindCai()})
+
+
+# -- half-precision uploads (TrtRunner's upload_half; tests/test_half_uploads.py on the fake GPU) ---------------------
+
+def _fp16_sets(model_artifacts, model_spec, **options):
+    """The typed FP16 engines (every TensorRT version builds them) behind two engine sets: half
+    uploads (their default) and float32 uploads."""
+    from model.backends.tensorrt.engine_set import TrtEngineSet
+
+    if "fp16" not in model_spec.precisions:
+        pytest.skip(f"{model_spec.name} is not offered in fp16: {model_spec.precision_notes}")
+    if not any(np.dtype(t.dtype) == np.float32 for t in model_spec.inputs):
+        pytest.skip(f"{model_spec.name} has no float32 input: nothing is uploaded in half precision")
+    plans = {p: e.plan() for p, e in model_artifacts.engine_set("fp16", typed_graph=True).items()}
+
+    def make(**more):
+        return TrtEngineSet(plans, label="fp16-typed", declared=model_spec.input_metadata(),
+                            runner_options={**options, **more})
+    return make(), make(upload_half=False)
+
+
+def _half_cases(golden, profile) -> dict[str, dict]:
+    """The profile's max (sub-batches) and a cut of 256 rows or fewer (the graph path), each at
+    least host_copy.MIN_BYTES so that half uploads apply."""
+    from model.backends.tensorrt import host_copy
+
+    feed, _ = golden[profile.max]
+    batch = next(iter(feed.values())).shape[0]
+    cut = max(profile.min, min(batch, 256))
+    cases = {"max": feed, "cut": {n: v[:cut] for n, v in feed.items()}}
+    small = [k for k, f in cases.items() if sum(v.nbytes for v in f.values() if v.dtype == np.float32) < host_copy.MIN_BYTES]
+    if small:
+        pytest.skip(f"the {small} feed holds under {host_copy.MIN_BYTES} bytes of float32: uploaded as it is")
+    return cases
+
+
+@pytest.mark.parametrize("case", ["max", "cut"], ids=["max-pipelined", "cut-graph-path"])
+def test_half_uploads_give_the_engine_exactly_the_input_rounded_to_float16(model_artifacts, golden, profile, model_spec, case):
+    """The widening kernel (finite_gpu.widen) on the real GPU: what the FP16 engine computes from a
+    half upload is bit for bit what it computes from a float32 upload of the input rounded to
+    float16, on both paths and on graph replays; and it stays within the FP16 tolerance of the
+    reference, with no value flagged."""
+    half, full = _fp16_sets(model_artifacts, model_spec)
+    feed = _half_cases(golden, profile)[case]
+    batch = next(iter(feed.values())).shape[0]
+    ref = {n: v[:batch] for n, v in golden[profile.max][1].items()}
+    rounded = {n: v.astype(np.float16).astype(np.float32) if v.dtype == np.float32 else v for n, v in feed.items()}
+    with half, full:
+        runner = half.runner_for(batch)
+        assert runner.half_inputs(feed)
+        expected = full.infer(rounded)
+        for _ in range(3):  # staged, captured, replayed (the graph path)
+            out = half.infer(feed)
+            for n in expected:
+                np.testing.assert_array_equal(out[n], expected[n], err_msg=n)
+        assert compare_outputs(ref, out, "fp16", model_spec)
+        assert runner.upload_half
+
+
+@pytest.mark.parametrize("case", ["max", "cut"], ids=["max-pipelined", "cut-graph-path"])
+def test_half_uploads_refuse_a_nan_and_give_float32_answers_beyond_float16s_range(
+        model_artifacts, golden, profile, model_spec, case, caplog):
+    half, full = _fp16_sets(model_artifacts, model_spec)
+    feed = _half_cases(golden, profile)[case]
+    name = next(n for n, v in feed.items() if v.dtype == np.float32)
+    with half, full:
+        runner = half.runner_for(next(iter(feed.values())).shape[0])
+        for row in (0, -1):
+            bad = {**feed, name: feed[name].copy()}
+            bad[name].reshape(len(bad[name]), -1)[row, 0] = np.nan
+            with pytest.raises(InputError, match=rf"^Input tensor: {name} \| Received 1 NaN/Inf values"):
+                half.infer(bad)
+        assert runner.upload_half
+        big = {**feed, name: feed[name].copy()}
+        big[name].reshape(len(big[name]), -1)[-1, 0] = 1e5  # finite in float32, Inf in float16
+        with caplog.at_level(logging.WARNING, logger="model.backends.tensorrt.runner"):
+            out = half.infer(big)
+        expected = full.infer(big)
+        for n in expected:
+            np.testing.assert_array_equal(out[n], expected[n], err_msg=n)
+        assert "uploading float32 from now on" in caplog.text and not runner.upload_half
+
+
+def test_the_widening_kernel_writes_every_float16_as_float32_and_flags_nonfinite_values():
+    """finite_gpu.widen, loaded and run by the driver: every one of the 65536 float16 bit patterns
+    (subnormals, -0, +-65504, Inf, NaN) widened exactly as numpy widens it, over more than one
+    grid's worth of values; a NaN/Inf flags, finite values do not; nothing past `count` is written."""
+    from model.backends.tensorrt import cuda as cuda_rt
+    from model.backends.tensorrt import finite_gpu
+
+    patterns = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    n = 300_001
+    every = np.resize(patterns, n)
+    finite = np.resize(patterns[np.isfinite(patterns)], n)
+    stream = cuda_rt.Stream()
+    check = finite_gpu.GpuFiniteCheck(["x"])
+    try:
+        for src, flagged in ((every, "x"), (finite, None)):
+            sentinel = np.full(n + 5, 7.0, np.float32)
+            source, target = cuda_rt.DeviceArray.from_host(src), cuda_rt.DeviceArray.from_host(sentinel)
+            try:
+                check.widen("x", source.buffer.ptr, target.buffer.ptr, n, stream)
+                stream.synchronize()
+                assert check.flagged() == flagged
+                got = cuda_rt.to_host(target)
+                np.testing.assert_array_equal(got[:n], src.astype(np.float32))
+                assert (got[n:] == 7.0).all()
+            finally:
+                source.free()
+                target.free()
+    finally:
+        check.free()
+        stream.free()

@@ -330,7 +330,7 @@ def trace(runner, tracer: Tracer):
                        ("_results", "results"), ("_stage_whole", "stage whole")):
         patch(runner, attr, lambda f, name=name: lambda *a, **k: each(name, f, *a, **k))
     patch(runner, "enqueue", lambda f: lambda: g("engine", "gpu-engine", runner.stream, f))
-    for buf in runner.device.values():
+    for buf in [*runner.device.values(), *runner._wire_device.values()]:  # the latter: half-precision uploads
         patch(buf, "copy_from_host_async", lambda f: lambda host, stream, offset=0: g(
             "upload", "gpu-copy" if stream is runner.copy_stream else "gpu-engine", stream, f, host, stream, offset))
         patch(buf, "copy_to_host_async", lambda f: lambda host, stream, offset=0: g(
@@ -339,6 +339,8 @@ def trace(runner, tracer: Tracer):
     if runner._finite_gpu is not None:  # the NaN/Inf kernels, on the check stream beside the engine
         patch(runner._finite_gpu, "enqueue", lambda f: lambda name, ptr, count, dtype, stream: g(
             "nan check", "gpu-check", stream, f, name, ptr, count, dtype, stream))
+        patch(runner._finite_gpu, "widen", lambda f: lambda name, src, dst, count, stream: g(
+            "widen", "gpu-engine", stream, f, name, src, dst, count, stream))
 
     wrapped: set[int] = set()  # ids of the events and graphs given a wrapper here
 

@@ -54,7 +54,8 @@ class FakeGpu:
         self._next = 0x7F0000000000
         self.writes: list[tuple[int, int, "FakeStream", int]] = []
         self.calls = {"h2d": 0, "d2h": 0, "d2d": 0, "execute": 0, "set_input_shape": 0, "set_tensor_address": 0,
-                      "event_record": 0, "stream_wait": 0, "finite_kernel": 0}
+                      "event_record": 0, "stream_wait": 0, "finite_kernel": 0,
+                      "widen_kernel": 0, "h2d_bytes": 0}
         self.host_seen: dict[int, int] = {}  # stream id -> sequence the host has waited for
 
     def alloc(self, nbytes: int) -> int:
@@ -135,6 +136,7 @@ class FakeDeviceBuffer:
         assert host.flags.c_contiguous and offset + host.nbytes <= self.nbytes
         with self.gpu.lock:
             self.gpu.calls["h2d"] += 1
+            self.gpu.calls["h2d_bytes"] += host.nbytes
             stream.op()
             if self.gpu.simulate:
                 self.gpu.bytes_at(self.ptr + offset, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
@@ -191,6 +193,19 @@ class FakeFiniteCheck:
                 nbytes = count * np.dtype(dtype).itemsize
                 self.gpu.check_read(ptr, nbytes, stream, "the NaN/Inf check")
                 if not np.isfinite(self.gpu.bytes_at(ptr, nbytes).view(dtype)).all():
+                    self.flags.add(name)
+
+    def widen(self, name: str, src: int, dst: int, count: int, stream: FakeStream) -> None:
+        """finite_gpu.GpuFiniteCheck.widen: float16 at `src` to float32 at `dst`, in stream order."""
+        with self.gpu.lock:
+            self.gpu.calls["widen_kernel"] += 1
+            stream.op()
+            if self.gpu.simulate and count > 0:
+                self.gpu.check_read(src, 2 * count, stream, "the widening")
+                half = self.gpu.bytes_at(src, 2 * count).view(np.float16)
+                self.gpu.bytes_at(dst, 4 * count).view(np.float32)[:] = half
+                self.gpu.write(dst, 4 * count, stream)
+                if not np.isfinite(half).all():
                     self.flags.add(name)
 
     def flagged(self) -> str | None:
@@ -270,8 +285,9 @@ def fake_graphs():
 
 
 def fake_runner(gpu: FakeGpu, **options) -> TrtRunner:
-    """A TrtRunner over one dynamic engine (batch 1..4096) with the fake GPU in place of CUDA."""
-    runner = TrtRunner(b"", label="fp16", **options)
+    """A TrtRunner over one dynamic engine (batch 1..4096) with the fake GPU in place of CUDA.
+    Half-precision uploads only when asked (`upload_half=True`): the tests compare float32 answers."""
+    runner = TrtRunner(b"", label="fp16", **{"upload_half": False, **options})
     runner.inputs, runner.outputs = [INPUT_NAME], [OUTPUT_NAME]
     runner.dtypes = {INPUT_NAME: np.dtype(np.float32), OUTPUT_NAME: np.dtype(np.float32)}
     full = (MAX_BATCH, *IMAGE)
@@ -290,8 +306,14 @@ def fake_runner(gpu: FakeGpu, **options) -> TrtRunner:
     runner._metadata = {INPUT_NAME: TensorMeta(np.dtype(np.float32), (None, *IMAGE), ((1, MAX_BATCH), None, None, None))}
     runner.is_active = True
     runner._set_addresses()
-    if runner.finite_check == "gpu" and not runner.allow_nonfinite:  # as _load_finite_check, on the fake GPU
-        runner._finite_gpu, runner._gpu_checked = FakeFiniteCheck(gpu, [INPUT_NAME]), frozenset([INPUT_NAME])
+    checked = runner.finite_check == "gpu" and not runner.allow_nonfinite  # as _load_finite_check, on the fake GPU
+    if checked or runner.upload_half:
+        runner._finite_gpu = FakeFiniteCheck(gpu, [INPUT_NAME])
+        runner._gpu_checked = frozenset([INPUT_NAME]) if checked else frozenset()
+    if runner.upload_half:
+        runner._wire_host = {INPUT_NAME: FakePinned(math.prod(full), np.float16)}
+        runner._wire_device = {INPUT_NAME: FakeDeviceBuffer(gpu, math.prod(full) * 2)}
+        runner._halves = frozenset([INPUT_NAME])
     return runner
 
 
@@ -334,7 +356,7 @@ def measure(batches: list[int], seconds: float = 1.0) -> list[dict]:
     with fake_graphs():
         for batch in batches:
             gpu = FakeGpu(simulate=False)
-            runner = fake_runner(gpu)
+            runner = fake_runner(gpu, upload_half=True)  # as the FP16 engines run
             engines = fake_engine_set(runner)
             feed = {INPUT_NAME: np.random.default_rng(0).standard_normal((batch, *IMAGE)).astype(np.float32)}
             for _ in range(2):  # the second call at a shape captures the graph (small batches)

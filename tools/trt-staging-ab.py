@@ -49,6 +49,10 @@ VARIANTS = {
     "runs of 6 MiB": {"subbatch_bytes": 6 << 20},
     "runs of 24 MiB": {"subbatch_bytes": 24 << 20},
     "no sub-batches": {"subbatch_bytes": 0},
+    "float32 uploads": {"upload_half": False},  # the default before half-precision uploads
+    "half; runs of 24 MiB": {"upload_half": True, "subbatch_bytes": 24 << 20},
+    "half; runs of 6 MiB": {"upload_half": True, "subbatch_bytes": 6 << 20},
+    "half; no sub-batches": {"upload_half": True, "subbatch_bytes": 0},
 }
 
 

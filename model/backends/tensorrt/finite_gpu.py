@@ -11,6 +11,11 @@ when loaded; checked with `ptxas -arch=sm_90`) test every value's exponent bits.
 non-finite makes its thread store 1 into the input's flag: a word of page-locked host memory the
 device writes through its mapped address, so no memset and no copy back are queued, and a CUDA
 graph holds only the kernel. Flags are cleared once read set, before the call raises.
+
+`widen` (kernel widen16) serves the runner's half-precision uploads (`upload_half`): a float32
+batch staged and uploaded as float16 is written back as float32 where the engine reads it, and
+checked in the same pass; the flag then also means "a value outside float16's range", since an
+overflow reads as Inf there (the runner runs such a call again from float32).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ PTX = Path(__file__).with_name("nonfinite.ptx")
 # dtype -> (kernel, exponent mask): a value is NaN/Inf when all the bits of the mask are set.
 KERNELS = {np.dtype(np.float32): ("nonfinite32", 0x7F800000), np.dtype(np.float16): ("nonfinite16", 0x7C00)}
 THREADS = 256
+WIDEN = "widen16"
 MAX_BLOCKS = 1024  # 8 blocks of 256 per SM on a 132-SM H200: enough loads in flight to read at bandwidth
 
 
@@ -67,6 +73,7 @@ class GpuFiniteCheck:
         try:
             self._functions = {dtype: _check(driver.cuModuleGetFunction(self._module, name.encode()))
                                for dtype, (name, _) in KERNELS.items()}
+            self._widen = _check(driver.cuModuleGetFunction(self._module, WIDEN.encode()))
             self._flags = cuda_rt.PinnedBuffer(4 * max(1, len(self.names)), np.uint32)
             self._flags.array[:] = 0
             self._flag_device = int(cuda_rt.check(cuda_rt._runtime().cudaHostGetDevicePointer(self._flags.ptr, 0)))
@@ -86,14 +93,25 @@ class GpuFiniteCheck:
     def enqueue(self, name: str, ptr: int, count: int, dtype, stream) -> None:
         if count <= 0:
             return
-        kernel, mask = KERNELS[np.dtype(dtype)]
-        # Each parameter read from its own 8-byte slot (the u32 mask from the low half: little endian).
-        values = np.array([ptr, count, mask, self._flag_device + 4 * self._slot[name]], dtype=np.uint64)
-        params = np.array([values.ctypes.data + 8 * i for i in range(4)], dtype=np.uint64)
-        result = self._launch(self._functions[np.dtype(dtype)], grid(count), 1, 1, THREADS, 1, 1, 0,
-                              self._stream(stream), params.ctypes.data, 0)
+        _, mask = KERNELS[np.dtype(dtype)]
+        self._run(self._functions[np.dtype(dtype)], count, [ptr, count, mask, self._flag_device + 4 * self._slot[name]],
+                  stream)
+
+    def _run(self, function, count: int, args: list[int], stream) -> None:
+        # Each parameter read from its own 8-byte slot (a u32 from the low half: little endian); the
+        # driver copies them at launch (and capture), so they need not outlive this call.
+        values = np.array(args, dtype=np.uint64)
+        params = np.array([values.ctypes.data + 8 * i for i in range(len(args))], dtype=np.uint64)
+        result = self._launch(function, grid(count), 1, 1, THREADS, 1, 1, 0, self._stream(stream), params.ctypes.data, 0)
         if result[0] != self._ok:
             _check(result)
+
+    def widen(self, name: str, src: int, dst: int, count: int, stream) -> None:
+        """Queue the float16 -> float32 copy of `count` values from `src` to `dst` (device
+        addresses), flagging `name` if one is NaN/Inf (or was out of float16's range)."""
+        if count <= 0:
+            return
+        self._run(self._widen, count, [src, dst, count, self._flag_device + 4 * self._slot[name]], stream)
 
     def flagged(self) -> str | None:
         """The first input flagged since the last clear (call once its checks have finished)."""

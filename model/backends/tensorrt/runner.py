@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 FINITE_CHECKS = ("gpu", *host_staging.FINITE_CHECKS)
 FINITE_CHECK = "gpu"
 COPIER = "torch"  # see host_copy.py
+_NONE: frozenset = frozenset()
+
+
+class _OutOfHalf(Exception):
+    """A half-precision upload flagged NaN/Inf: a NaN/Inf in the input, or a value beyond
+    float16's range. The call runs again from float32, which tells the two apart."""
 
 
 class TrtRunner(Runner):
@@ -66,6 +72,15 @@ class TrtRunner(Runner):
     the kernels cannot load) checks each piece as it is staged (small inputs on the graph path:
     on the calling thread while the GPU runs).
 
+    Half-precision uploads (`upload_half`; default on for FP16 engines, with the torch copier): a
+    float32 host input of at least host_copy.MIN_BYTES is converted to float16 while it is copied
+    into pinned memory, crosses PCIe in half the bytes, and is widened back to float32 on the GPU
+    (finite_gpu.widen, which also checks it) where the engine reads it. The engine sees the input
+    rounded to float16, as an FP16 engine's own first reformat does. A call whose half upload is
+    flagged (a NaN/Inf, or a value beyond float16's +-65504) runs again from float32: a NaN/Inf is
+    then refused (or passed, with `allow_nonfinite`) as always, and a finite input beyond the range
+    gets its float32 answer and turns half uploads off for the runner.
+
     Feeds already on the GPU are used where they are (their address goes to TensorRT); a feed from
     `pinned_inputs` is uploaded without being staged."""
 
@@ -77,7 +92,7 @@ class TrtRunner(Runner):
                  graph_max_bytes: int = host_staging.GRAPH_MAX_BYTES, subbatch_bytes: int = host_staging.SUBBATCH_BYTES,
                  chunk_bytes: int = host_staging.CHUNK_BYTES, split_bytes: int = host_staging.SPLIT_BYTES,
                  pieces_per_thread: int = host_staging.PIECES_PER_THREAD, copier: str = COPIER,
-                 finite_check: str = FINITE_CHECK, **kwargs) -> None:
+                 finite_check: str = FINITE_CHECK, upload_half: bool | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         if finite_check not in FINITE_CHECKS:
             raise ValueError(f"finite_check must be one of {list(FINITE_CHECKS)}, received {finite_check!r}")
@@ -100,6 +115,13 @@ class TrtRunner(Runner):
         bulk_copy = host_copy.load(copier)
         self.copier = copier if bulk_copy is not None else "numpy"
         self._copy = bulk_copy or np.copyto  # how every host input reaches pinned memory
+        if upload_half is None:
+            upload_half = label.partition("-")[0] == "fp16"
+        # numpy's float16 conversion ran 7-25x slower than its plain copy on this project's CPU: only torch's pays off.
+        self.upload_half = bool(upload_half) and self.copier == "torch"
+        self._halves: frozenset[str] = frozenset()  # float32 inputs with half-precision buffers (when active)
+        self._wire_host: dict[str, cuda_rt.PinnedBuffer] = {}  # float16 staging, per input in _halves
+        self._wire_device: dict[str, cuda_rt.DeviceBuffer] = {}  # where it lands before widening
         if self.copier == "numpy":
             self._stager = host_staging.Stager(staging_threads)
         else:  # one feeder thread at most: each of its copies already runs on torch's threads
@@ -169,18 +191,26 @@ class TrtRunner(Runner):
         self._load_finite_check()
 
     def _load_finite_check(self) -> None:
-        if self.finite_check != "gpu" or self.allow_nonfinite:
-            return
-        names = [n for n in self.inputs if finite_gpu.supports(self.dtypes[n])]
-        if not names:
+        """The GPU kernels (finite_gpu.py): the NaN/Inf check of uploads, and the widening of
+        half-precision uploads."""
+        checked = [n for n in self.inputs if finite_gpu.supports(self.dtypes[n])] \
+            if self.finite_check == "gpu" and not self.allow_nonfinite else []
+        halves = [n for n in self.inputs if self.upload_half and self.dtypes[n] == np.float32]
+        if not checked and not halves:
             return
         try:
-            self._finite_gpu = finite_gpu.GpuFiniteCheck(names)
+            self._finite_gpu = finite_gpu.GpuFiniteCheck([n for n in self.inputs if n in checked or n in halves])
         except (RuntimeError, OSError, ImportError) as exc:  # a driver that cannot JIT the PTX, say: the host checks
-            log.warning("%s: the NaN/Inf check cannot run on the GPU (%s); checking on the host (%s)",
+            log.warning("%s: the GPU kernels cannot load (%s); checking on the host (%s), uploading float32",
                         self.name, exc, self._host_check)
+            self.upload_half = False
             return
-        self._gpu_checked = frozenset(names)
+        self._gpu_checked = frozenset(checked)
+        for n in halves:
+            count = self.host[n].array.size
+            self._wire_host[n] = cuda_rt.PinnedBuffer(2 * count, np.float16)
+            self._wire_device[n] = cuda_rt.DeviceBuffer(2 * count)
+        self._halves = frozenset(halves)
 
     def _host_checks(self, name: str, dtype) -> bool:
         """Whether host input `name` is checked for NaN/Inf on the host (else on the GPU, or not at all)."""
@@ -192,10 +222,11 @@ class TrtRunner(Runner):
         if self._finite_gpu is not None:
             self._finite_gpu.free()
             self._finite_gpu, self._gpu_checked = None, frozenset()
-        for buf in [*self.device.values(), *self.host.values(), *self._events, self._producer_event, self._fork,
-                    self._join]:
+        for buf in [*self.device.values(), *self.host.values(), *self._wire_host.values(), *self._wire_device.values(),
+                    *self._events, self._producer_event, self._fork, self._join]:
             buf.free()
         self.device, self.host, self._events, self._addresses, self._handed, self._views = {}, {}, [], {}, {}, {}
+        self._wire_host, self._wire_device, self._halves = {}, {}, frozenset()
         self._gpu = None
         self.copy_stream.free()
         self.check_stream.free()
@@ -328,11 +359,15 @@ class TrtRunner(Runner):
                 self._producer_event.record(value.stream)
                 self.stream.wait(self._producer_event)
 
-    def _stage_whole(self, name: str, value: np.ndarray) -> np.ndarray | None:
-        """A host input of the graph path into the pinned buffer. Returns the rows still to be
+    def _stage_whole(self, name: str, value: np.ndarray, half: bool) -> np.ndarray | None:
+        """A host input of the graph path into the pinned buffer (`half`: converted into the
+        float16 one, checked on the GPU as it is widened). Returns the rows still to be
         checked for NaN/Inf on the host (None: nothing to check there): the calling thread checks
         them while the GPU runs the graph. From `split_bytes` on, the copy is shared with the
         staging workers and each piece checked (host methods) as it is copied."""
+        if half:
+            self._copy(self._wire_host[name].view(value.shape), value)
+            return None
         own = self._own_pinned(name, value)
         check = self._host_checks(name, value.dtype)
         if own and not check:
@@ -353,11 +388,30 @@ class TrtRunner(Runner):
         for value in feed.values():
             if isinstance(value, np.ndarray):
                 host_bytes += value.nbytes
-        if host_bytes <= self.graph_max_bytes:
-            return self._infer_whole(feed, outputs)
-        return self._infer_pipelined(feed, outputs)
+        path = self._infer_whole if host_bytes <= self.graph_max_bytes else self._infer_pipelined
+        halves = self.half_inputs(feed) if self._halves else _NONE
+        if not halves:
+            return path(feed, outputs, _NONE)
+        try:
+            return path(feed, outputs, halves)
+        except _OutOfHalf:
+            pass
+        results = path(feed, outputs, _NONE)  # raises as always on a NaN/Inf (unless allowed)
+        # Finite there: a value beyond float16's range (or an allowed NaN/Inf), likely again next call.
+        log.warning("%s: input %s holds values float16 cannot hold (or NaN/Inf); uploading float32 from now on",
+                    self.name, sorted(halves))
+        self.upload_half, self._halves = False, frozenset()
+        return results
 
-    def _infer_whole(self, feed, outputs):
+    def half_inputs(self, feed) -> frozenset[str]:
+        """The inputs this call uploads in half precision: float32 host arrays of at least
+        host_copy.MIN_BYTES that torch's copy takes as they are (writable), not the runner's own
+        pinned buffers (those are uploaded as they are)."""
+        names = [n for n in self._halves if isinstance(value := feed[n], np.ndarray) and value.dtype == np.float32
+                 and value.nbytes >= host_copy.MIN_BYTES and value.flags.writeable and not self._own_pinned(n, value)]
+        return frozenset(names) if names else _NONE
+
+    def _infer_whole(self, feed, outputs, halves):
         """The whole batch at once: staged (or pointed to, GPU feeds), then upload, NaN/Inf check
         beside the engine, engine and copy out; the second call with the same shapes, addresses
         and output place captures what follows the staging as one CUDA graph, replayed from then
@@ -373,13 +427,14 @@ class TrtRunner(Runner):
                     self.stream.wait(self._producer_event)
                 addresses.append(self._device_address(n, value))
             else:
-                rows = self._stage_whole(n, value)
+                rows = self._stage_whole(n, value, n in halves)
                 if rows is not None:
                     unchecked.append((n, rows))
                 uploads.append(n)
                 addresses.append(self.device[n].ptr)
-        checks = [n for n in uploads if n in self._gpu_checked]
-        key = (self._bound_shape, addresses, uploads, checks, outputs)  # what a captured graph bakes in
+        widens = [n for n in uploads if n in halves]
+        checks = [n for n in uploads if n in self._gpu_checked and n not in halves]
+        key = (self._bound_shape, addresses, uploads, checks, widens, outputs)  # what a captured graph bakes in
         if key != self._io_key:
             self._drop_io_graph()
             self._io_key, self._calls_at_key = key, 0
@@ -391,19 +446,21 @@ class TrtRunner(Runner):
         if self._io_graph is not None:
             self._io_graph.launch()
         else:
-            self._enqueue_io(uploads, checks, download)
+            self._enqueue_io(uploads, checks, download, widens)
         # Checked while the GPU works (the copy only reads them); a NaN/Inf fails the call after it.
         bad = next((n for n, rows in unchecked if not host_staging.all_finite(rows, self._host_check)), None)
         self.stream.synchronize()
-        if bad is None and checks:
-            bad = self._finite_gpu.flagged()
+        flagged = self._finite_gpu.flagged() if checks or widens else None  # read (and cleared) either way
+        if bad is None and flagged in halves:
+            raise _OutOfHalf(flagged)
+        bad = bad or flagged
         if bad is not None:
             raise nonfinite_error(bad, feed[bad])
         results = self._results(out_shapes, outputs)
         if self._io_graph is None:
             self._calls_at_key += 1
             if self.use_graphs and self._calls_at_key >= 2:
-                self._capture_io_graph(uploads, checks, download)
+                self._capture_io_graph(uploads, checks, download, widens)
         return results
 
     def _device_address(self, name: str, value) -> int:
@@ -428,13 +485,19 @@ class TrtRunner(Runner):
             return dict(views)
         return {n: self.host[n].view(out_shapes[n]).copy() for n in self.outputs}  # buffers are reused
 
-    def _enqueue_io(self, uploads: list[str], checks: list[str], download: bool) -> None:
-        """Copy the staged inputs in, check them on the check stream beside the engine (forked
-        from the engine's stream and joined back before the copy out ends the work), run, copy
-        the outputs out: all asynchronous."""
+    def _enqueue_io(self, uploads: list[str], checks: list[str], download: bool, widens: list[str]) -> None:
+        """Copy the staged inputs in (`widens`: from their float16 buffers, then widened into the
+        engine's, checked as they are), check the others on the check stream beside the engine
+        (forked from the engine's stream and joined back before the copy out ends the work), run,
+        copy the outputs out: all asynchronous."""
         shapes = dict(self._bound_shape)
         for n in uploads:
-            self.device[n].copy_from_host_async(self.host[n].view(shapes[n]), self.stream)
+            if n in widens:
+                self._wire_device[n].copy_from_host_async(self._wire_host[n].view(shapes[n]), self.stream)
+            else:
+                self.device[n].copy_from_host_async(self.host[n].view(shapes[n]), self.stream)
+        for n in widens:
+            self._finite_gpu.widen(n, self._wire_device[n].ptr, self.device[n].ptr, math.prod(shapes[n]), self.stream)
         if checks:
             self._fork.record(self.stream)
             self.check_stream.wait(self._fork)
@@ -456,7 +519,7 @@ class TrtRunner(Runner):
     def _make_event(self):
         return cuda_rt.Event(timing=False)
 
-    def _infer_pipelined(self, feed, outputs):
+    def _infer_pipelined(self, feed, outputs, halves):
         """A large batch in sub-batches. The calling thread and the workers take its pieces in
         order (staging.Claims) and copy each into pinned memory; once a sub-batch's pieces are all
         staged (the calling thread takes unclaimed ones of it, then waits on its latch), it is
@@ -465,6 +528,7 @@ class TrtRunner(Runner):
         copied back behind it, while the threads stage the next; the result arrays are filled
         sub-batch by sub-batch as each one finishes. A feed that needs no staging (the runner's
         own pinned buffers, GPU checked) is uploaded as soon as the call starts its sub-batch.
+        `halves` are staged as float16 and widened on the engine's stream before it runs.
 
         Uploading each piece as soon as it was copied was measured slower on the H200: the copy
         stream moved 48 MiB in 5.4 ms (9 GB/s) against 0.25-0.4 ms per 12 MiB sub-batch uploaded
@@ -477,16 +541,18 @@ class TrtRunner(Runner):
         self._drop_io_graph()  # the context's addresses move below: no captured graph matches them
         self._io_key = None
         host = [n for n in self.inputs if isinstance(feed[n], np.ndarray)]
-        row_bytes = {n: (feed[n].nbytes // batch if n in host else
-                         math.prod(feed[n].shape[1:]) * self.dtypes[n].itemsize) for n in self.inputs}
+        row_values = {n: math.prod(feed[n].shape[1:]) for n in self.inputs}
+        row_bytes = {n: row_values[n] * self.dtypes[n].itemsize for n in self.inputs}  # in the engine's buffers
         # The profile the whole batch calls for serves every sub-batch: no switch (and sync) mid-call.
         profile = self.profile_for({n: feed[n].shape for n in self.inputs})
-        subbatches = self.plan(batch, sum(row_bytes[n] for n in host), self.profiles[profile][self.inputs[0]][0][0])
-        items = [host_staging.Staged(feed[n], None if self._own_pinned(n, feed[n]) else self.host[n].view(feed[n].shape),
-                                     self._host_checks(n, feed[n].dtype), self._host_check, self._copy) for n in host]
-        on_gpu = [n for n in host if n in self._gpu_checked]  # checked on the check stream after each upload
-        row_values = {n: math.prod(feed[n].shape[1:]) for n in on_gpu}
-        pinned = {n: self.host[n].view(feed[n].shape) for n in host}
+        subbatches = self.plan(batch, sum(feed[n].nbytes // batch for n in host), self.profiles[profile][self.inputs[0]][0][0])
+        pinned = {n: (self._wire_host if n in halves else self.host)[n].view(feed[n].shape) for n in host}
+        items = [host_staging.Staged(feed[n], None if self._own_pinned(n, feed[n]) else pinned[n],
+                                     n not in halves and self._host_checks(n, feed[n].dtype), self._host_check, self._copy)
+                 for n in host]
+        landing = {n: (self._wire_device if n in halves else self.device)[n] for n in host}
+        # Checked on the check stream after each upload (halves: as they are widened).
+        on_gpu = [n for n in host if n in self._gpu_checked and n not in halves]
         staging = self._stager.start(items, subbatches) if host_staging.needs_staging(items) else None
         try:
             self._wait_for_producers(feed)
@@ -498,10 +564,14 @@ class TrtRunner(Runner):
                     if bad >= 0:
                         raise nonfinite_error(host[bad], feed[host[bad]])
                 if host:  # the whole sub-batch in one copy
-                    self._upload_rows(host, pinned, row_bytes, sb.start, sb.stop)
+                    self._upload_rows(host, pinned, landing, sb.start, sb.stop)
                     landed = self._event(2 * i)
                     landed.record(self.copy_stream)
                     self.stream.wait(landed)
+                    for n in halves:
+                        self._finite_gpu.widen(n, self._wire_device[n].ptr + sb.start * row_values[n] * 2,
+                                               self.device[n].ptr + sb.start * row_bytes[n], sb.rows * row_values[n],
+                                               self.stream)
                     if on_gpu:
                         self.check_stream.wait(landed)
                         for n in on_gpu:
@@ -525,14 +595,14 @@ class TrtRunner(Runner):
                 self._join.record(self.check_stream)
             if outputs == "device":
                 self.stream.synchronize()
-                self._refuse_flagged(feed, on_gpu)
+                self._refuse_flagged(feed, on_gpu, halves)
                 return {n: DeviceView(self.device[n].ptr, out_shapes[n], self.dtypes[n], owner=self) for n in self.outputs}
             results = {n: np.empty(out_shapes[n], self.dtypes[n]) for n in self.outputs}
             for i, sb in enumerate(subbatches):  # earlier sub-batches are copied out while later ones run
                 self._event(2 * i + 1).synchronize()
                 for n in self.outputs:
                     results[n][sb.start:sb.stop] = self.host[n].view(out_shapes[n])[sb.start:sb.stop]
-            self._refuse_flagged(feed, on_gpu)
+            self._refuse_flagged(feed, on_gpu, halves)
             return results
         except BaseException:
             if staging is not None:
@@ -552,16 +622,20 @@ class TrtRunner(Runner):
                                  row_align=self._row_align, pieces_per_thread=pieces,
                                  subbatch_bytes=self.subbatch_bytes if self._batch_major else 0)
 
-    def _upload_rows(self, host: list[str], pinned: dict, row_bytes: dict, start: int, stop: int) -> None:
-        """Rows `start:stop` of every host input, from pinned memory, on the copy stream."""
+    def _upload_rows(self, host: list[str], pinned: dict, landing: dict, start: int, stop: int) -> None:
+        """Rows `start:stop` of every host input, from pinned memory into its device buffer, on the copy stream."""
         for n in host:
-            self.device[n].copy_from_host_async(pinned[n][start:stop], self.copy_stream, offset=start * row_bytes[n])
+            landing[n].copy_from_host_async(pinned[n][start:stop], self.copy_stream, offset=start * pinned[n].strides[0])
 
-    def _refuse_flagged(self, feed, on_gpu: list[str]) -> None:
-        """Once the check stream's kernels have finished: a NaN/Inf they found fails the call."""
-        if on_gpu:
-            self._join.synchronize()
+    def _refuse_flagged(self, feed, on_gpu: list[str], halves: frozenset[str]) -> None:
+        """Once the check stream's kernels (and the engine stream's widening) have finished: a
+        NaN/Inf they found fails the call; one in a half upload is decided again from float32."""
+        if on_gpu or halves:
+            if on_gpu:  # the widening ran on the engine's stream, already waited for
+                self._join.synchronize()
             bad = self._finite_gpu.flagged()
+            if bad in halves:
+                raise _OutOfHalf(bad)
             if bad is not None:
                 raise nonfinite_error(bad, feed[bad])
 
@@ -570,9 +644,9 @@ class TrtRunner(Runner):
         """Whether the next call at the bound shape replays a captured graph."""
         return self._io_graph is not None
 
-    def _capture_io_graph(self, uploads: list[str], checks: list[str], download: bool) -> None:
+    def _capture_io_graph(self, uploads: list[str], checks: list[str], download: bool, widens: list[str]) -> None:
         try:
-            self._io_graph = cuda_rt.Graph(self.stream, lambda: self._enqueue_io(uploads, checks, download))
+            self._io_graph = cuda_rt.Graph(self.stream, lambda: self._enqueue_io(uploads, checks, download, widens))
         except cuda_rt.CudaError as exc:  # graphs are an optimization: fall back to plain enqueues
             log.warning("%s: CUDA graph capture failed (%s); running without graphs", self.name, exc)
             self.use_graphs = False
