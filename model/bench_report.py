@@ -70,9 +70,10 @@ def add_speedups(rows: list[dict]) -> None:
 def add_floors(rows: list[dict]) -> None:
     """Each end-to-end row's floor: its bytes over the PCIe (input in, output back) at the
     host-to-device bandwidth measured from pinned memory in the benchmark session (any file from
-    the same GPU), plus the GPU compute time of the same backend's device-resident run. Serial:
-    a pipelined call can overlap the copy with the engine and go below it. None where a part is
-    unknown (only TensorRT records GPU compute time)."""
+    the same GPU), plus the GPU compute time of the same backend's device-resident run. Serial,
+    and counting the feed's own bytes: a pipelined call can overlap the copy with the engine and go
+    below it, and so can one that uploads float32 as float16 (TrtRunner's `upload_half`). None
+    where a part is unknown (only TensorRT records GPU compute time)."""
     bandwidth = {r["gpu_name"]: r["h2d_pinned_gbs"] for r in rows if r.get("h2d_pinned_gbs")}
     compute = {(r["model"], r["backend"], r["precision"], r["batch"]): r["gpu_compute_ms"]
                for r in rows if r["mode"] == "device-resident" and r.get("gpu_compute_ms")}

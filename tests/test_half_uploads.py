@@ -4,10 +4,12 @@ widened back before the engine reads it, so the engine sees exactly the input ro
 small batches and the runner's own pinned buffers go as float32; a NaN is refused as with float32
 uploads, and a value float16 cannot hold gets its float32 answer and turns half uploads off."""
 import logging
+import re
 
 import numpy as np
 import pytest
 
+from model.backends.base import InputError
 from model.backends.tensorrt import host_copy
 from model.backends.tensorrt.runner import TrtRunner
 from tests.fake_gpu import ROW_BYTES, same_refusal, tool
@@ -45,6 +47,10 @@ def test_half_uploads_carry_half_the_bytes_and_the_engine_reads_the_rounded_inpu
         assert calls["finite_kernel"] == 0  # the widening is the check
     if batch == 4096:
         assert engine_runs == len(runner.plan(batch, ROW_BYTES)) == 4
+    device = runner.infer({"input": x}, outputs="device")["output"]  # outputs left on the GPU: the same
+    cai = device.__cuda_array_interface__
+    on_gpu = gpu.bytes_at(cai["data"][0], device.nbytes).view(np.float32).reshape(cai["shape"])
+    np.testing.assert_array_equal(on_gpu, tool.stand_in_model(_rounded(x)))
     assert runner.upload_half and runner.half_inputs({"input": x}) == {"input"}
 
 
@@ -78,6 +84,8 @@ def test_a_nan_is_refused_as_with_float32_uploads_and_half_uploads_stay_on(fake,
         x[row, 2, 31, 31] = np.nan
         message = same_refusal(plain, runner, {"input": x})
         assert message.startswith("Input tensor: input | Received 1 NaN/Inf values")
+        with pytest.raises(InputError, match=re.escape(message)):
+            runner.infer({"input": x}, outputs="device")
     assert runner.upload_half
     clean = _images(batch, seed=4)
     out, calls = _calls(gpu, lambda: runner.infer({"input": clean})["output"])
@@ -102,6 +110,20 @@ def test_a_value_beyond_float16s_range_gets_its_float32_answer_and_turns_half_up
     out, calls = _calls(gpu, lambda: runner.infer({"input": clean})["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(clean))
     assert calls["widen_kernel"] == 0 and calls["h2d_bytes"] == clean.nbytes
+
+@pytest.mark.parametrize("value, falls_back", [(65504.0, False), (65519.99, False), (-65519.99, False), (65520.0, True),
+                                               (-65520.0, True), (1e30, True), (1e-9, False)])
+def test_float16s_rounding_decides_at_its_edge(fake, value, falls_back):
+    """A value that rounds to a finite float16 (up to 65519.99..., which rounds to 65504; 1e-9 to
+    0) is sent rounded; one that rounds to Inf (65520 and beyond) gets its float32 answer."""
+    _, make = fake
+    runner = make(**HALF)
+    x = _images(256)
+    x[100, 0, 0, 3] = value
+    out = runner.infer({"input": x})["output"]
+    want = x if falls_back else _rounded(x)
+    np.testing.assert_array_equal(out, tool.stand_in_model(want))
+    assert runner.upload_half is not falls_back
 
 
 def test_allowed_nonfinite_values_pass_as_with_float32_uploads(fake):

@@ -389,7 +389,7 @@ class TrtRunner(Runner):
             if isinstance(value, np.ndarray):
                 host_bytes += value.nbytes
         path = self._infer_whole if host_bytes <= self.graph_max_bytes else self._infer_pipelined
-        halves = self.half_inputs(feed) if self._halves else _NONE
+        halves = self.half_inputs(feed) if self._halves and host_bytes >= host_copy.MIN_BYTES else _NONE
         if not halves:
             return path(feed, outputs, _NONE)
         try:
