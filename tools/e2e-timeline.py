@@ -59,7 +59,9 @@ FEED_OPTIONS = {"pinned": {}, "pageable": {}, "pinned-nocheck": {"allow_nonfinit
                 "pageable-split": {"split_bytes": 1 << 20},  # the graph path's staging shared from 1 MiB
                 "pageable-4pieces": {"pieces_per_thread": 4},  # smaller pieces: a sub-batch finished together
                 "pageable-numpy": {"copier": "numpy"},  # np.copyto on the calling thread and the workers
-                "pageable-torch": {"copier": "torch"}}  # each sub-batch one copy on torch's threads
+                "pageable-torch": {"copier": "torch"},  # each sub-batch one copy on torch's threads
+                "pageable-half": {"upload_half": True},  # float16 over PCIe, widened on the GPU (FP16's default)
+                "pageable-float32": {"upload_half": False}}  # float32 over PCIe
 FEEDS = tuple(FEED_OPTIONS)
 T0 = time.perf_counter()
 RESULTS: dict = {}
@@ -490,8 +492,9 @@ def subbatch_rows(runner, batch: int) -> list[int]:
 
 def section_host(kit, args) -> None:
     """The staging alone (no GPU work): one whole copy by numpy (one thread) and by torch (its
-    intra-op threads); for batches past the graph path, the Stager as the pipelined path drives it,
-    per feed, with numpy copies and with torch's."""
+    intra-op threads), and torch's conversion into a half upload's float16 buffer; for batches past
+    the graph path, the Stager as the pipelined path drives it, per feed, with numpy copies and
+    with torch's."""
     from model.backends.tensorrt import host_copy
 
     out = RESULTS.setdefault("host_staging_ms", {})
@@ -504,6 +507,10 @@ def section_host(kit, args) -> None:
         row["whole copy np.copyto"] = median_ms(lambda p=pinned, x=x: np.copyto(p, x), args.calls)
         if torch_copy is not None:
             row["whole copy torch"] = median_ms(lambda p=pinned, x=x: torch_copy(p, x), args.calls)
+            half = kit.runner(batch, upload_half=True)
+            wire = half._wire_host.get(half.inputs[0])
+            if wire is not None:
+                row["whole copy torch to float16"] = median_ms(lambda p=wire.view(x.shape), x=x: torch_copy(p, x), args.calls)
         pinned[:] = x
         shape = ""
         if batch * ROW_BYTES > runner.graph_max_bytes:
