@@ -510,7 +510,8 @@ def section_host(kit, args) -> None:
             half = kit.runner(batch, upload_half=True)
             wire = half._wire_host.get(half.inputs[0])
             if wire is not None:
-                row["whole copy torch to float16"] = median_ms(lambda p=wire.view(x.shape), x=x: torch_copy(p, x), args.calls)
+                target = wire.view(x.shape)
+                row["whole copy torch to float16"] = median_ms(lambda p=target, x=x: torch_copy(p, x), args.calls)
         pinned[:] = x
         shape = ""
         if batch * ROW_BYTES > runner.graph_max_bytes:
