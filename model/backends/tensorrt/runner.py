@@ -117,7 +117,7 @@ class TrtRunner(Runner):
         self._copy = bulk_copy or np.copyto  # how every host input reaches pinned memory
         if upload_half is None:
             upload_half = label.partition("-")[0] == "fp16"
-        # numpy's float16 conversion ran 7-25x slower than its plain copy on this project's CPU: only torch's pays off.
+        # numpy's float16 conversion ran 6-25x slower than its plain copy on this project's CPU: only torch's pays off.
         self.upload_half = bool(upload_half) and self.copier == "torch"
         self._halves: frozenset[str] = frozenset()  # float32 inputs with half-precision buffers (when active)
         self._wire_host: dict[str, cuda_rt.PinnedBuffer] = {}  # float16 staging, per input in _halves
