@@ -17,6 +17,19 @@ def images(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, *IMAGE)).astype(np.float32)
 
 
+def counted(gpu, fn):
+    """fn's result and the fake GPU's calls it made, per kind."""
+    before = dict(gpu.calls)
+    out = fn()
+    return out, {k: gpu.calls[k] - before[k] for k in gpu.calls}
+
+
+def on_gpu(gpu, view) -> np.ndarray:
+    """What a float32 device output (a view the runner returned) holds in the fake GPU's memory."""
+    cai = view.__cuda_array_interface__
+    return gpu.bytes_at(cai["data"][0], view.nbytes).view(np.float32).reshape(cai["shape"])
+
+
 def same_refusal(plain, runner, feed: dict) -> str:
     """The InputError both runners raise for `feed`, asserted to be the same; its message."""
     import pytest

@@ -12,7 +12,7 @@ import pytest
 from model.backends.base import InputError
 from model.backends.tensorrt import host_copy
 from model.backends.tensorrt.runner import TrtRunner
-from tests.fake_gpu import ROW_BYTES, same_refusal, tool
+from tests.fake_gpu import ROW_BYTES, counted, on_gpu, same_refusal, tool
 from tests.fake_gpu import images as _images
 
 HALF = {"upload_half": True}
@@ -26,12 +26,6 @@ def _rounded(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float16).astype(np.float32)
 
 
-def _calls(gpu, fn):
-    before = dict(gpu.calls)
-    out = fn()
-    return out, {k: gpu.calls[k] - before[k] for k in gpu.calls}
-
-
 @pytest.mark.parametrize("path", PATHS, ids=list(PATHS))
 def test_half_uploads_carry_half_the_bytes_and_the_engine_reads_the_rounded_input(fake, path):
     gpu, make = fake
@@ -39,7 +33,7 @@ def test_half_uploads_carry_half_the_bytes_and_the_engine_reads_the_rounded_inpu
     runner = make(**HALF, **options)
     x = _images(batch)
     for _ in range(3):
-        out, calls = _calls(gpu, lambda: runner.infer({"input": x})["output"])
+        out, calls = counted(gpu, lambda: runner.infer({"input": x})["output"])
         np.testing.assert_array_equal(out, tool.stand_in_model(_rounded(x)))
         assert calls["h2d_bytes"] == x.nbytes // 2
         engine_runs = calls["execute"]
@@ -48,9 +42,7 @@ def test_half_uploads_carry_half_the_bytes_and_the_engine_reads_the_rounded_inpu
     if batch == 4096:
         assert engine_runs == len(runner.plan(batch, ROW_BYTES)) == 4
     device = runner.infer({"input": x}, outputs="device")["output"]  # outputs left on the GPU: the same
-    cai = device.__cuda_array_interface__
-    on_gpu = gpu.bytes_at(cai["data"][0], device.nbytes).view(np.float32).reshape(cai["shape"])
-    np.testing.assert_array_equal(on_gpu, tool.stand_in_model(_rounded(x)))
+    np.testing.assert_array_equal(on_gpu(gpu, device), tool.stand_in_model(_rounded(x)))
     assert runner.upload_half and runner.half_inputs({"input": x}) == {"input"}
 
 
@@ -59,13 +51,13 @@ def test_small_batches_and_the_runners_own_pinned_buffers_go_as_float32(fake):
     runner = make(**HALF)
     small = _images(int(host_copy.MIN_BYTES // ROW_BYTES))  # just under the cut
     assert small.nbytes < host_copy.MIN_BYTES
-    out, calls = _calls(gpu, lambda: runner.infer({"input": small})["output"])
+    out, calls = counted(gpu, lambda: runner.infer({"input": small})["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(small))
     assert calls["widen_kernel"] == 0 and calls["h2d_bytes"] == small.nbytes
     x = _images(4096, seed=1)
     pinned = runner.pinned_inputs(4096)
     pinned["input"][:] = x
-    out, calls = _calls(gpu, lambda: runner.infer(pinned)["output"])
+    out, calls = counted(gpu, lambda: runner.infer(pinned)["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(x))
     assert calls["widen_kernel"] == 0 and calls["h2d_bytes"] == x.nbytes
     read_only = x.copy()
@@ -88,7 +80,7 @@ def test_a_nan_is_refused_as_with_float32_uploads_and_half_uploads_stay_on(fake,
             runner.infer({"input": x}, outputs="device")
     assert runner.upload_half
     clean = _images(batch, seed=4)
-    out, calls = _calls(gpu, lambda: runner.infer({"input": clean})["output"])
+    out, calls = counted(gpu, lambda: runner.infer({"input": clean})["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(_rounded(clean)))
     assert calls["widen_kernel"] >= 1
 
@@ -107,7 +99,7 @@ def test_a_value_beyond_float16s_range_gets_its_float32_answer_and_turns_half_up
     assert "holds values float16 cannot hold (or NaN/Inf); uploading float32 from now on" in caplog.text
     assert not runner.upload_half
     clean = _images(batch, seed=6)
-    out, calls = _calls(gpu, lambda: runner.infer({"input": clean})["output"])
+    out, calls = counted(gpu, lambda: runner.infer({"input": clean})["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(clean))
     assert calls["widen_kernel"] == 0 and calls["h2d_bytes"] == clean.nbytes
 

@@ -11,16 +11,10 @@ from hypothesis import strategies as st
 
 from model.backends.base import InputError
 from model.backends.tensorrt import staging as host_staging
-from tests.fake_gpu import IMAGE, ROW_BYTES, tool
+from tests.fake_gpu import IMAGE, ROW_BYTES, counted, on_gpu, tool
 from tests.fake_gpu import images as _images
 
 NUMPY = {"copier": "numpy"}  # numpy copies on the staging workers (the default copier is torch's: test_host_copy.py)
-
-
-def _calls(gpu, fn):
-    before = dict(gpu.calls)
-    out = fn()
-    return out, {k: gpu.calls[k] - before[k] for k in gpu.calls}
 
 
 # -- planning -----------------------------------------------------------------------------------
@@ -81,7 +75,7 @@ def test_large_batch_is_uploaded_in_chunks_and_run_in_subbatches(fake, batch, op
     gpu, make = fake
     runner = make(**options)
     x = _images(batch)
-    out, calls = _calls(gpu, lambda: runner.infer({"input": x})["output"])
+    out, calls = counted(gpu, lambda: runner.infer({"input": x})["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(x))
     plan = host_staging.plan(batch, ROW_BYTES, runner._stager.workers, chunk_bytes=runner.chunk_bytes,
                              subbatch_bytes=runner.subbatch_bytes, row_align=runner._row_align)
@@ -143,7 +137,7 @@ def test_a_pinned_feed_is_uploaded_without_staging(fake, monkeypatch, check):
     assert runner.pinned_inputs(1000)["input"] is buffers["input"]
     x = _images(1000)
     buffers["input"][:] = x
-    out, calls = _calls(gpu, lambda: runner.infer(buffers)["output"])
+    out, calls = counted(gpu, lambda: runner.infer(buffers)["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(x))
     plan = host_staging.plan(1000, ROW_BYTES, runner._stager.workers, subbatch_bytes=1 << 20, row_align=runner._row_align)
     assert calls["execute"] == len(plan) > 1
@@ -168,7 +162,7 @@ def test_small_batch_replays_a_graph_from_the_second_call(fake):
     runner = make()
     x = _images(7)
     for call in range(3):
-        out, calls = _calls(gpu, lambda: runner.infer({"input": x})["output"])
+        out, calls = counted(gpu, lambda: runner.infer({"input": x})["output"])
         np.testing.assert_array_equal(out, tool.stand_in_model(x))
         assert calls["h2d"] == calls["execute"] == calls["d2h"] == 1
         assert runner.replaying == (call >= 1)
@@ -193,7 +187,7 @@ def test_gpu_feed_is_read_where_it_is(fake, batch):
     gpu, make = fake
     runner = make()
     x = _images(batch)
-    out, calls = _calls(gpu, lambda: runner.infer({"input": FakeDeviceTensor(gpu, x)})["output"])
+    out, calls = counted(gpu, lambda: runner.infer({"input": FakeDeviceTensor(gpu, x)})["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(x))
     assert calls["h2d"] == calls["d2d"] == 0 and calls["execute"] == 1 and calls["d2h"] == 1
     assert runner.context.addresses["input"] != runner.device["input"].ptr
@@ -204,7 +198,7 @@ def test_a_gpu_feed_tensorrt_cannot_address_is_copied_on_the_device_first(fake, 
     gpu, make = fake
     runner = make()
     x = _images(batch)
-    out, calls = _calls(gpu, lambda: runner.infer({"input": FakeDeviceTensor(gpu, x, offset=4)})["output"])
+    out, calls = counted(gpu, lambda: runner.infer({"input": FakeDeviceTensor(gpu, x, offset=4)})["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(x))
     assert calls["d2d"] == 1 and calls["h2d"] == 0
     assert runner.context.addresses["input"] == runner.device["input"].ptr
@@ -215,12 +209,11 @@ def test_device_outputs_are_views_of_the_runners_buffers(fake, batch):
     gpu, make = fake
     runner = make()
     x = _images(batch)
-    out, calls = _calls(gpu, lambda: runner.infer({"input": x}, outputs="device")["output"])
+    out, calls = counted(gpu, lambda: runner.infer({"input": x}, outputs="device")["output"])
     assert calls["d2h"] == 0
     cai = out.__cuda_array_interface__
     assert cai["shape"] == (batch, tool.CLASSES) and cai["typestr"] == "<f4" and cai["data"][0] == runner.device["output"].ptr
-    on_gpu = gpu.bytes_at(cai["data"][0], out.nbytes).view(np.float32).reshape(cai["shape"])
-    np.testing.assert_array_equal(on_gpu, tool.stand_in_model(x))
+    np.testing.assert_array_equal(on_gpu(gpu, out), tool.stand_in_model(x))
 
 
 def test_a_producer_stream_is_waited_for_on_the_device(fake):
@@ -228,7 +221,7 @@ def test_a_producer_stream_is_waited_for_on_the_device(fake):
     runner = make()
     tensor = FakeDeviceTensor(gpu, _images(7))
     tensor.__cuda_array_interface__["stream"] = 1
-    _, calls = _calls(gpu, lambda: runner.infer({"input": tensor}))
+    _, calls = counted(gpu, lambda: runner.infer({"input": tensor}))
     assert calls["event_record"] == 1 and calls["stream_wait"] == 1
 
 
@@ -304,7 +297,7 @@ def test_without_workers_the_calling_thread_stages_each_chunk_before_its_upload(
     gpu, make = fake
     runner = make(staging_threads=0, chunk_bytes=1 << 20, graph_max_bytes=0, **NUMPY)
     x = _images(batch)
-    out, calls = _calls(gpu, lambda: runner.infer({"input": x})["output"])
+    out, calls = counted(gpu, lambda: runner.infer({"input": x})["output"])
     np.testing.assert_array_equal(out, tool.stand_in_model(x))
     assert runner._stager._pool is None  # no thread was started
     plan = host_staging.plan(batch, ROW_BYTES, 0, chunk_bytes=1 << 20, row_align=runner._row_align)
@@ -360,7 +353,7 @@ def test_a_small_batch_is_checked_while_its_graph_runs_and_fails_after_it(fake):
     bad = x.copy()
     bad[3, 1, 2, 3] = np.nan
     with pytest.raises(InputError, match=r"^Input tensor: input \| Received 1 NaN/Inf values"):
-        _calls(gpu, lambda: runner.infer({"input": bad}))
+        counted(gpu, lambda: runner.infer({"input": bad}))
     assert runner.replaying  # the same shapes and addresses: the graph stays
     np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
 
@@ -435,7 +428,7 @@ def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake
         monkeypatch.setattr(stream, "synchronize", lambda s=stream, real=stream.synchronize: syncs.append(s.name) or real())
     graph, addresses = runner._io_graph, dict(runner._addresses)
     for _ in range(2):
-        out, calls = _calls(gpu, lambda: runner.infer(feed)["output"])
+        out, calls = counted(gpu, lambda: runner.infer(feed)["output"])
         np.testing.assert_array_equal(out, tool.stand_in_model(x))
         assert once == [] and calls["set_input_shape"] == 0
         if batch * ROW_BYTES <= runner.graph_max_bytes:  # one graph replay, one sync for it
@@ -486,7 +479,7 @@ def test_the_gpu_checked_path_gives_the_host_checked_answers(fake, batch, option
     for seed in (1, 2):  # a second call on the same runner too
         x = _images(batch, seed=seed)
         want = host.infer(_feed(host, x, kind))["output"]
-        out, calls = _calls(gpu, lambda x=x: runner.infer(_feed(runner, x, kind))["output"])
+        out, calls = counted(gpu, lambda x=x: runner.infer(_feed(runner, x, kind))["output"])
         np.testing.assert_array_equal(out, want)
         np.testing.assert_array_equal(out, tool.stand_in_model(x))
         if graph:
@@ -496,8 +489,7 @@ def test_the_gpu_checked_path_gives_the_host_checked_answers(fake, batch, option
             assert calls["h2d"] == calls["execute"] == calls["d2h"] == len(plan)
             assert calls["finite_kernel"] == len(plan)
         device = runner.infer(_feed(runner, x, kind), outputs="device")["output"]
-        cai = device.__cuda_array_interface__
-        np.testing.assert_array_equal(gpu.bytes_at(cai["data"][0], device.nbytes).view(np.float32).reshape(cai["shape"]), want)
+        np.testing.assert_array_equal(on_gpu(gpu, device), want)
 
 
 def test_pieces_per_thread_cut_each_subbatch_finer_and_must_be_positive():
@@ -609,8 +601,7 @@ def test_a_nan_anywhere_is_refused_as_by_the_host_check_and_the_next_call_is_rig
     clean = _images(1024, seed=4)
     out = runner.infer(_feed(runner, clean, kind), outputs=outputs)["output"]
     if outputs == "device":
-        cai = out.__cuda_array_interface__
-        out = gpu.bytes_at(cai["data"][0], out.nbytes).view(np.float32).reshape(cai["shape"])
+        out = on_gpu(gpu, out)
     np.testing.assert_array_equal(out, tool.stand_in_model(clean))
 
 

@@ -569,7 +569,7 @@ class TrtRunner(Runner):
                     landed.record(self.copy_stream)
                     self.stream.wait(landed)
                     for n in halves:
-                        self._finite_gpu.widen(n, self._wire_device[n].ptr + sb.start * row_values[n] * 2,
+                        self._finite_gpu.widen(n, self._wire_device[n].ptr + sb.start * pinned[n].strides[0],
                                                self.device[n].ptr + sb.start * row_bytes[n], sb.rows * row_values[n],
                                                self.stream)
                     if on_gpu:
