@@ -37,8 +37,9 @@ class _CalibrationReader:
         return None if feed is None else {k: np.ascontiguousarray(v) for k, v in feed.items()}
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calib_feeds: list[dict]) -> Path:
-    """Write the INT8 model to `out_path` (a cache layer temporary: its sibling names are unique)."""
+def quantize_int8(fp32_path: Path, out_path: Path, calib_feeds: list[dict], keep_fp32: tuple[str, ...] = ()) -> Path:
+    """Write the INT8 model to `out_path` (a cache layer temporary: its sibling names are unique);
+    the nodes in `keep_fp32` get no Q/DQ of their own."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -49,7 +50,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_feeds: list[dict]) -> P
             str(prep), str(out_path), _CalibrationReader(calib_feeds),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(keep_fp32) or None,
             extra_options=INT8_OPTIONS,
         )
     finally:
@@ -74,23 +75,83 @@ def _sort_topologically(graph: onnx.GraphProto) -> None:
     graph.node.extend(ordered)
 
 
-def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
+def _is_cast(node: onnx.NodeProto, to: int) -> bool:
+    return node.op_type == "Cast" and any(a.name == "to" and a.i == to for a in node.attribute)
+
+
+def _keep_blocked_outputs_fp32(graph: onnx.GraphProto) -> None:
+    """The converter writes a blocked node's float32 output as `X_cast_to_fp16`, casts it to float16
+    under the original name X and back to float32 for each blocked consumer: a round trip through
+    float16 that overflows exactly where a repair needs float32 (a blocked Gemm feeding a blocked
+    Reshape still saw inf). Here the blocked node writes X in float32; float32 consumers read it
+    directly, float16 consumers a cast of it (`X_fp16`)."""
+    graph_outputs = {o.name for o in graph.output}
+    infos = {v.name: v for v in graph.value_info}
+    while True:
+        producers = {o: n for n in graph.node for o in n.output}
+        to_half = next((n for n in graph.node if _is_cast(n, onnx.TensorProto.FLOAT16) and n.input[0] in producers
+                        and n.input[0] == n.output[0] + "_cast_to_fp16" and n.output[0] not in graph_outputs), None)
+        if to_half is None:
+            break
+        source, name, half = to_half.input[0], to_half.output[0], to_half.output[0] + "_fp16"
+        node = producers[source]
+        node.output[list(node.output).index(source)] = name
+        to_half.input[0], to_half.output[0] = name, half
+        users = [n for n in graph.node if n.output[0] != half and name in n.input]
+        renamed = {n.output[0]: name for n in users if _is_cast(n, onnx.TensorProto.FLOAT) and len(n.input) == 1}
+        for n in users:
+            if n.output[0] not in renamed:
+                n.input[:] = [half if v == name else v for v in n.input]
+        for n in graph.node:
+            n.input[:] = [renamed.get(v, v) for v in n.input]
+        dropped = set(renamed) | (set() if any(half in n.input for n in graph.node) else {half})
+        kept = [n for n in graph.node if n.output[0] not in dropped]
+        del graph.node[:]
+        graph.node.extend(kept)
+        if name in infos:
+            infos[half] = onnx.ValueInfoProto()
+            infos[half].CopyFrom(infos[name])
+            infos[half].name = half
+            infos[name].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+        for gone in (source, *dropped):
+            infos.pop(gone, None)
+    del graph.value_info[:]
+    graph.value_info.extend(infos.values())
+
+
+def convert_fp16(fp32_path: Path, out_path: Path, keep_fp32: tuple[str, ...] = ()) -> Path:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True,
+                                     node_block_list=list(keep_fp32) or None)
+    if keep_fp32:
+        _keep_blocked_outputs_fp32(model.graph)
     _sort_topologically(model.graph)
     onnx.save(model, str(out_path))
     return out_path
+
+
+def check_node_names(onnx_path: Path, names, what: str) -> None:
+    """Names that are no node of the graph would be ignored by the converters: refuse them."""
+    nodes = {n.name for n in onnx.load(str(onnx_path), load_external_data=False).graph.node}
+    unknown = sorted(set(names) - nodes)
+    if unknown:
+        raise ValueError(f"{what}: {unknown} are not nodes of {onnx_path} (it has {len(nodes)}, e.g. "
+                         f"{sorted(nodes)[:5]}); take the names from `python -m model diagnose`")
 
 
 def variant(fp32_path: Path, precision: str, spec: ModelSpec, calib_feeds: list[dict] | None = None,
             folder: Path | None = None) -> Path:
     """The cached `fp16` or `int8` ONNX file derived from an FP32 export (which the caller took
     from the cache or checked, so its hash here names verified bytes), kept in `folder` (by
-    default beside it)."""
+    default beside it), with the spec's `keep_fp32` nodes for this precision left in float32."""
     if precision not in RECIPES:
         raise ValueError(f"no ONNX variant for precision {precision!r}; expected fp16 or int8")
     key = {"fp32": cache.sha256_file(fp32_path), "precision": precision, "recipe": RECIPES[precision]}
+    keep = tuple(spec.keep_fp32.get(precision, ()))
+    if keep:  # only then in the key: variants made before the option existed keep their names
+        check_node_names(fp32_path, keep, f"{spec.name}'s keep_fp32[{precision!r}]")
+        key["keep_fp32"] = {"nodes": sorted(keep), "blocked_outputs": "float32"}
     if precision == "int8":
         if not calib_feeds:
             raise ValueError("INT8 quantization needs calibration inputs (the dataset's calib split or sample inputs)")
@@ -99,9 +160,9 @@ def variant(fp32_path: Path, precision: str, spec: ModelSpec, calib_feeds: list[
 
     def build(tmp: Path) -> None:
         if precision == "int8":
-            quantize_int8(fp32_path, tmp, calib_feeds)
+            quantize_int8(fp32_path, tmp, calib_feeds, keep)
         else:
-            convert_fp16(fp32_path, tmp)
+            convert_fp16(fp32_path, tmp, keep)
 
     name = f"{fp32_path.stem}-{precision}-{cache.key(key)}.onnx"
     return cache.get_or_build(folder or fp32_path.parent, name, key, build, verify=lambda p: check_onnx(p, spec)).path

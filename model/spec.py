@@ -128,6 +128,9 @@ class ModelSpec:
     sampler: Sampler | None = None  # draws valid inputs; default: normal floats, uniform ints in `values`
     dataset: Callable | None = None  # (data option) -> Dataset, for the metric; None: sample inputs only
     source: str = ""  # where the spec came from (zoo name, file.py:factory, ONNX path), for messages
+    # precision -> ONNX node names its variant and TensorRT engine keep in float32 (a repair that
+    # `python -m model diagnose --repair` proposes); part of those artifacts' cache keys.
+    keep_fp32: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -149,6 +152,11 @@ class ModelSpec:
         unknown = set(self.precisions) - set(PRECISIONS)
         if unknown:
             raise SpecError(f"model {self.name!r}: unknown precisions {sorted(unknown)}; expected some of {PRECISIONS}")
+        bad_keep = {p: v for p, v in self.keep_fp32.items()
+                    if p not in ("fp16", "int8") or isinstance(v, str) or not all(isinstance(n, str) for n in v)}
+        if bad_keep:
+            raise SpecError(f"model {self.name!r}: keep_fp32 maps fp16/int8 to ONNX node names, received {bad_keep}")
+        object.__setattr__(self, "keep_fp32", {p: tuple(v) for p, v in self.keep_fp32.items() if v})
         bad_logits = set(self.logits) - {t.name for t in self.outputs}
         if bad_logits:
             raise SpecError(f"model {self.name!r}: logits {sorted(bad_logits)} are not outputs")

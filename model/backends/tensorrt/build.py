@@ -73,7 +73,13 @@ def _identity(onnx_path: Path, spec: EngineSpec, trt) -> dict:
         "profile": {"min": batch.min, "opts": list(batch.opts), "max": batch.max},
         "workspace": spec.workspace,
         "optimization_level": spec.optimization_level,
+        # Only when set, so engines built before the option existed keep their keys.
+        **({"keep_fp32": sorted(_kept(spec))} if _kept(spec) else {}),
     }
+
+
+def _kept(spec: EngineSpec) -> tuple[str, ...]:
+    return tuple(spec.model.keep_fp32.get(spec.precision, ()))
 
 
 def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache: bytes | None = None) -> tuple[bytes, bytes]:
@@ -90,6 +96,10 @@ def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache: bytes | None = N
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace)
     trt_compat.apply_builder_flags(trt, config, builder_flags)
+    if _kept(spec):
+        from model.diagnose.trt_layers import keep_fp32
+
+        keep_fp32(trt, network, config, onnx_path, _kept(spec))
     config.builder_optimization_level = spec.optimization_level
     batch = _batch(spec)
     for opt in batch.opts:  # one optimization profile per opt batch; the runner picks between them

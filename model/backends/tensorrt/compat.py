@@ -54,6 +54,30 @@ def build_flags(trt, precision: str, typed_graph: bool) -> tuple[int, list]:
     return network, builder
 
 
+def keep_layers_fp32(trt, network, config, keep) -> list[str]:
+    """Layers for which `keep(layer)` is true compute and output float32, obeyed by the builder
+    (a precision repair). A strongly typed network (>= 10 for typed graphs) refuses layer
+    precisions: there the ONNX variant carries the float32 nodes itself. Returns the layers set."""
+    strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strongly is not None and network.get_flag(strongly):
+        return []
+    floats = (trt.float32, trt.float16)
+    kept = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if not keep(layer) or not any(t.dtype in floats for t in outputs):
+            continue
+        layer.precision = trt.float32
+        for j, tensor in enumerate(outputs):
+            if tensor.dtype in floats:
+                layer.set_output_type(j, trt.float32)
+        kept.append(layer.name)
+    if kept:
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    return kept
+
+
 def apply_builder_flags(trt, config, flags: list) -> None:
     if hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
