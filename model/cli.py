@@ -12,6 +12,7 @@ from onnx.checker import ValidationError
 from model import machine, options, report, validate
 from model.artifacts import ModelArtifacts
 from model.backends.registry import BACKENDS, DEFAULT_BACKENDS
+from model.diagnose import command as diagnose_command
 from model.evaluate import measure
 from model.spec import ModelSpec, SpecError
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("benchmarks", nargs="+", type=Path, help="pytest-benchmark JSON files (--benchmark-json)")
     r.add_argument("--comparison", nargs="*", type=Path, default=[], help="comparison.json files from `compare`")
     r.add_argument("--out", type=Path, default=Path("out/report"), help="folder for report.md/.json and latency.png")
+    diagnose_command.add_parser(sub)
     return parser
 
 
@@ -134,7 +136,8 @@ def list_backends(_args) -> int:
     return 0
 
 
-COMMANDS = {"compare": compare, "export": export, "models": list_models, "backends": list_backends, "report": report_cmd}
+COMMANDS = {"compare": compare, "export": export, "models": list_models, "backends": list_backends, "report": report_cmd,
+            "diagnose": diagnose_command.run}
 
 
 def main(argv=None) -> int:

@@ -20,7 +20,7 @@ from onnx import TensorProto, numpy_helper
 from model.compare import compare
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
-# The largest magnitude each precision holds; beyond it float16 rounds to inf.
+# The largest magnitude a float16 tensor holds; beyond it values round to inf.
 RANGE = {"fp16": float(np.finfo(np.float16).max)}
 DEFAULT_ROWS = 16
 
@@ -124,7 +124,7 @@ def quantized_views(model: onnx.ModelProto) -> dict[str, tuple[str, float | None
 
 
 def run_marked(model: onnx.ModelProto, feed: dict, names: list[str], providers: list) -> dict[str, np.ndarray]:
-    """The named tensors (and the graph's outputs) for one feed, as float32 arrays."""
+    """The named float tensors (and the graph's outputs) for one feed, in the graph's own dtypes."""
     import onnxruntime as ort
 
     marked = mark_outputs(model, names)
@@ -137,12 +137,12 @@ def run_marked(model: onnx.ModelProto, feed: dict, names: list[str], providers: 
     outputs = [o.name for o in session.get_outputs()]
     inputs = {i.name for i in session.get_inputs()}
     values = session.run(outputs, {k: v for k, v in feed.items() if k in inputs})
-    return {n: np.asarray(v).astype(np.float32) for n, v in zip(outputs, values)
-            if np.issubdtype(np.asarray(v).dtype, np.floating)}
+    return {n: np.asarray(v) for n, v in zip(outputs, values) if np.issubdtype(np.asarray(v).dtype, np.floating)}
 
 
 def compare_tensor(spec, precision: str, t: Tensor, ref: np.ndarray, out: np.ndarray, limit: float | None,
                    compared_as: str = "") -> LayerRow:
+    ref, out = ref.astype(np.float32), out.astype(np.float32)
     ref_finite = np.isfinite(ref)
     finite = np.isfinite(out)
     ref_absmax = float(np.abs(ref[ref_finite]).max()) if ref_finite.any() else float("nan")
@@ -225,16 +225,17 @@ def _diagnose_ort(arts, backend, feed: dict, tensors: list[Tensor], ref: dict) -
         if names[t.name] not in out:
             missing.append(t.name)
             continue
-        limit = RANGE.get(precision)
+        value = out[names[t.name]]
+        limit = RANGE["fp16"] if value.dtype == np.float16 else None  # a tensor kept in float32 has no such bound
         if t.name in views and views[t.name][1] is not None:
             limit = 127 * views[t.name][1]
-        rows.append(compare_tensor(spec, precision, t, ref[t.name], out[names[t.name]], limit,
+        rows.append(compare_tensor(spec, precision, t, ref[t.name], value, limit,
                                    names[t.name] if names[t.name] != t.name else ""))
     notes = [f"{len(missing)} tensors have no counterpart in the {precision} graph: {missing[:5]}"] if missing else []
     # Marking can change what ONNX Runtime fuses and so the numbers; say whether the final outputs moved.
     plain = ort.InferenceSession(model.SerializeToString(), providers=providers_for(backend))
     unmarked = dict(zip(spec.output_names, plain.run(spec.output_names, feed)))
-    moved = [n for n in spec.output_names if not np.array_equal(unmarked[n].astype(np.float32), out[n], equal_nan=True)]
+    moved = [n for n in spec.output_names if not np.array_equal(unmarked[n], out[n], equal_nan=True)]
     if moved:
         notes.append(f"marking every tensor changed the final outputs {moved} against the unmarked graph (ONNX "
                      "Runtime fused differently); the verdict below is the unmarked graph's")
