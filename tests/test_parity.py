@@ -3,6 +3,7 @@ for a model without PyTorch source), for every model and batch size: shape, valu
 import pytest
 
 from model.compare import MAX_ACCURACY_DROP, compare_outputs
+from model.diagnose.hint import first_diverging_layer
 from model.evaluate import evaluation_feed, run_chunked
 
 
@@ -32,10 +33,11 @@ def test_output_names_and_shapes(outputs, golden, model_spec, batch_size):
         assert value.shape == _expected_shape(model_spec, name, feed), name
 
 
-def test_outputs_match_the_reference(outputs, backend, golden, model_spec, batch_size):
+def test_outputs_match_the_reference(outputs, backend, golden, model_spec, batch_size, model_artifacts, backend_name):
     _, precision = backend
     result = compare_outputs(golden[batch_size][1], outputs, precision, model_spec)
-    assert result, result.message
+    # The message (built only on failure) ends with the first diverging layer and the command for the rest.
+    assert result, result.message + first_diverging_layer(model_artifacts, backend_name, golden[batch_size][0])
 
 
 def test_repeated_calls_with_changing_batch_are_stable(backend, golden, model_spec):

@@ -62,6 +62,7 @@ class Diagnosis:
     method: str  # how the candidate's tensors were obtained (marking, bisection)
     feed_rows: int
     outputs: str = ""  # the final outputs' verdict, as the parity test gives it
+    outputs_passed: bool | None = None
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -73,7 +74,7 @@ class Diagnosis:
     def to_dict(self) -> dict:
         first = self.first
         return {"model": self.model, "backend": self.backend, "precision": self.precision, "method": self.method,
-                "feed_rows": self.feed_rows, "outputs": self.outputs, "notes": self.notes,
+                "feed_rows": self.feed_rows, "outputs": self.outputs, "outputs_passed": self.outputs_passed, "notes": self.notes,
                 "seconds": round(self.seconds, 3), "first_diverging": asdict(first) if first else None,
                 "layers": [asdict(r) for r in self.rows]}
 
@@ -241,4 +242,4 @@ def _diagnose_ort(arts, backend, feed: dict, tensors: list[Tensor], ref: dict) -
                      "Runtime fused differently); the verdict below is the unmarked graph's")
     verdict = compare_outputs({n: ref[n] for n in spec.output_names}, unmarked, precision, spec)
     return Diagnosis(spec.name, backend.name, precision, rows, f"marked all {len(tensors)} float tensors as outputs "
-                     "(ONNX Runtime)", len(next(iter(feed.values()))), verdict.message, notes)
+                     "(ONNX Runtime)", len(next(iter(feed.values()))), verdict.message, bool(verdict), notes)
