@@ -159,6 +159,21 @@ def compare_tensor(spec, precision: str, t: Tensor, ref: np.ndarray, out: np.nda
                     int((ref_finite & ~finite).sum()), ref_absmax, out_absmax, limit, bool(verdict), compared_as)
 
 
+def layer_rows(spec, precision: str, tensors: list[Tensor], names: dict[str, str], ref: dict, out: dict,
+               limit) -> tuple[list[LayerRow], list[str]]:
+    """A row per tensor the candidate produced (`names`: reference name -> the candidate's), and the
+    names it did not. `limit(tensor, value)`: the range the candidate's tensor can hold, or None."""
+    rows, missing = [], []
+    for t in tensors:
+        if names.get(t.name) not in out:
+            missing.append(t.name)
+            continue
+        value = out[names[t.name]]
+        rows.append(compare_tensor(spec, precision, t, ref[t.name], value, limit(t, value),
+                                   names[t.name] if names[t.name] != t.name else ""))
+    return rows, missing
+
+
 def providers_for(backend) -> list:
     from model.backends.onnxruntime import PROVIDERS
 
@@ -221,17 +236,12 @@ def _diagnose_ort(arts, backend, feed: dict, tensors: list[Tensor], ref: dict) -
     views = quantized_views(model) if precision == "int8" else {}
     names = {t.name: views.get(t.name, (t.name, None))[0] for t in tensors}
     out = run_marked(model, feed, list(names.values()), providers_for(backend))
-    rows, missing = [], []
-    for t in tensors:
-        if names[t.name] not in out:
-            missing.append(t.name)
-            continue
-        value = out[names[t.name]]
-        limit = RANGE["fp16"] if value.dtype == np.float16 else None  # a tensor kept in float32 has no such bound
+
+    def limit(t: Tensor, value: np.ndarray) -> float | None:
         if t.name in views and views[t.name][1] is not None:
-            limit = 127 * views[t.name][1]
-        rows.append(compare_tensor(spec, precision, t, ref[t.name], value, limit,
-                                   names[t.name] if names[t.name] != t.name else ""))
+            return 127 * views[t.name][1]
+        return RANGE["fp16"] if value.dtype == np.float16 else None  # a tensor kept in float32 has no such bound
+    rows, missing = layer_rows(spec, precision, tensors, names, ref, out, limit)
     notes = [f"{len(missing)} tensors have no counterpart in the {precision} graph: {missing[:5]}"] if missing else []
     # Marking can change what ONNX Runtime fuses and so the numbers; say whether the final outputs moved.
     plain = ort.InferenceSession(model.SerializeToString(), providers=providers_for(backend))
