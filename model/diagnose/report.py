@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from model.diagnose.layers import Diagnosis, LayerRow
+from model.diagnose.layers import RANGE, Diagnosis, LayerRow
 
 
 def _num(value: float | None) -> str:
@@ -58,7 +58,8 @@ def summary(diagnosis: Diagnosis) -> str:
         why = f"{first.nonfinite} NaN/Inf" if first.nonfinite else f"max abs {first.max_abs:.3g} (rel {first.rel:.3g})"
         verdict = f"first diverging layer: {first.node} ({first.op}) -> {first.tensor}: {why}"
         if first.beyond_range:
-            verdict += f"; reference reaches {first.ref_absmax:.3g}, beyond the {first.limit:.3g} the precision holds"
+            held = "float16's largest value" if first.limit == RANGE["fp16"] else "the INT8 range calibration set"
+            verdict += f"; the reference reaches {first.ref_absmax:.3g}, beyond {first.limit:.3g}, {held}"
     return "\n".join([head, verdict, f"final outputs: {diagnosis.outputs}", *diagnosis.notes])
 
 
@@ -70,7 +71,8 @@ def plot(diagnosis: Diagnosis, path: Path) -> Path:
 
     rows = diagnosis.rows
     x = list(range(len(rows)))
-    rel = [r.rel if r.rel == r.rel and r.rel != float("inf") else float("nan") for r in rows]
+    # Rows with NaN/Inf are drawn as crosses; their error over the finite rest would read as small.
+    rel = [r.rel if not r.nonfinite and 0 < r.rel < float("inf") else float("nan") for r in rows]
     fig, ax = plt.subplots(figsize=(max(6.0, min(24.0, len(rows) * 0.18)), 4.0))
     ax.plot(x, rel, marker=".", lw=1, label="max abs error / reference max")
     bad = [i for i, r in enumerate(rows) if r.nonfinite]
@@ -82,7 +84,7 @@ def plot(diagnosis: Diagnosis, path: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("layer (graph order)")
     ax.set_ylabel("relative error")
-    ax.set_title(f"{diagnosis.model}: {diagnosis.backend} vs ONNX Runtime CPU FP32, per layer")
+    ax.set_title(f"{diagnosis.model}: {diagnosis.backend}\nagainst ONNX Runtime CPU FP32, per layer", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
