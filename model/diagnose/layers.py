@@ -213,6 +213,10 @@ def diagnose(arts, backend_name: str, feed: dict | None = None, reference=None) 
         from model.backends.base import BackendUnavailable
 
         raise BackendUnavailable(f"{backend_name} cannot run {arts.spec.name} here: {reason}")
+    # Artifacts first (a module to build, an export, a quantization): timed is the diagnosis itself.
+    arts.onnx  # noqa: B018
+    if backend.framework == "ONNX Runtime" and backend.precision != "fp32":
+        arts.onnx_variant(backend.precision)
     start = time.perf_counter()
     feed = feed if feed is not None else diagnosis_feed(arts)
     tensors, ref = reference if reference is not None else reference_tensors(arts, feed)
