@@ -194,11 +194,11 @@ def test_a_foreign_model_gets_a_row_per_layer(cache_dir):
 
     torch.manual_seed(0)
     net = torchvision.models.mobilenet_v3_small(weights=None, num_classes=10).eval()
-    spec = ModelSpec(name="mobilenet-v3-small-diag", inputs=[TensorSpec("input", "float32", (BATCH, 3, 64, 64))],
-                     outputs=[TensorSpec("logits", "float32", (BATCH, 10))], profile=BatchProfile(min=1, opts=(4,), max=8),
+    spec = ModelSpec(name="mobilenet-v3-small-diag", inputs=[TensorSpec("input", "float32", (BATCH, 3, 32, 32))],
+                     outputs=[TensorSpec("logits", "float32", (BATCH, 10))], profile=BatchProfile(min=1, opts=(2,), max=4),
                      module=lambda ctx: net, logits=("logits",), identity={"torchvision": "mobilenet_v3_small", "seed": 0})
     arts = ModelArtifacts(spec, cache_dir, progress=False)
-    feed = diagnosis_feed(arts, 4)
+    feed = diagnosis_feed(arts, 2)
     result = diagnose(arts, ORT["fp16"], feed)
     assert len(result.rows) == len(float_tensors(onnx.load(str(arts.onnx)))) > 100
     assert all(np.isfinite(r.max_abs) for r in result.rows)
