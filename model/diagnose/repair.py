@@ -164,7 +164,7 @@ class Repair:
             found = trial.passed
             if not found:
                 current = self.diagnose(keep)
-        method = "from the diagnosis, first diverging layer first"
+        method = "already passes: nothing to keep" if before.passed else "from the diagnosis, first diverging layer first"
         if not found:
             flagged = list(dict.fromkeys(r.node for r in diagnosis.rows if not r.passed and r.node in self.nodes))
             every = list(dict.fromkeys(t.node for t in self.reference[0]))
