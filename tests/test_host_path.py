@@ -92,7 +92,7 @@ def test_non_contiguous_large_input_is_staged_from_its_own_layout(fake):
     np.testing.assert_array_equal(make().infer({"input": fed})["output"], fake_gpu.stand_in_model(x))
 
 
-def test_a_nan_in_the_last_chunk_fails_like_before_and_the_runner_recovers(fake):
+def test_a_nan_in_the_last_subbatch_fails_and_the_runner_recovers(fake):
     gpu, make = fake
     runner = make()
     x = _images(4096)
@@ -130,7 +130,7 @@ def test_a_pinned_feed_is_uploaded_without_staging(fake, monkeypatch, kernels):
     assert calls["h2d"] == len(plan)
     if kernels:  # the host never touches it: each sub-batch uploaded at once and checked on the GPU
         assert staged == [] and calls["finite_kernel"] == len(plan)
-    else:  # checked for NaN/Inf piece by piece, never copied
+    else:  # checked for NaN/Inf on the host sub-batch by sub-batch, never copied
         assert staged and all(p is None for task in staged for p in task)
         assert calls["finite_kernel"] == 0
 
