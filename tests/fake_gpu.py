@@ -261,9 +261,11 @@ def fake_graphs():
         yield
 
 
-class _KernelsMissing:
+class KernelsMissing:
+    """finite_gpu.GpuFiniteCheck where the driver cannot JIT the kernels' PTX."""
+
     def __init__(self, names) -> None:
-        raise OSError("no driver to JIT the PTX (fake GPU)")
+        raise OSError("no driver to JIT the PTX (forced by a test)")
 
 
 def fake_runner(gpu: FakeGpu, kernels: bool = True, **options) -> TrtRunner:
@@ -291,7 +293,7 @@ def fake_runner(gpu: FakeGpu, kernels: bool = True, **options) -> TrtRunner:
     runner.is_active = True
     runner._set_addresses()
     # The runner's own loading of the kernels and the half-precision buffers, on the fake GPU.
-    check = (lambda names: FakeFiniteCheck(gpu, names)) if kernels else _KernelsMissing
+    check = (lambda names: FakeFiniteCheck(gpu, names)) if kernels else KernelsMissing
     with mock.patch.object(finite_gpu, "GpuFiniteCheck", check), \
             mock.patch.object(cuda_rt, "PinnedBuffer", lambda nbytes, dtype: FakePinned(nbytes // np.dtype(dtype).itemsize, dtype)), \
             mock.patch.object(cuda_rt, "DeviceBuffer", lambda nbytes: FakeDeviceBuffer(gpu, nbytes)):

@@ -268,7 +268,7 @@ def test_where_the_kernels_cannot_load_the_host_checks_and_float32_is_uploaded(f
     gpu, make = fake
     with caplog.at_level(logging.WARNING, logger="model.backends.tensorrt.runner"):
         runner = make(upload_half=True, **NO_KERNELS)
-    assert "the GPU kernels cannot load (no driver to JIT the PTX (fake GPU)); checking on the host, uploading " \
+    assert "the GPU kernels cannot load (no driver to JIT the PTX (forced by a test)); checking on the host, uploading " \
            "float32" in caplog.text
     assert runner._finite_gpu is None and runner._gpu_checked == frozenset() and not runner.upload_half
     assert runner._host_checks("input", np.float32) and not runner._host_checks("input", np.int32)
