@@ -17,7 +17,7 @@ from model.backends.tensorrt import cuda as cuda_rt
 from model.backends.tensorrt import staging as host_staging
 from model.backends.tensorrt.finite_gpu import OutOfHalf
 
-log = logging.getLogger("model.backends.tensorrt.runner")
+log = logging.getLogger("model.backends.tensorrt.runner")  # the runner's warnings, under the one name users filter
 
 
 class GraphPath:
