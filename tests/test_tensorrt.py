@@ -410,7 +410,7 @@ def _float_input(spec):
     return t.name
 
 
-def test_a_nan_in_a_late_chunk_is_refused_and_the_next_call_is_right(trt_fp32_set, golden, profile, model_spec):
+def test_a_nan_in_a_late_subbatch_is_refused_and_the_next_call_is_right(trt_fp32_set, golden, profile, model_spec):
     name = _float_input(model_spec)
     feed, ref = golden[profile.max]
     bad = {**feed, name: feed[name].copy()}
