@@ -1,18 +1,18 @@
 """Fixtures shared by the host-path tests (the top-level conftest.py holds the suite's own)."""
 import pytest
 
-from tests.fake_gpu import tool
+from tests import fake_gpu
 
 
 @pytest.fixture
 def fake():
-    """(fake GPU, runner factory); fake graphs for the test's duration, worker threads closed after."""
+    """(fake GPU, runner factory); fake graphs for the test's duration, feeder threads closed after."""
     made = []
-    with tool.fake_graphs():
-        gpu = tool.FakeGpu(simulate=True)
+    with fake_gpu.fake_graphs():
+        gpu = fake_gpu.FakeGpu()
 
         def make(**options):
-            made.append(tool.fake_runner(gpu, **options))
+            made.append(fake_gpu.fake_runner(gpu, **options))
             return made[-1]
 
         yield gpu, make

@@ -1,8 +1,7 @@
-"""The runner's `copier` option (model/backends/tensorrt/host_copy.py) on the CPU: torch's parallel
-copy gives np.copyto's bytes for every layout and dtype a feed can have, and the TensorRT runner
-driven by it (tools/trt-host-path-cost.py's fake GPU) stages the first sub-batch on the calling
-thread, the later ones on one feeder thread, and fails and recovers as with numpy copies."""
-import logging
+"""How the runner copies host inputs into pinned memory (model/backends/tensorrt/host_copy.py), on
+the CPU: torch's parallel copy gives np.copyto's bytes for every layout and dtype a feed can have,
+and the TensorRT runner (on the fake GPU of tests/fake_gpu.py) stages the first sub-batch on the
+calling thread, the later ones on one feeder thread, and fails and recovers as in one copy."""
 import threading
 import time
 from unittest import mock
@@ -14,10 +13,9 @@ from hypothesis import strategies as st
 
 from model.backends.tensorrt import host_copy
 from model.backends.tensorrt import staging as host_staging
-from tests.fake_gpu import ROW_BYTES, same_refusal, tool
+from tests import fake_gpu
+from tests.fake_gpu import ROW_BYTES, same_refusal
 from tests.fake_gpu import images as _images
-
-TORCH = {"copier": "torch"}
 
 
 class _Recording(host_copy.TorchCopy):
@@ -79,37 +77,20 @@ def test_under_min_bytes_numpy_copies():
     assert copy.torch_copies == 0
 
 
-def test_an_unknown_copier_is_refused_by_name_and_a_missing_torch_falls_back(monkeypatch, caplog):
-    with pytest.raises(ValueError, match=r"copier must be one of \['numpy', 'torch'\], received 'cupy'"):
-        host_copy.load("cupy")
-    with pytest.raises(ValueError, match=r"copier must be one of"):
-        tool.fake_runner(tool.FakeGpu(), copier="cupy")
-    assert host_copy.load("numpy") is None
-
-    def no_torch(self):
-        raise ImportError("No module named 'torch'")
-    monkeypatch.setattr(host_copy.TorchCopy, "__init__", no_torch)
-    with caplog.at_level(logging.WARNING):
-        runner = tool.fake_runner(tool.FakeGpu(), copier="torch")
-    assert runner.copier == "numpy" and runner._copy is np.copyto
-    assert "copier 'torch' needs torch (No module named 'torch'); copying with numpy threads" in caplog.text
-
-
 def test_each_subbatch_is_one_copy_the_first_by_the_caller_the_rest_by_one_feeder(fake, monkeypatch):
     """The feeder thread starts only after the calling thread's first copy (which had the host to
     itself); every sub-batch is staged once, in one piece, and uploaded once staged."""
     gpu, make = fake
-    runner = make(**TORCH)
-    assert runner._stager.workers == 1 and runner._stager.defer
+    runner = make()
     real_stage, real_launch = host_staging.stage_rows, host_staging.Staging._launch
     staged, launched = [], []
     monkeypatch.setattr(host_staging, "stage_rows", lambda items, a, b: staged.append(
         (a, b, threading.current_thread() is threading.main_thread(), len(launched))) or real_stage(items, a, b))
     monkeypatch.setattr(host_staging.Staging, "_launch", lambda self: launched.append(len(staged)) or real_launch(self))
     x = _images(4096)
-    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
+    np.testing.assert_array_equal(runner.infer({"input": x})["output"], fake_gpu.stand_in_model(x))
     plan = runner.plan(4096, ROW_BYTES)
-    assert len(plan) == 4 and all(len(sb.chunks) == 1 for sb in plan)
+    assert len(plan) == 4
     assert sorted((a, b) for a, b, _, _ in staged) == [(sb.start, sb.stop) for sb in plan]
     assert staged[0][:4] == (0, plan[0].stop, True, 0)  # the caller's, before any feeder was started
     assert launched == [1]  # once, after that first copy
@@ -117,11 +98,13 @@ def test_each_subbatch_is_one_copy_the_first_by_the_caller_the_rest_by_one_feede
     assert feeder == sorted(feeder)
 
 
-@pytest.mark.parametrize("check", ["gpu", "dot"])
+@pytest.mark.parametrize("kernels", [True, False], ids=["gpu-check", "host-check"])
 @pytest.mark.parametrize("row", [0, 2000, 4095], ids=["first", "middle", "last"])
-def test_a_nan_is_refused_as_with_numpy_copies_and_nothing_is_written_after(fake, check, row):
+def test_a_nan_is_refused_as_in_one_copy_and_nothing_is_written_after(fake, kernels, row):
+    """Refused with the message of the whole batch staged at once (the graph path's way), and no
+    feeder writes into the pinned buffer once the call has failed."""
     gpu, make = fake
-    plain, runner = make(copier="numpy", finite_check=check), make(**TORCH, finite_check=check)
+    plain, runner = make(kernels=kernels, graph_max_bytes=64 << 20), make(kernels=kernels)
     x = _images(4096)
     x[row, 0, 1, 2] = np.nan
     same_refusal(plain, runner, {"input": x})
@@ -129,12 +112,12 @@ def test_a_nan_is_refused_as_with_numpy_copies_and_nothing_is_written_after(fake
     time.sleep(0.05)  # a feeder still copying would change it now
     np.testing.assert_array_equal(runner.host["input"].array, pinned)
     clean = _images(4096, seed=3)
-    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
+    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], fake_gpu.stand_in_model(clean))
 
 
 def test_a_feeders_error_is_raised_at_its_subbatch_and_the_next_call_is_right(fake, monkeypatch):
     gpu, make = fake
-    runner = make(**TORCH)
+    runner = make()
     real = host_staging.stage_rows
 
     def failing_feeder(items, a, b):
@@ -149,4 +132,4 @@ def test_a_feeders_error_is_raised_at_its_subbatch_and_the_next_call_is_right(fa
     monkeypatch.setattr(runner, "enqueue", real_enqueue)
     monkeypatch.setattr(host_staging, "stage_rows", real)
     clean = _images(4096, seed=5)
-    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
+    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], fake_gpu.stand_in_model(clean))

@@ -1,5 +1,5 @@
 """The TensorRT runner's host path on the CPU: its real code with the CUDA runtime and the
-TensorRT context replaced by tools/trt-host-path-cost.py's fake GPU, which moves the data, runs a
+TensorRT context replaced by the fake GPU of tests/fake_gpu.py, which moves the data, runs a
 stand-in model and fails any engine read not ordered after the upload it reads (streams and
 events). What it cannot show: real CUDA/TensorRT behaviour (tests/test_tensorrt.py on a GPU)."""
 import weakref
@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 
 from model.backends.base import InputError
 from model.backends.tensorrt import staging as host_staging
-from tests.fake_gpu import IMAGE, ROW_BYTES, counted, on_gpu, tool
+from tests import fake_gpu
+from tests.fake_gpu import IMAGE, ROW_BYTES, counted, on_gpu
 from tests.fake_gpu import images as _images
 
-NUMPY = {"copier": "numpy"}  # numpy copies on the staging workers (the default copier is torch's: test_host_copy.py)
+NO_KERNELS = {"kernels": False}  # the GPU kernels failed to load: the host checks (the fallback)
 
 
 # -- planning -----------------------------------------------------------------------------------
@@ -25,17 +26,14 @@ def test_row_alignment_keeps_every_tensor_256_byte_aligned():
     assert all(16 * k * size % 256 == 0 for size in (ROW_BYTES, 400) for k in range(1, 5))
 
 
-@pytest.mark.parametrize("batch, row_bytes, workers, sub, chunk, min_rows, align", [
-    (4096, ROW_BYTES, 8, 12 << 20, 1 << 20, 1, 16), (4096, ROW_BYTES, 2, 12 << 20, 1 << 20, 1, 1),
-    (257, ROW_BYTES, 8, 1 << 20, 1 << 18, 1, 1), (301, ROW_BYTES, 3, 1 << 20, 1 << 18, 1, 1),
-    (4001, ROW_BYTES, 8, 12 << 20, 1 << 20, 1, 16), (301, ROW_BYTES, 3, 1 << 20, 1 << 18, 20, 16),
-    (5, ROW_BYTES, 8, 1, 1, 2, 1), (4096, 0, 8, 12 << 20, 1 << 20, 1, 16),
-    (1000, ROW_BYTES, 8, 0, 1 << 20, 1, 16), (7, 10, 1, 1 << 20, 1 << 20, 1, 1),
-], ids=["4096", "4096-2workers", "257-small-units", "301-odd", "4001-aligned", "301-aligned-min-rows-20",
+@pytest.mark.parametrize("batch, row_bytes, sub, min_rows, align", [
+    (4096, ROW_BYTES, 12 << 20, 1, 16), (4096, ROW_BYTES, 12 << 20, 1, 1), (257, ROW_BYTES, 1 << 20, 1, 1),
+    (301, ROW_BYTES, 1 << 20, 1, 1), (4001, ROW_BYTES, 12 << 20, 1, 16), (301, ROW_BYTES, 1 << 20, 20, 16),
+    (5, ROW_BYTES, 1, 2, 1), (4096, 0, 12 << 20, 1, 16), (1000, ROW_BYTES, 0, 1, 16), (7, 10, 1 << 20, 1, 1),
+], ids=["4096", "4096-unaligned", "257-small-units", "301-odd", "4001-aligned", "301-aligned-min-rows-20",
         "min-rows-2", "nothing-to-stage", "no-subbatches", "tiny"])
-def test_plan_covers_the_batch_in_order(batch, row_bytes, workers, sub, chunk, min_rows, align):
-    plan = host_staging.plan(batch, row_bytes, workers, chunk_bytes=chunk, subbatch_bytes=sub, min_rows=min_rows,
-                             row_align=align)
+def test_plan_covers_the_batch_in_order(batch, row_bytes, sub, min_rows, align):
+    plan = host_staging.plan(batch, row_bytes, subbatch_bytes=sub, min_rows=min_rows, row_align=align)
     assert plan[0].start == 0 and plan[-1].stop == batch
     assert all(a.stop == b.start for a, b in zip(plan, plan[1:]))
     assert all(sb.start % align == 0 for sb in plan)  # every sub-batch's tensors stay aligned
@@ -46,46 +44,34 @@ def test_plan_covers_the_batch_in_order(batch, row_bytes, workers, sub, chunk, m
         assert len(plan) == 1
     elif align == 1 and min_rows == 1:
         assert len(plan) == max(1, min(batch * row_bytes // sub, batch))
-    for sb in plan:
-        assert sb.chunks[0][0] == sb.start and sb.chunks[-1][1] == sb.stop
-        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(sb.chunks, sb.chunks[1:] + ((sb.stop, None),)))
-    if row_bytes == 0:
-        assert all(len(sb.chunks) == 1 for sb in plan)
-    else:  # one piece per staging thread at most (the caller and each worker), none under `chunk`
-        assert all(1 <= len(sb.chunks) <= workers + 1 for sb in plan)
-        assert all((b - a + 1) * row_bytes >= chunk or len(sb.chunks) == 1 for sb in plan for a, b in sb.chunks)
-        assert all(len(sb.chunks) == min(workers + 1, sb.rows * row_bytes // chunk, sb.rows)
-                   for sb in plan if sb.rows * row_bytes >= chunk)
 
 
 def test_plan_refuses_an_empty_batch():
     with pytest.raises(ValueError, match="at least one row, received 0"):
-        host_staging.plan(0, ROW_BYTES, 4)
+        host_staging.plan(0, ROW_BYTES)
 
-
-# -- the pipelined path --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("batch, options", [
-    (4096, {}), (300, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "graph_max_bytes": 1 << 20}),
-    (301, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3, "graph_max_bytes": 1 << 20, **NUMPY}),
-    (256, {"subbatch_bytes": 0, "graph_max_bytes": 1 << 20}), (1000, {"staging_threads": 0, **NUMPY}),
-    (4096, NUMPY),
-], ids=["bs4096-defaults", "bs300-3-subbatches", "bs301-odd-3-threads", "bs256-one-run", "bs1000-no-workers", "bs4096-numpy"])
-def test_large_batch_is_uploaded_in_chunks_and_run_in_subbatches(fake, batch, options):
+    (4096, {}), (300, {"subbatch_bytes": 1 << 20, "graph_max_bytes": 1 << 20}),
+    (301, {"subbatch_bytes": 1 << 20, "graph_max_bytes": 1 << 20}), (256, {"subbatch_bytes": 0, "graph_max_bytes": 1 << 20}),
+    (1000, {}), (4096, NO_KERNELS),
+], ids=["bs4096-defaults", "bs300-3-subbatches", "bs301-odd", "bs256-one-run", "bs1000", "bs4096-host-check"])
+def test_large_batch_is_uploaded_and_run_in_subbatches(fake, batch, options):
     gpu, make = fake
     runner = make(**options)
     x = _images(batch)
     out, calls = counted(gpu, lambda: runner.infer({"input": x})["output"])
-    np.testing.assert_array_equal(out, tool.stand_in_model(x))
-    plan = host_staging.plan(batch, ROW_BYTES, runner._stager.workers, chunk_bytes=runner.chunk_bytes,
-                             subbatch_bytes=runner.subbatch_bytes, row_align=runner._row_align)
+    np.testing.assert_array_equal(out, fake_gpu.stand_in_model(x))
+    plan = runner.plan(batch, ROW_BYTES)
+    assert plan == host_staging.plan(batch, ROW_BYTES, subbatch_bytes=runner.subbatch_bytes, row_align=16)
     assert all(sb.start % 16 == 0 for sb in plan)
-    assert all(len(sb.chunks) <= runner._stager.workers + 1 for sb in plan)  # one piece per staging thread
     assert calls["h2d"] == calls["execute"] == calls["d2h"] == len(plan)  # one upload, run, download per sub-batch
+    checked = runner._gpu_checked == {"input"}
+    assert checked is not bool(options.get("kernels") is False)
     # per sub-batch: its uploads landed, its outputs copied; the check stream joined once at the end
-    assert calls["event_record"] == 2 * len(plan) + 1
-    assert calls["stream_wait"] == 2 * len(plan)  # the engine and the check wait for the uploads
-    assert calls["finite_kernel"] == len(plan)
+    assert calls["event_record"] == 2 * len(plan) + checked
+    assert calls["stream_wait"] == (1 + checked) * len(plan)  # the engine (and the check) wait for the uploads
+    assert calls["finite_kernel"] == len(plan) * checked
     assert calls["set_input_shape"] <= 3  # near-equal sub-batches: at most three shapes per call
     assert not runner.replaying
 
@@ -103,10 +89,10 @@ def test_non_contiguous_large_input_is_staged_from_its_own_layout(fake):
     gpu, make = fake
     x = _images(512)
     fed = np.asfortranarray(x)
-    np.testing.assert_array_equal(make().infer({"input": fed})["output"], tool.stand_in_model(x))
+    np.testing.assert_array_equal(make().infer({"input": fed})["output"], fake_gpu.stand_in_model(x))
 
 
-def test_a_nan_in_the_last_chunk_fails_like_before_and_the_runner_recovers(fake):
+def test_a_nan_in_the_last_subbatch_fails_and_the_runner_recovers(fake):
     gpu, make = fake
     runner = make()
     x = _images(4096)
@@ -116,7 +102,7 @@ def test_a_nan_in_the_last_chunk_fails_like_before_and_the_runner_recovers(fake)
                                          r"\(pass allow_nonfinite=True to the runner to send them anyway\)$"):
         runner.infer({"input": x})
     clean = _images(4096, seed=3)
-    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
+    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], fake_gpu.stand_in_model(clean))
 
 
 def test_nonfinite_values_pass_when_allowed(fake):
@@ -126,10 +112,10 @@ def test_nonfinite_values_pass_when_allowed(fake):
     assert np.isinf(out).all()
 
 
-@pytest.mark.parametrize("check", ["gpu", "dot"])
-def test_a_pinned_feed_is_uploaded_without_staging(fake, monkeypatch, check):
+@pytest.mark.parametrize("kernels", [True, False], ids=["gpu-check", "host-check"])
+def test_a_pinned_feed_is_uploaded_without_staging(fake, monkeypatch, kernels):
     gpu, make = fake
-    runner = make(subbatch_bytes=1 << 20, finite_check=check)
+    runner = make(subbatch_bytes=1 << 20, kernels=kernels)
     staged = []
     real = host_staging.stage_rows
     monkeypatch.setattr(host_staging, "stage_rows", lambda items, a, b: staged.append([i.pinned for i in items]) or real(items, a, b))
@@ -138,13 +124,13 @@ def test_a_pinned_feed_is_uploaded_without_staging(fake, monkeypatch, check):
     x = _images(1000)
     buffers["input"][:] = x
     out, calls = counted(gpu, lambda: runner.infer(buffers)["output"])
-    np.testing.assert_array_equal(out, tool.stand_in_model(x))
-    plan = host_staging.plan(1000, ROW_BYTES, runner._stager.workers, subbatch_bytes=1 << 20, row_align=runner._row_align)
+    np.testing.assert_array_equal(out, fake_gpu.stand_in_model(x))
+    plan = runner.plan(1000, ROW_BYTES)
     assert calls["execute"] == len(plan) > 1
     assert calls["h2d"] == len(plan)
-    if check == "gpu":  # the host never touches it: each sub-batch uploaded at once and checked on the GPU
+    if kernels:  # the host never touches it: each sub-batch uploaded at once and checked on the GPU
         assert staged == [] and calls["finite_kernel"] == len(plan)
-    else:  # checked for NaN/Inf piece by piece, never copied
+    else:  # checked for NaN/Inf on the host sub-batch by sub-batch, never copied
         assert staged and all(p is None for task in staged for p in task)
         assert calls["finite_kernel"] == 0
 
@@ -163,12 +149,12 @@ def test_small_batch_replays_a_graph_from_the_second_call(fake):
     x = _images(7)
     for call in range(3):
         out, calls = counted(gpu, lambda: runner.infer({"input": x})["output"])
-        np.testing.assert_array_equal(out, tool.stand_in_model(x))
+        np.testing.assert_array_equal(out, fake_gpu.stand_in_model(x))
         assert calls["h2d"] == calls["execute"] == calls["d2h"] == 1
         assert runner.replaying == (call >= 1)
     runner.infer({"input": _images(4096)})  # the pipelined path moves the addresses: no stale graph
     assert not runner.replaying
-    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
+    np.testing.assert_array_equal(runner.infer({"input": x})["output"], fake_gpu.stand_in_model(x))
 
 
 class FakeDeviceTensor:
@@ -188,7 +174,7 @@ def test_gpu_feed_is_read_where_it_is(fake, batch):
     runner = make()
     x = _images(batch)
     out, calls = counted(gpu, lambda: runner.infer({"input": FakeDeviceTensor(gpu, x)})["output"])
-    np.testing.assert_array_equal(out, tool.stand_in_model(x))
+    np.testing.assert_array_equal(out, fake_gpu.stand_in_model(x))
     assert calls["h2d"] == calls["d2d"] == 0 and calls["execute"] == 1 and calls["d2h"] == 1
     assert runner.context.addresses["input"] != runner.device["input"].ptr
 
@@ -199,7 +185,7 @@ def test_a_gpu_feed_tensorrt_cannot_address_is_copied_on_the_device_first(fake, 
     runner = make()
     x = _images(batch)
     out, calls = counted(gpu, lambda: runner.infer({"input": FakeDeviceTensor(gpu, x, offset=4)})["output"])
-    np.testing.assert_array_equal(out, tool.stand_in_model(x))
+    np.testing.assert_array_equal(out, fake_gpu.stand_in_model(x))
     assert calls["d2d"] == 1 and calls["h2d"] == 0
     assert runner.context.addresses["input"] == runner.device["input"].ptr
 
@@ -212,8 +198,8 @@ def test_device_outputs_are_views_of_the_runners_buffers(fake, batch):
     out, calls = counted(gpu, lambda: runner.infer({"input": x}, outputs="device")["output"])
     assert calls["d2h"] == 0
     cai = out.__cuda_array_interface__
-    assert cai["shape"] == (batch, tool.CLASSES) and cai["typestr"] == "<f4" and cai["data"][0] == runner.device["output"].ptr
-    np.testing.assert_array_equal(on_gpu(gpu, out), tool.stand_in_model(x))
+    assert cai["shape"] == (batch, fake_gpu.CLASSES) and cai["typestr"] == "<f4" and cai["data"][0] == runner.device["output"].ptr
+    np.testing.assert_array_equal(on_gpu(gpu, out), fake_gpu.stand_in_model(x))
 
 
 def test_a_producer_stream_is_waited_for_on_the_device(fake):
@@ -225,27 +211,17 @@ def test_a_producer_stream_is_waited_for_on_the_device(fake):
     assert calls["event_record"] == 1 and calls["stream_wait"] == 1
 
 
-def test_the_cost_tool_measures_both_paths():
-    rows = tool.measure([1, 1024], seconds=0.01)
-    small, large = rows
-    assert (small["path"], large["path"]) == ("graph", "pipelined")
-    assert small["calls"]["h2d"] == small["calls"]["execute"] == 0  # a replay is one launch
-    plan = host_staging.plan(1024, ROW_BYTES, host_staging.Stager().workers, row_align=16)
-    assert large["calls"]["h2d"] == large["calls"]["execute"] == len(plan)
-    assert all(r["engine_set_us"] > 0 and r["runner_us"] > 0 and r["check_us"] > 0 and r["gpu_feed_us"] > 0 for r in rows)
-
-
 @pytest.mark.parametrize("batch", [22, 32, 85])
-def test_graph_path_feeds_are_shared_with_the_workers_and_checked_whole(fake, batch):
+def test_the_host_check_refuses_a_nan_anywhere_in_a_graph_path_feed(fake, batch):
     gpu, make = fake
-    runner = make(staging_threads=3, **NUMPY)
+    runner = make(**NO_KERNELS)
     x = _images(batch)
-    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
-    x[-1, 0, 0, 0] = np.nan  # in the last piece, a worker's
+    np.testing.assert_array_equal(runner.infer({"input": x})["output"], fake_gpu.stand_in_model(x))
+    x[-1, 0, 0, 0] = np.nan  # in the last row
     with pytest.raises(InputError, match=r"Received 1 NaN/Inf values"):
         runner.infer({"input": x})
     x[-1, 0, 0, 0] = 0
-    x[0, 0, 0, 0] = np.inf  # in the first, the calling thread's
+    x[0, 0, 0, 0] = np.inf  # in the first
     with pytest.raises(InputError, match=r"Received 1 NaN/Inf values"):
         runner.infer({"input": x})
 
@@ -258,7 +234,7 @@ def test_a_host_feed_never_replays_the_graph_of_a_copied_gpu_feed(fake):
     x, y = _images(7, seed=1), _images(7, seed=2)
     for _ in range(3):
         runner.infer({"input": FakeDeviceTensor(gpu, x, offset=4)})
-    np.testing.assert_array_equal(runner.infer({"input": y})["output"], tool.stand_in_model(y))
+    np.testing.assert_array_equal(runner.infer({"input": y})["output"], fake_gpu.stand_in_model(y))
 
 
 # -- the NaN/Inf check, the calling thread's staging, GPU feeds fed again ------------------------
@@ -268,45 +244,41 @@ _FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
 
 
 @settings(max_examples=200)
-@given(values=st.lists(_FLOATS, max_size=300), dtype=st.sampled_from([np.float32, np.float64, np.float16]),
-       method=st.sampled_from(host_staging.FINITE_CHECKS))
-def test_every_finite_check_answers_as_isfinite(values, dtype, method):
+@given(values=st.lists(_FLOATS, max_size=300), dtype=st.sampled_from([np.float32, np.float64, np.float16]))
+def test_the_host_check_answers_as_isfinite(values, dtype):
     """A NaN/Inf anywhere makes x.x and the sum non-finite; finite values that overflow them only
-    send the check to its exact fallback. So each method's answer is np.isfinite's, always."""
+    send the check to its exact fallback. So its answer is np.isfinite's, always."""
     with np.errstate(over="ignore", invalid="ignore"):
         x = np.array(values, np.float64).astype(dtype)
     with np.errstate(over="ignore", invalid="ignore"):  # the overflow is the point, not a fault
-        assert host_staging.all_finite(x, method) == bool(np.isfinite(x).all())
+        assert host_staging.all_finite(x) == bool(np.isfinite(x).all())
 
 
 def test_an_overflowing_but_finite_batch_passes_and_a_single_nan_fails():
     x = np.full(4096, 3e38, np.float32)  # x.x and the sum overflow to inf: the exact check decides
     with np.errstate(over="ignore"):
-        assert all(host_staging.all_finite(x, m) for m in host_staging.FINITE_CHECKS)
+        assert host_staging.all_finite(x) and host_staging.all_finite(x.astype(np.float64) ** 8)
         x[1234] = np.nan
-        assert not any(host_staging.all_finite(x, m) for m in host_staging.FINITE_CHECKS)
+        assert not host_staging.all_finite(x)
 
 
-def test_an_unknown_finite_check_is_refused_by_name():
-    with pytest.raises(ValueError, match=r"finite_check must be one of \['gpu', 'dot', 'sum', 'minmax', 'isfinite'\], received 'fast'"):
-        tool.fake_runner(tool.FakeGpu(), finite_check="fast")
+def test_where_the_kernels_cannot_load_the_host_checks_and_float32_is_uploaded(fake, caplog):
+    import logging
 
-
-@pytest.mark.parametrize("batch", [300, 4096])
-def test_without_workers_the_calling_thread_stages_each_chunk_before_its_upload(fake, batch):
     gpu, make = fake
-    runner = make(staging_threads=0, chunk_bytes=1 << 20, graph_max_bytes=0, **NUMPY)
-    x = _images(batch)
+    with caplog.at_level(logging.WARNING, logger="model.backends.tensorrt.runner"):
+        runner = make(upload_half=True, **NO_KERNELS)
+    assert "the GPU kernels cannot load (no driver to JIT the PTX (forced by a test)); checking on the host, uploading " \
+           "float32" in caplog.text
+    assert runner._finite_gpu is None and runner._gpu_checked == frozenset() and not runner.upload_half
+    assert runner._host_checks("input", np.float32) and not runner._host_checks("input", np.int32)
+    x = _images(4096)
     out, calls = counted(gpu, lambda: runner.infer({"input": x})["output"])
-    np.testing.assert_array_equal(out, tool.stand_in_model(x))
-    assert runner._stager._pool is None  # no thread was started
-    plan = host_staging.plan(batch, ROW_BYTES, 0, chunk_bytes=1 << 20, row_align=runner._row_align)
-    assert calls["h2d"] == sum(len(sb.chunks) for sb in plan) and calls["execute"] == len(plan)
-    x[-1, 1, 2, 3] = np.inf
+    np.testing.assert_array_equal(out, fake_gpu.stand_in_model(x))
+    assert calls["finite_kernel"] == calls["widen_kernel"] == 0 and calls["h2d_bytes"] == x.nbytes
+    x[2000, 1, 2, 3] = np.nan
     with pytest.raises(InputError, match=r"^Input tensor: input \| Received 1 NaN/Inf values"):
         runner.infer({"input": x})
-    clean = _images(batch, seed=5)
-    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
 
 
 def test_a_gpu_feed_fed_again_is_not_located_again(fake, monkeypatch):
@@ -318,7 +290,7 @@ def test_a_gpu_feed_fed_again_is_not_located_again(fake, monkeypatch):
     x = _images(7)
     tensor = FakeDeviceTensor(gpu, x)
     for _ in range(3):
-        np.testing.assert_array_equal(runner.infer({"input": tensor})["output"], tool.stand_in_model(x))
+        np.testing.assert_array_equal(runner.infer({"input": tensor})["output"], fake_gpu.stand_in_model(x))
     assert located == [tensor.ptr]
     other = FakeDeviceTensor(gpu, _images(7, seed=9))  # another object: checked and located afresh
     runner.infer({"input": other})
@@ -355,47 +327,46 @@ def test_a_small_batch_is_checked_while_its_graph_runs_and_fails_after_it(fake):
     with pytest.raises(InputError, match=r"^Input tensor: input \| Received 1 NaN/Inf values"):
         counted(gpu, lambda: runner.infer({"input": bad}))
     assert runner.replaying  # the same shapes and addresses: the graph stays
-    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
+    np.testing.assert_array_equal(runner.infer({"input": x})["output"], fake_gpu.stand_in_model(x))
 
 
-def test_after_a_failed_call_no_worker_writes_into_the_pinned_buffer(fake, monkeypatch):
-    """A NaN in the caller's piece fails the call at once; workers still staging later pieces must
+def test_after_a_failed_call_no_feeder_writes_into_the_pinned_buffer(fake, monkeypatch):
+    """A NaN in the second sub-batch fails the call; a feeder still staging later sub-batches must
     be stopped and waited for before `infer` raises."""
     import threading
     import time
 
     gpu, make = fake
-    runner = make(staging_threads=3, subbatch_bytes=3 << 20, finite_check="dot", **NUMPY)  # checked as staged
+    runner = make(subbatch_bytes=3 << 20, **NO_KERNELS)  # checked as staged
     real = host_staging.stage_rows
 
-    def slow_workers(items, a, b):
+    def slow_feeder(items, a, b):
         if threading.current_thread() is not threading.main_thread():
             time.sleep(0.02)
         return real(items, a, b)
-    monkeypatch.setattr(host_staging, "stage_rows", slow_workers)
+    monkeypatch.setattr(host_staging, "stage_rows", slow_feeder)
     x = _images(1024)
-    x[0, 0, 0, 0] = np.nan  # in the caller's first piece
+    x[300, 0, 0, 0] = np.nan  # in the second sub-batch (of four), the caller's or the feeder's
     with pytest.raises(InputError, match=r"Received 1 NaN/Inf values"):
         runner.infer({"input": x})
     pinned = runner.host["input"].array.copy()
     time.sleep(0.1)
     np.testing.assert_array_equal(runner.host["input"].array, pinned)
     clean = _images(1024, seed=6)
-    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
+    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], fake_gpu.stand_in_model(clean))
 
 
-def test_a_latch_keeps_the_first_nan_and_the_first_error():
-    latch = host_staging.Latch(3)
-    latch.count_down(-1)
-    latch.count_down(1)
+def test_a_latch_gives_its_nan_or_raises_its_error():
+    latch = host_staging.Latch()
     assert not latch._done.is_set()
-    latch.count_down(0)
+    latch.release(1)
     assert latch.wait() == 1
-    assert host_staging.Latch(0).wait() == -1
-    failed = host_staging.Latch(2)
-    failed.count_down(error=ValueError("first"))
-    failed.count_down(error=ValueError("second"))
-    with pytest.raises(ValueError, match="first"):
+    clean = host_staging.Latch()
+    clean.release()
+    assert clean.wait() == -1
+    failed = host_staging.Latch()
+    failed.release(error=ValueError("the feeder's"))
+    with pytest.raises(ValueError, match="the feeder's"):
         failed.wait()
 
 
@@ -403,13 +374,13 @@ def test_a_latch_keeps_the_first_nan_and_the_first_error():
 
 @pytest.mark.parametrize("batch, pinned", [(32, False), (256, False), (256, True), (1024, False), (4096, False), (4096, True)],
                          ids=["bs32", "bs256", "bs256-pinned", "bs1024", "bs4096", "bs4096-pinned"])
-@pytest.mark.parametrize("check", ["gpu", "dot"])
-def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake, monkeypatch, batch, pinned, check):
+@pytest.mark.parametrize("kernels", [True, False], ids=["gpu-check", "host-check"])
+def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake, monkeypatch, batch, pinned, kernels):
     """At a batch the benchmarks use, once warm, a call sets no input shape, switches no profile,
     synchronizes no whole stream but the graph path's one, makes no event, buffer or graph: what is
     left per call is the copies, checks, engine runs and event waits the path needs."""
     gpu, make = fake
-    runner = make(finite_check=check)
+    runner = make(kernels=kernels)
     x = _images(batch)
     feed = {"input": x}
     if pinned:
@@ -420,34 +391,32 @@ def test_a_repeated_call_rebinds_resyncs_reallocates_and_recaptures_nothing(fake
     once = []
     monkeypatch.setattr(runner, "_select_profile", lambda index: once.append(("profile", index)))
     monkeypatch.setattr(runner, "_capture_io_graph", lambda *a: once.append("capture"))
-    monkeypatch.setattr(runner, "_make_event", lambda: once.append("event") or tool.FakeEvent(gpu))
-    monkeypatch.setattr(tool.FakeDeviceBuffer, "__init__", lambda *a: once.append("device buffer"))
-    monkeypatch.setattr(tool.FakePinned, "__init__", lambda *a: once.append("pinned buffer"))
+    monkeypatch.setattr(runner, "_make_event", lambda: once.append("event") or fake_gpu.FakeEvent(gpu))
+    monkeypatch.setattr(fake_gpu.FakeDeviceBuffer, "__init__", lambda *a: once.append("device buffer"))
+    monkeypatch.setattr(fake_gpu.FakePinned, "__init__", lambda *a: once.append("pinned buffer"))
     syncs = []
     for stream in (runner.stream, runner.copy_stream, runner.check_stream):
         monkeypatch.setattr(stream, "synchronize", lambda s=stream, real=stream.synchronize: syncs.append(s.name) or real())
     graph, addresses = runner._io_graph, dict(runner._addresses)
     for _ in range(2):
         out, calls = counted(gpu, lambda: runner.infer(feed)["output"])
-        np.testing.assert_array_equal(out, tool.stand_in_model(x))
+        np.testing.assert_array_equal(out, fake_gpu.stand_in_model(x))
         assert once == [] and calls["set_input_shape"] == 0
         if batch * ROW_BYTES <= runner.graph_max_bytes:  # one graph replay, one sync for it
             assert runner._io_graph is graph is not None and syncs == ["engine stream"] and calls["set_tensor_address"] == 0
             assert runner._addresses == addresses
         else:  # per sub-batch: its uploads, one run and download, the engine's addresses moved, no stream sync
-            plan = host_staging.plan(batch, ROW_BYTES, runner._stager.workers, row_align=runner._row_align)
+            plan = runner.plan(batch, ROW_BYTES)
             assert len({sb.rows for sb in plan}) == 1  # one shape for all sub-batches: bound once, never again
             assert calls["h2d"] == calls["execute"] == calls["d2h"] == len(plan) and syncs == []
-            assert calls["finite_kernel"] == (len(plan) if check == "gpu" else 0)
+            assert calls["finite_kernel"] == (len(plan) if kernels else 0)
             assert calls["set_tensor_address"] == (2 * len(plan) if len(plan) > 1 else 0)
         syncs.clear()
 
 
-# -- pieces: claimed in order, each uploaded by the thread that staged it ---------------------------
+# -- sub-batches: claimed in order, each uploaded once staged -----------------------------------------
 
-# batch 1024: 4 sub-batches of 256 rows, 4 pieces of 64
-PIECES = {"staging_threads": 3, "subbatch_bytes": 3 << 20, **NUMPY}
-HOST_CHECK = {"finite_check": "dot"}
+FOUR = {"subbatch_bytes": 3 << 20}  # batch 1024: 4 sub-batches of 256 rows
 
 
 def _feed(runner, x, kind):
@@ -460,28 +429,20 @@ def _feed(runner, x, kind):
 
 
 @pytest.mark.parametrize("batch, options", [
-    (1024, PIECES), (4096, {}), (301, {"subbatch_bytes": 1 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3, **NUMPY,
-                                       "graph_max_bytes": 1 << 20}),
-    (1000, {"staging_threads": 0, **NUMPY}), (256, {"subbatch_bytes": 0, "graph_max_bytes": 1 << 20}),
-    (256, {"split_bytes": 1 << 20, **NUMPY}), (300, {"split_bytes": 1 << 20, "staging_threads": 2, **NUMPY}),
-    (1024, {**PIECES, "pieces_per_thread": 4, "chunk_bytes": 1 << 16}),
-    (4096, {"copier": "torch"}), (256, {"copier": "torch"}), (1000, {"copier": "torch", "staging_threads": 0}),
-    (301, {"copier": "torch", "subbatch_bytes": 1 << 20, "graph_max_bytes": 1 << 20}),
-    (4096, {"copier": "numpy"}),
-], ids=["bs1024-4x4", "bs4096-defaults", "bs301-odd", "bs1000-no-workers", "bs256-one-run", "bs256-graph-split",
-        "bs300-graph-split-2-workers", "bs1024-4-pieces-per-thread", "bs4096-torch", "bs256-torch-graph",
-        "bs1000-torch-no-feeder", "bs301-torch-odd", "bs4096-numpy"])
+    (1024, FOUR), (4096, {}), (301, {"subbatch_bytes": 1 << 20, "graph_max_bytes": 1 << 20}),
+    (256, {"subbatch_bytes": 0, "graph_max_bytes": 1 << 20}), (256, {}), (32, {}),
+], ids=["bs1024-4-subbatches", "bs4096-defaults", "bs301-odd", "bs256-one-run", "bs256-graph", "bs32-graph"])
 @pytest.mark.parametrize("kind", ["pageable", "pinned", "fortran"])
 def test_the_gpu_checked_path_gives_the_host_checked_answers(fake, batch, options, kind):
     gpu, make = fake
-    host, runner = make(**options, **HOST_CHECK), make(**options)
+    host, runner = make(**options, **NO_KERNELS), make(**options)
     graph = batch * ROW_BYTES <= runner.graph_max_bytes
     for seed in (1, 2):  # a second call on the same runner too
         x = _images(batch, seed=seed)
         want = host.infer(_feed(host, x, kind))["output"]
         out, calls = counted(gpu, lambda x=x: runner.infer(_feed(runner, x, kind))["output"])
         np.testing.assert_array_equal(out, want)
-        np.testing.assert_array_equal(out, tool.stand_in_model(x))
+        np.testing.assert_array_equal(out, fake_gpu.stand_in_model(x))
         if graph:
             assert calls["h2d"] == 1  # in the graph (the fake graph replays its copy in too)
         else:
@@ -492,44 +453,32 @@ def test_the_gpu_checked_path_gives_the_host_checked_answers(fake, batch, option
         np.testing.assert_array_equal(on_gpu(gpu, device), want)
 
 
-def test_pieces_per_thread_cut_each_subbatch_finer_and_must_be_positive():
-    coarse = host_staging.plan(4096, ROW_BYTES, 7, row_align=16)
-    fine = host_staging.plan(4096, ROW_BYTES, 7, row_align=16, pieces_per_thread=4, chunk_bytes=1 << 18)
-    assert [(sb.start, sb.stop) for sb in coarse] == [(sb.start, sb.stop) for sb in fine]  # the same engine runs
-    assert all(len(c.chunks) == 8 and len(f.chunks) == 32 for c, f in zip(coarse, fine))
-    assert all(f.chunks[0][0] == f.start and f.chunks[-1][1] == f.stop for f in fine)
-    assert all(a[1] == b[0] for f in fine for a, b in zip(f.chunks, f.chunks[1:]))
-    capped = host_staging.plan(4096, ROW_BYTES, 7, row_align=16, pieces_per_thread=4)  # pieces of >= 512 KiB
-    assert all(len(sb.chunks) == 24 for sb in capped)
-    with pytest.raises(ValueError, match=r"pieces_per_thread must be at least 1, received 0"):
-        tool.fake_runner(tool.FakeGpu(), pieces_per_thread=0)
-
-
 def test_the_engine_set_passes_runner_options_to_its_runners():
     from model.backends.tensorrt.engine_set import TrtEngineSet
     from model.profile import BatchProfile
 
-    engines = TrtEngineSet({BatchProfile(): b""}, runner_options=HOST_CHECK)
-    assert engines._make(b"").finite_check == "dot" and TrtEngineSet({BatchProfile(): b""})._make(b"").finite_check == "gpu"
+    engines = TrtEngineSet({BatchProfile(): b""}, runner_options={"subbatch_bytes": 1 << 20})
+    assert engines._make(b"").subbatch_bytes == 1 << 20
+    assert TrtEngineSet({BatchProfile(): b""})._make(b"").subbatch_bytes == host_staging.SUBBATCH_BYTES
 
 
-@pytest.mark.parametrize("check", ["gpu", "dot"])
-def test_a_late_worker_takes_fewer_pieces_and_each_subbatch_is_uploaded_once_staged(fake, monkeypatch, check):
-    """Workers that wake after the calling thread has staged the first sub-batch do not hold it
-    back: the caller takes its pieces; every piece is staged once, in order per thread; each
-    sub-batch is uploaded by the calling thread once all its pieces are staged, before its run."""
+@pytest.mark.parametrize("kernels", [True, False], ids=["gpu-check", "host-check"])
+def test_a_late_feeder_takes_fewer_subbatches_and_each_is_uploaded_once_staged(fake, monkeypatch, kernels):
+    """A feeder that wakes after the calling thread has staged the first sub-batches does not hold
+    them back: the caller takes them; every sub-batch is staged once, in order per thread; each is
+    uploaded by the calling thread once staged, before its run."""
     import threading
     import time
 
     gpu, make = fake
-    runner = make(**PIECES, finite_check=check)
-    real_stage, real_claimed = host_staging.stage_rows, host_staging.stage_claimed
+    runner = make(**FOUR, kernels=kernels)
+    real_stage, real_feed = host_staging.stage_rows, host_staging.Staging._feed
     staged, uploads, runs = [], [], []
 
-    def late(*args):
+    def late(self):
         time.sleep(0.05)
-        return real_claimed(*args)
-    monkeypatch.setattr(host_staging, "stage_claimed", late)
+        return real_feed(self)
+    monkeypatch.setattr(host_staging.Staging, "_feed", late)
     monkeypatch.setattr(host_staging, "stage_rows", lambda items, a, b: staged.append((a, threading.current_thread())) or real_stage(items, a, b))
     buf = runner.device["input"]
     real_upload = buf.copy_from_host_async
@@ -538,40 +487,17 @@ def test_a_late_worker_takes_fewer_pieces_and_each_subbatch_is_uploaded_once_sta
     real_enqueue = runner.enqueue
     monkeypatch.setattr(runner, "enqueue", lambda: runs.append(1) or real_enqueue())
     x = _images(1024)
-    np.testing.assert_array_equal(runner.infer({"input": x})["output"], tool.stand_in_model(x))
-    plan = host_staging.plan(1024, ROW_BYTES, 3, subbatch_bytes=3 << 20, row_align=runner._row_align)
-    pieces = [a for sb in plan for a, _ in sb.chunks]
-    assert sorted(a for a, _ in staged) == pieces  # each piece once
-    first = {a for a, _ in plan[0].chunks}
-    assert {t for a, t in staged if a in first} == {threading.main_thread()}  # the workers were still asleep
+    np.testing.assert_array_equal(runner.infer({"input": x})["output"], fake_gpu.stand_in_model(x))
+    plan = runner.plan(1024, ROW_BYTES)
+    assert len(plan) == 4
+    assert sorted(a for a, _ in staged) == [sb.start for sb in plan]  # each once
+    assert staged[0] == (0, threading.main_thread())  # the feeder was still asleep
     for thread in {t for _, t in staged}:
         mine = [a for a, t in staged if t is thread]
         assert mine == sorted(mine)  # claimed in order
     assert [(a, t) for a, t, _, _ in uploads] == [(sb.start, threading.main_thread()) for sb in plan]
-    for k, (_, _, runs_before, staged_before) in enumerate(uploads):  # after its pieces, before its run
-        assert runs_before == k and staged_before >= sum(len(sb.chunks) for sb in plan[:k + 1])
-
-
-def test_a_workers_error_is_raised_at_its_subbatch_and_the_next_call_is_right(fake, monkeypatch):
-    import threading
-    import time
-
-    gpu, make = fake
-    runner = make(staging_threads=2, subbatch_bytes=3 << 20, **NUMPY)
-    real = host_staging.stage_rows
-
-    def failing_worker(items, a, b):
-        if threading.current_thread() is threading.main_thread():
-            time.sleep(0.01)  # the workers take pieces meanwhile
-        else:
-            raise MemoryError("a worker could not stage its piece")
-        return real(items, a, b)
-    monkeypatch.setattr(host_staging, "stage_rows", failing_worker)
-    with pytest.raises(MemoryError, match="a worker could not stage its piece"):
-        runner.infer({"input": _images(1024)})
-    monkeypatch.setattr(host_staging, "stage_rows", real)
-    clean = _images(1024, seed=7)
-    np.testing.assert_array_equal(runner.infer({"input": clean})["output"], tool.stand_in_model(clean))
+    for k, (_, _, runs_before, staged_before) in enumerate(uploads):  # after its staging, before its run
+        assert runs_before == k and staged_before >= k + 1
 
 
 # -- the NaN/Inf check on the GPU (the default) ------------------------------------------------------
@@ -583,7 +509,7 @@ def test_a_nan_anywhere_is_refused_as_by_the_host_check_and_the_next_call_is_rig
     """A NaN/Inf checked on the GPU after each upload (the default) fails the call with the host
     check's error, whichever sub-batch holds it; the next call is right."""
     gpu, make = fake
-    plain, runner = make(**PIECES, **HOST_CHECK), make(**PIECES)
+    plain, runner = make(**FOUR, **NO_KERNELS), make(**FOUR)
     assert plain._gpu_checked == frozenset() and runner._gpu_checked == {"input"}
     x = _images(1024)
     x[row, 1, 2, 3] = np.nan
@@ -602,7 +528,7 @@ def test_a_nan_anywhere_is_refused_as_by_the_host_check_and_the_next_call_is_rig
     out = runner.infer(_feed(runner, clean, kind), outputs=outputs)["output"]
     if outputs == "device":
         out = on_gpu(gpu, out)
-    np.testing.assert_array_equal(out, tool.stand_in_model(clean))
+    np.testing.assert_array_equal(out, fake_gpu.stand_in_model(clean))
 
 
 @pytest.mark.parametrize("batch", [1, 32, 256])
@@ -612,7 +538,7 @@ def test_the_gpu_check_is_part_of_the_graph_and_refuses_a_nan_on_a_replay(fake, 
     runner = make()
     clean = _images(batch)
     for _ in range(3):  # the second call captures the graph, the third replays it
-        np.testing.assert_array_equal(runner.infer(_feed(runner, clean, kind))["output"], tool.stand_in_model(clean))
+        np.testing.assert_array_equal(runner.infer(_feed(runner, clean, kind))["output"], fake_gpu.stand_in_model(clean))
     assert runner.replaying
     bad = clean.copy()
     bad[-1, 2, 0, 0] = np.nan
@@ -621,7 +547,7 @@ def test_the_gpu_check_is_part_of_the_graph_and_refuses_a_nan_on_a_replay(fake, 
         runner.infer(_feed(runner, bad, kind))
     assert gpu.calls["finite_kernel"] - before["finite_kernel"] == 1  # the fake replays what was captured
     assert runner.replaying  # the graph stays: the same shapes and places come next
-    np.testing.assert_array_equal(runner.infer(_feed(runner, clean, kind))["output"], tool.stand_in_model(clean))
+    np.testing.assert_array_equal(runner.infer(_feed(runner, clean, kind))["output"], fake_gpu.stand_in_model(clean))
 
 
 def test_no_check_is_queued_when_nonfinite_values_are_allowed_or_the_feed_is_on_the_gpu(fake):
@@ -630,5 +556,5 @@ def test_no_check_is_queued_when_nonfinite_values_are_allowed_or_the_feed_is_on_
     before = dict(gpu.calls)
     make(allow_nonfinite=True).infer({"input": x})
     runner = make()
-    runner.infer({"input": tool.FakeGpuArray(gpu, x)})
+    runner.infer({"input": fake_gpu.FakeGpuArray(gpu, x)})
     assert gpu.calls["finite_kernel"] == before["finite_kernel"]

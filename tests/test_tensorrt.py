@@ -279,35 +279,38 @@ def test_pinned_feed_and_device_outputs_give_the_same_answers(trt_fp32_set, gold
     assert _ok(ref, {n: cuda_rt.to_host(v) for n, v in device_out.items()}, model_spec)
 
 
-def test_subbatches_chunks_and_threads_do_not_change_the_answers(model_artifacts, golden, profile, model_spec):
-    """Small units force many sub-batches (two engine shapes per call) and uploads at the profile's max."""
+def test_subbatches_do_not_change_the_answers(model_artifacts, golden, profile, model_spec):
+    """Small sub-batches force many engine runs (two engine shapes per call) at the profile's max."""
     from model.backends.tensorrt.runner import TrtRunner
 
     feed, ref = golden[profile.max]
     cut = max(profile.min, profile.max - 95)
-    options = {"subbatch_bytes": 3 << 20, "chunk_bytes": 1 << 18, "staging_threads": 3, "copier": "numpy"}
-    with TrtRunner(model_artifacts.engine("fp32").plan(), declared=model_spec.input_metadata(), **options) as runner:
+    with TrtRunner(model_artifacts.engine("fp32").plan(), declared=model_spec.input_metadata(),
+                   subbatch_bytes=3 << 20) as runner:
         assert _ok(ref, runner.infer(feed), model_spec)
         assert _ok({n: v[:cut] for n, v in ref.items()}, runner.infer({n: v[:cut] for n, v in feed.items()}), model_spec)
 
 
-@pytest.mark.parametrize("options", [{"finite_check": "dot", "copier": "numpy"}, {"copier": "torch"},
-                                     {"finite_check": "dot", "copier": "torch"}],
-                         ids=["host-check", "torch-copier", "host-check-torch-copier"])
-def test_the_host_check_and_the_torch_copier_give_the_same_answers_and_refuse_the_same_nan(
-        model_artifacts, golden, profile, model_spec, options):
-    """finite_check="dot" (the fallback where the NaN/Inf kernels cannot load) and copier="torch"
-    (host_copy.py): pageable and own pinned feeds at the profile's max, in sub-batches, and a cut of
-    them on the graph path agree with the reference, on host and device outputs; a NaN in the
-    first or last row is refused as by default, and the next call is right."""
+@pytest.mark.parametrize("kernels", [False, True], ids=["host-check-fallback", "gpu-check"])
+def test_the_host_check_fallback_gives_the_same_answers_and_refuses_the_same_nan(
+        model_artifacts, golden, profile, model_spec, kernels, monkeypatch):
+    """Where the NaN/Inf kernels cannot load (forced here), the host checks each input as it is
+    staged: pageable and own pinned feeds at the profile's max, in sub-batches, and a cut of them
+    on the graph path agree with the reference, on host and device outputs; a NaN in the first or
+    last row is refused as by the GPU check, and the next call is right."""
     from model.backends.tensorrt import cuda as cuda_rt
+    from model.backends.tensorrt import finite_gpu
     from model.backends.tensorrt.runner import TrtRunner
+    from tests.fake_gpu import KernelsMissing
 
+    if not kernels:
+        monkeypatch.setattr(finite_gpu, "GpuFiniteCheck", KernelsMissing)
     feed, ref = golden[profile.max]
     batch = next(iter(feed.values())).shape[0]
-    options = {"subbatch_bytes": 3 << 20, "staging_threads": 3, **options}
-    with TrtRunner(model_artifacts.engine("fp32").plan(), declared=model_spec.input_metadata(), **options) as runner:
-        assert runner.copier == options["copier"]  # torch imports in every environment the suite runs in
+    with TrtRunner(model_artifacts.engine("fp32").plan(), declared=model_spec.input_metadata(),
+                   subbatch_bytes=3 << 20) as runner:
+        floats = any(finite_gpu.supports(runner.dtypes[n]) for n in runner.inputs)
+        assert (runner._finite_gpu is not None) is (kernels and floats)  # int-only models load no kernel
         assert _ok(ref, runner.infer(feed), model_spec)
         cut = max(profile.min, min(batch, 256))
         for _ in range(3):  # the graph path: staged, captured, replayed
@@ -378,7 +381,7 @@ def test_the_default_runner_checks_on_the_gpu_on_both_paths(model_artifacts, gol
 
     name = _float_input(model_spec)
     with TrtRunner(model_artifacts.engine("fp32").plan(), declared=model_spec.input_metadata()) as runner:
-        assert runner.finite_check == "gpu" and name in runner._gpu_checked
+        assert name in runner._gpu_checked
         small = min(b for b in golden if b >= profile.min)
         for batch in sorted({small, profile.max}):
             feed, ref = golden[batch]
@@ -407,7 +410,7 @@ def _float_input(spec):
     return t.name
 
 
-def test_a_nan_in_a_late_chunk_is_refused_and_the_next_call_is_right(trt_fp32_set, golden, profile, model_spec):
+def test_a_nan_in_a_late_subbatch_is_refused_and_the_next_call_is_right(trt_fp32_set, golden, profile, model_spec):
     name = _float_input(model_spec)
     feed, ref = golden[profile.max]
     bad = {**feed, name: feed[name].copy()}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import glob
 import math
 import time
 from functools import lru_cache
@@ -36,15 +37,53 @@ def check(result):
     return values[0] if len(values) == 1 else tuple(values)
 
 
+NO_GPU = "no NVIDIA GPU or driver found"
+
+
+def _cuda_version(version: int) -> str:
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def explain_device_count(status: str, count: int, driver: int, runtime: int, nodes: list[str]) -> str | None:
+    """Why cudaGetDeviceCount's answer (`status`, its error name, and `count`) leaves no usable
+    device, given cudaDriverGetVersion (`driver`: 0 where no NVIDIA driver is loaded),
+    cudaRuntimeGetVersion (`runtime`) and the /dev/nvidia* nodes found; None when one is usable.
+
+    The runtime says cudaErrorInsufficientDriver both for an old driver and for none at all: only
+    the driver's version tells "upgrade the driver" from "this machine has no NVIDIA GPU"."""
+    if status == "cudaSuccess" and count > 0:
+        return None
+    seen = f"device nodes: {', '.join(nodes) if nodes else 'no /dev/nvidia*'}"
+    if driver == 0:
+        return f"{NO_GPU}: no NVIDIA driver is loaded (cudaDriverGetVersion() returned 0; {seen})"
+    if status == "cudaSuccess" or status == "cudaErrorNoDevice":
+        return f"{NO_GPU}: the NVIDIA driver (CUDA {_cuda_version(driver)}) sees no GPU ({seen}; cudaGetDeviceCount() " \
+               f"said {status}, {count} devices)"
+    if status == "cudaErrorInsufficientDriver":
+        return f"the NVIDIA driver supports CUDA up to {_cuda_version(driver)}, older than the CUDA runtime " \
+               f"{_cuda_version(runtime)} this Python loads: upgrade the driver, or install a cuda-python built for " \
+               f"CUDA {_cuda_version(driver)}"
+    return None
+
+
 @lru_cache(maxsize=1)
 def gpu_unavailable_reason() -> str | None:
     """None when a CUDA device can be used from this process, else why not."""
     try:
         rt = _runtime()
-        count = check(rt.cudaGetDeviceCount())
-    except (BackendUnavailable, CudaError) as exc:
+    except BackendUnavailable as exc:
         return f"no usable CUDA device: {exc}"
-    return None if count > 0 else "no CUDA device: cudaGetDeviceCount() returned 0"
+    status, count = rt.cudaGetDeviceCount()
+    if status == rt.cudaError_t.cudaSuccess and count > 0:
+        return None
+    name = rt.cudaGetErrorName(status)[1].decode()
+    driver_status, driver = rt.cudaDriverGetVersion()
+    runtime_status, runtime = rt.cudaRuntimeGetVersion()
+    if driver_status != rt.cudaError_t.cudaSuccess:
+        driver = 0
+    reason = explain_device_count(name, count or 0, driver, runtime if runtime_status == rt.cudaError_t.cudaSuccess else 0,
+                                  sorted(glob.glob("/dev/nvidia[0-9]*")))
+    return reason or f"no usable CUDA device: CUDA call failed: {name}: {rt.cudaGetErrorString(status)[1].decode()}"
 
 
 def device_identity(device: int = 0) -> dict:

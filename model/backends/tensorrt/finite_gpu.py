@@ -35,6 +35,11 @@ WIDEN = "widen16"
 MAX_BLOCKS = 1024  # 8 blocks of 256 per SM on a 132-SM H200: enough loads in flight to read at bandwidth
 
 
+class OutOfHalf(Exception):
+    """A half-precision upload flagged NaN/Inf: a NaN/Inf in the input, or a value beyond
+    float16's range. The runner runs the call again from float32, which tells the two apart."""
+
+
 def supports(dtype) -> bool:
     return np.dtype(dtype) in KERNELS
 
