@@ -22,7 +22,7 @@ class TrtEngineSet(Runner):
     def __init__(self, plans: dict[BatchProfile, bytes], label: str = "fp32", graphs: bool = True,
                  declared: dict[str, TensorMeta] | None = None, runner_options: dict | None = None, **kwargs) -> None:
         """`declared`: the model's input metadata (see TrtRunner); `runner_options`: passed to each
-        `TrtRunner` (staging_threads, graph_max_bytes, ...)."""
+        `TrtRunner` (graphs, upload_half, graph_max_bytes, subbatch_bytes)."""
         super().__init__(**kwargs)
         self._runner_options = runner_options or {}
         if not plans:
