@@ -1,8 +1,11 @@
 """Progress written to a log (stderr not a terminal) is whole lines, never carriage-return frames."""
 import contextlib
+import inspect
 import io
+import types
 
 import pytest
+from tqdm.auto import tqdm
 
 from model import data, progress, training
 
@@ -64,3 +67,40 @@ def test_lines_every_fraction_and_every_interval(monkeypatch):
 def test_empty_total_is_refused_by_name():
     with pytest.raises(ValueError, match=r"progress total: received 0; expected a positive count of steps"):
         progress.LineProgress(0, "job", "step", io.StringIO())
+
+
+def _download(module, chunks, length):
+    """What torchvision's `_urlretrieve` does with its module's tqdm."""
+    with module.tqdm(total=length, unit="B", unit_scale=True) as bar:
+        for chunk in chunks:
+            bar.update(chunk)
+
+
+def test_a_librarys_own_bar_writes_lines_in_a_log():
+    log = io.StringIO()
+    library = types.SimpleNamespace(tqdm=tqdm)
+    with progress.lines_in(library, "download CIFAR-100", file=log):
+        _download(library, [100] * 20, 2000)
+        _download(library, [100] * 3, None)  # no Content-Length: a count without a percentage
+    assert library.tqdm is tqdm, "the library's tqdm is put back"
+    assert "\r" not in log.getvalue()
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "download CIFAR-100: 200/2000 B (10%), 0 s" and "2000/2000 B (100%)" in lines[9], lines
+    assert lines[-1] == "download CIFAR-100: 300 B, 0 s", lines
+
+
+def test_a_librarys_bar_stays_a_bar_on_a_terminal():
+    term = Terminal()
+    library = types.SimpleNamespace(tqdm=tqdm)
+    with progress.lines_in(library, "download", file=term):
+        assert library.tqdm is tqdm
+        with library.tqdm(total=3, file=term) as bar:
+            bar.update(3)
+    assert "\r" in term.getvalue()
+
+
+def test_torchvision_downloads_through_the_patched_name():
+    """lines_in swaps torchvision.datasets.utils.tqdm: its download must still call that name."""
+    from torchvision.datasets import utils
+
+    assert "tqdm(" in inspect.getsource(utils._urlretrieve)
