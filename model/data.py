@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model import progress
+
 NUM_CLASSES = 100
 INPUT_SHAPE = (3, 32, 32)  # C, H, W of one CIFAR image
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -133,11 +135,13 @@ def cifar100(root: str | Path, download: bool = False, calib_size: int = 1000) -
     root = Path(root).expanduser()
     try:
         from torchvision.datasets import CIFAR100  # imported here: the GPU kit has no torchvision
+        from torchvision.datasets import utils as download_utils
     except ImportError as exc:
         raise RuntimeError(f"real CIFAR-100 needs torchvision, which failed to import: {exc}") from exc
     try:
-        train = CIFAR100(str(root), train=True, download=download)
-        test = CIFAR100(str(root), train=False, download=download)
+        with progress.lines_in(download_utils, "download CIFAR-100"):
+            train = CIFAR100(str(root), train=True, download=download)
+            test = CIFAR100(str(root), train=False, download=download)
     except RuntimeError as exc:
         raise RuntimeError(
             f"CIFAR-100 not found under {root} ({exc}). Point --data at the folder that holds "

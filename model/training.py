@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from model import cache, network
 from model.data import Dataset, Split
 from model.network import SimpleCNN
+from model.progress import progress as progress_reporter
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def _train(dataset: Dataset, config: TrainConfig, progress: bool) -> SimpleCNN:
     loss_fn = nn.CrossEntropyLoss()
     order_rng = np.random.default_rng(config.seed)
     x_all, y_all = torch.from_numpy(dataset.train.x), torch.from_numpy(dataset.train.y)
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc="train SimpleCNN", unit="step", disable=not progress)
+    bar = progress_reporter(config.epochs * steps_per_epoch, "train SimpleCNN", "step", enabled=progress)
     for epoch in range(config.epochs):
         model.train()
         order = torch.from_numpy(order_rng.permutation(len(dataset.train)))
