@@ -11,7 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from model import zoo
+from model import code_digest, zoo
 from model.profile import DEFAULT_PROFILE, BatchProfile
 from model.spec import BATCH, Axis, ModelSpec, SpecError, TensorSpec
 
@@ -68,7 +68,8 @@ def from_factory(text: str) -> ModelSpec:
         raise SpecError(f"--model {text}: {factory_name}() returned a {type(spec).__name__} where a ModelSpec "
                         "was expected")
     net.eval()
-    return replace(spec, module=lambda ctx: net, onnx=None, identity={}, source=text)
+    code = code_digest.of_factory(path, net)
+    return replace(spec, module=lambda ctx: net, onnx=None, identity={}, code=code, source=text)
 
 
 def _tensor(value, kind: str, path: Path) -> TensorSpec:

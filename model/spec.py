@@ -121,6 +121,9 @@ class ModelSpec:
     module: Callable | None = None
     onnx: str | None = None
     identity: dict = field(default_factory=dict)  # what fixes the weights (seed, config): part of cache keys
+    # Digest of the code that defines the module's forward() (model/code_digest.py), part of every
+    # cache key made from the module; by default the file that defines `module`.
+    code: str = ""
     precisions: tuple[str, ...] = PRECISIONS
     precision_notes: str = ""  # why a precision is not offered (README, skip reasons)
     tolerances: dict = field(default_factory=dict)  # precision -> Tolerance (default: model.compare)
@@ -135,6 +138,10 @@ class ModelSpec:
         object.__setattr__(self, "axes", tuple(self.axes))
         if self.module is not None and self.onnx is not None:
             raise SpecError(f"model {self.name!r}: give a module factory or an ONNX file, not both")
+        if self.module is not None and not self.code:
+            from model import code_digest
+
+            object.__setattr__(self, "code", code_digest.of_callable(self.module))
         if not self.inputs or not self.outputs:
             raise SpecError(f"model {self.name!r}: a spec needs at least one input and one output")
         names = [t.name for t in (*self.inputs, *self.outputs)]
