@@ -158,7 +158,7 @@ def check_module_outputs(spec: ModelSpec, module) -> None:
         except ValueError as exc:
             raise SpecError(f"{spec.source or spec.name}: {exc}") from None
     expected = {t.name: t for t in spec.outputs}
-    want_shapes = {n: tuple(2 if d == "batch" else sizes.get(d, d) for d in t.shape) for n, t in expected.items()}
+    want_shapes = spec.output_shapes(spec.axis_sizes(feed))
     for name, tensor in out.items():
         got = (str(tensor.numpy().dtype), tuple(tensor.shape))
         want = (np.dtype(expected[name].dtype).name, want_shapes[name])
