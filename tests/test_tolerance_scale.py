@@ -79,11 +79,10 @@ def _logits(torch, model, x):
         return model(x).numpy()
 
 
-def test_a_fresh_torchvision_classifier_fails_and_warmed_statistics_judge_it(classifier, tmp_path):
-    import onnxruntime as ort
+def test_a_fresh_torchvision_classifier_fails_and_warmed_statistics_judge_it(classifier):
     import torch
 
-    x = torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     fresh = _logits(torch, classifier, x)
     result = compare_outputs({"logits": fresh}, {"logits": fresh.copy()}, "fp32")
     assert not result and "the reference is degenerate" in result.message and "BatchNorm" in result.message
@@ -94,18 +93,16 @@ def test_a_fresh_torchvision_classifier_fails_and_warmed_statistics_judge_it(cla
     classifier.train()
     with torch.no_grad():
         for i in range(3):
-            classifier(torch.randn(16, 3, 64, 64, generator=torch.Generator().manual_seed(10 + i)))
+            classifier(torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(10 + i)))
     classifier.eval()
     warmed = _logits(torch, classifier, x)
-    path = tmp_path / "mobilenet.onnx"
-    torch.onnx.export(classifier, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"],
-                      output_names=["logits"])
-    exported = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
-    judged = compare_outputs({"logits": warmed}, {"logits": exported}, "fp32")
+    # Row by row: another summation order, the float32 rounding a second backend brings.
+    rows = np.concatenate([_logits(torch, classifier, x[i : i + 1]) for i in range(len(x))])
+    judged = compare_outputs({"logits": warmed}, {"logits": rows}, "fp32")
     assert judged, judged.message
     scale = judged.scales["logits"]["scale"]
     assert scale == pytest.approx(float(warmed.std()), rel=1e-6) and scale > 1e-3 and f"scale {scale:.3g}" in judged.message
-    off = exported.copy()
+    off = rows.copy()
     off[3, 2] += 10 * TOLERANCES["fp32"].atol
     assert not compare_outputs({"logits": warmed}, {"logits": off}, "fp32")
 
