@@ -83,6 +83,8 @@ def time_batches(runner: Runner, arts: ModelArtifacts, batch_sizes, warmup: int 
 
 
 def _scales(reference: dict, outputs: dict | None) -> dict:
+    """Per output: the reference's spread, the error of `outputs` (None on the reference's own row)
+    and why the reference cannot judge it, if it cannot."""
     return {n: {"scale": float(np.asarray(ref, np.float64).std()) if np.size(ref) else 0.0,
                 "max_abs": None if outputs is None else float(np.abs(outputs[n].astype(np.float64) - ref).max()),
                 "degenerate": degenerate(ref)}
@@ -110,7 +112,7 @@ def measure(backend: Backend, arts: ModelArtifacts, batch_sizes, reference: dict
                 result.top1_agreement = float((outputs[logits].argmax(-1) == reference[logits].argmax(-1)).mean())
             result.max_abs_error = max(float(np.abs(outputs[n].astype(np.float64) - reference[n]).max())
                                        for n in reference)
-        result.outputs = _scales(reference if reference is not None else outputs, outputs if reference is not None else None)
+        result.outputs = _scales(reference, outputs) if reference is not None else _scales(outputs, None)
         result.latency_ms = time_batches(runner, arts, batch_sizes, **timing)
         paths = backend.artifact(arts)
         result.file, result.file_mb = ", ".join(map(str, paths)), sum(p.stat().st_size for p in paths) / 1e6
