@@ -6,8 +6,8 @@ A/A check (they must not fail) and a detection check (INT8 must). The injected d
 because this 2-core machine is noisy: under the load of other jobs a 0.3 ms ONNX Runtime call
 takes 1.5-6 ms and its processes differ by 5-110% (process-to-process sd), which puts the smallest
 detectable regression with 3 processes per side anywhere from 30% to 47x (a 20 ms delay was missed
-once in four runs: +975% against an SDR of 1638%); `tools/h200-gate-proof --cpu` repeats both
-checks, and the README quotes its counts."""
+once in four runs: +975% against an SDR of 1638%); `python -m model.gate proof` repeats both
+checks many times over (docs/gate.md, "Calibrating")."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,7 @@
-"""python -m model.gate compare | record | check | proof  (see README, "The benchmark regression gate")."""
+"""python -m model.gate compare | record | check: the gate itself (docs/gate.md).
+
+The calibration commands (probe, proof) live in their own modules and are handed in by
+model/gate/__main__.py, so that nothing here imports them: they import this module's options."""
 from __future__ import annotations
 
 import argparse
@@ -58,7 +61,9 @@ def _common(p: argparse.ArgumentParser, processes: int) -> None:
     p.add_argument("pytest_args", nargs="*", help="after --: more pytest arguments for every process (e.g. --require-gpu)")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(commands: dict | None = None) -> argparse.ArgumentParser:
+    """`commands`: more subcommands, name -> module with add_parser(sub) and main(args)."""
+    commands = commands or {}
     ap = argparse.ArgumentParser(prog="python -m model.gate", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compare", help="same-job mode: base and head checkouts measured here, interleaved")
@@ -73,10 +78,8 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--baseline", type=Path, required=True, help="file written by `record`")
     k.add_argument("--checkout", type=_checkout, default=Path.cwd(), help="checkout to measure (default: cwd)")
     _common(k, processes=5)
-    from model.gate import probe, proof
-
-    proof.add_parser(sub)
-    probe.add_parser(sub)
+    for command in commands.values():
+        command.add_parser(sub)
     return ap
 
 
@@ -112,14 +115,13 @@ def finish(args, verdicts, env, only) -> int:
     return report.exit_code(verdicts, args.fail_too_noisy)
 
 
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+def main(argv=None, commands: dict | None = None) -> int:
+    commands = commands or {}
+    args = parser(commands).parse_args(argv)
     sampling.FORK.update(enabled=args.fork_server,
                          preload=None if args.preload is None else [m for m in args.preload.split(",") if m])
-    if args.command in ("proof", "probe"):
-        from model.gate import probe, proof
-
-        return {"proof": proof, "probe": probe}[args.command].main(args)
+    if args.command in commands:
+        return commands[args.command].main(args)
     settings = settings_of(args)
     out = args.out
     if args.command == "compare":
