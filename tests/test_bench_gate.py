@@ -97,3 +97,27 @@ def test_fork_server_runs_each_checkouts_own_code_and_refuses_a_server_that_impo
     with ForkServer(sys.executable, preload=["model"]) as server:
         assert server.run(tmp_path, ["-q", "test_one.py"], env, tmp_path / "c.log") == 70
     assert "project modules ['model'] already imported" in (tmp_path / "c.log").read_text()
+
+
+def test_relative_out_paths_reach_a_forked_process_from_any_directory(tmp_path, monkeypatch):
+    """The default --out (out/gate) is relative; each benchmark process runs in its checkout's
+    directory, so the paths it is handed must be absolute by then (a fresh clone's `make bench-gate`
+    died in the fork server's child: FileNotFoundError 'out/gate/raw/warmup-1.log')."""
+    from model.gate.cli import parser
+
+    checkout, caller = tmp_path / "checkout", tmp_path / "caller"
+    (checkout / "benchmarks").mkdir(parents=True)
+    caller.mkdir()
+    (checkout / "benchmarks" / "test_tiny.py").write_text("def test_tiny(benchmark):\n    benchmark(sum, [1, 2])\n")
+    monkeypatch.chdir(caller)
+    args = parser().parse_args(["check", "--baseline", "b.json", "--checkout", str(checkout)])
+    assert args.out == caller / "out" / "gate" and args.baseline == caller / "b.json"
+    side = sampling.Side("head", checkout, ["--benchmark-min-rounds=3"])
+    monkeypatch.setitem(sampling.FORK, "enabled", True)
+    monkeypatch.setitem(sampling.FORK, "preload", ["pytest", "pytest_benchmark.plugin"])
+    try:
+        result = sampling.run_process(side, sys.executable, Path("out/raw/p.json"), Path("out/raw/p.log"))
+    finally:
+        sampling.close_servers()
+    assert [b["name"] for b in result["benchmarks"]] == ["test_tiny"]
+    assert (caller / "out" / "raw" / "p.log").is_file() and not (checkout / "out").exists()

@@ -26,6 +26,12 @@ def _checkout(text: str) -> Path:
     return path
 
 
+def _path(text: str) -> Path:
+    # Absolute from the start: every benchmark process runs in its checkout's directory, where a
+    # relative path would name another place (the fork server's children could not open their logs).
+    return Path(text).resolve()
+
+
 def _cpus(text: str) -> frozenset[int]:
     try:
         return sampling.parse_cpus(text)
@@ -49,7 +55,7 @@ def _common(p: argparse.ArgumentParser, processes: int) -> None:
     p.add_argument("--preload", default=None,
                    help="comma-separated modules the fork server imports (default: numpy, pytest, torch, onnxruntime, "
                         "tensorrt, ...); leave out any that would initialize CUDA")
-    p.add_argument("--out", type=Path, default=Path("out/gate"), help="logs, raw JSON and the verdict (default %(default)s)")
+    p.add_argument("--out", type=_path, default="out/gate", help="logs, raw JSON and the verdict (default %(default)s)")
     p.add_argument("--alpha", type=float, default=Settings.alpha, help="family-wise error rate, Holm (default %(default)s)")
     p.add_argument("--min-effect", type=float, default=Settings.min_effect,
                    help="smallest relative change that may fail the gate (default %(default)s)")
@@ -71,11 +77,11 @@ def parser(commands: dict | None = None) -> argparse.ArgumentParser:
     c.add_argument("--head", type=_checkout, required=True, help="checkout of the head commit")
     _common(c, processes=5)
     r = sub.add_parser("record", help="stored-baseline mode: measure this checkout and store every process's samples")
-    r.add_argument("--baseline", type=Path, required=True, help="file to write")
+    r.add_argument("--baseline", type=_path, required=True, help="file to write")
     r.add_argument("--checkout", type=_checkout, default=Path.cwd(), help="checkout to measure (default: cwd)")
     _common(r, processes=6)
     k = sub.add_parser("check", help="stored-baseline mode: measure this checkout against a recorded baseline")
-    k.add_argument("--baseline", type=Path, required=True, help="file written by `record`")
+    k.add_argument("--baseline", type=_path, required=True, help="file written by `record`")
     k.add_argument("--checkout", type=_checkout, default=Path.cwd(), help="checkout to measure (default: cwd)")
     _common(k, processes=5)
     for command in commands.values():
