@@ -62,6 +62,10 @@ def _common(p: argparse.ArgumentParser, processes: int) -> None:
     p.add_argument("--max-detectable", type=float, default=Settings.max_detectable,
                    help="a benchmark whose smallest detectable regression exceeds this is too noisy to gate "
                         "(default %(default)s)")
+    p.add_argument("--min-gated", type=float, default=Settings.min_gated,
+                   help="a run that could gate fewer than this share of its benchmarks is blind and fails (exit "
+                        f"{report.EXIT_TOO_NOISY}); `record` refuses a baseline that would leave a check so blind "
+                        "(default %(default)s)")
     p.add_argument("--fail-too-noisy", action="store_true",
                    help=f"exit {report.EXIT_TOO_NOISY} when a benchmark is too noisy to gate (default: report it)")
     p.add_argument("pytest_args", nargs="*", help="after --: more pytest arguments for every process (e.g. --require-gpu)")
@@ -90,7 +94,8 @@ def parser(commands: dict | None = None) -> argparse.ArgumentParser:
 
 
 def settings_of(args) -> Settings:
-    return Settings(alpha=args.alpha, min_effect=args.min_effect, max_detectable=args.max_detectable)
+    return Settings(alpha=args.alpha, min_effect=args.min_effect, max_detectable=args.max_detectable,
+                    min_gated=args.min_gated)
 
 
 def pytest_args(args) -> list[str]:
@@ -117,8 +122,32 @@ def finish(args, verdicts, env, only) -> int:
     print(report.table(verdicts))
     print(report.summary(verdicts, settings, only))
     report.write(args.out, verdicts, settings, env, {"only": only})
+    report.to_job_summary(report.markdown(verdicts, settings, only))
     print(f"verdict table: {args.out / 'gate.md'}, data: {args.out / 'gate.json'}")
-    return report.exit_code(verdicts, args.fail_too_noisy)
+    return report.exit_code(verdicts, args.fail_too_noisy, settings)
+
+
+CHECK_PROCESSES = 5  # `check`'s default --processes: what a stored baseline is judged for
+
+
+def refuse_blind(head: sampling.Side, args, settings: Settings) -> int:
+    """Exit status of `record`: 0 where the baseline lets a check gate enough of its benchmarks,
+    else EXIT_TOO_NOISY, the baseline kept aside (out/refused-baseline.json) and not stored."""
+    spots = baseline.blind_spots(head, CHECK_PROCESSES, settings)
+    gated = len(head.groups) - len(spots)
+    if head.groups and gated / len(head.groups) >= settings.min_gated:
+        return 0
+    aside = baseline.save(head, args.out / "refused-baseline.json")
+    worst = sorted(spots.items(), key=lambda kv: -kv[1])[:5]
+    text = (f"baseline REFUSED: a check of {CHECK_PROCESSES} processes against it could gate {gated} of "
+            f"{len(head.groups)} benchmarks (fewer than {100 * settings.min_gated:.0f}%): its processes spread too much "
+            f"(another job on the machine?). Not stored as {args.baseline}; kept for a look as "
+            f"{args.out / 'refused-baseline.json'}; record again on a quiet machine, or with more --processes. "
+            "Worst projected smallest detectable regressions: "
+            + ", ".join(f"{n} {100 * sdr:.0f}% (sd {100 * aside['benchmarks'][n]['aa_sd']:.0f}%)" for n, sdr in worst))
+    print(f"error: {text}", file=sys.stderr)
+    report.to_job_summary(f"### Benchmark gate: {text}")
+    return report.EXIT_TOO_NOISY
 
 
 def main(argv=None, commands: dict | None = None) -> int:
@@ -148,8 +177,13 @@ def main(argv=None, commands: dict | None = None) -> int:
             return 2
         sampling.measure([head], args.processes, out / "raw", args.python, cpus=args.cpus,
                          warmup=args.warmup_processes)
+        refused = refuse_blind(head, args, settings)
+        if refused:
+            return refused
         data = baseline.save(head, args.baseline)
         print(f"baseline of {len(data['benchmarks'])} benchmarks from {args.processes} processes written to {args.baseline}")
+        report.to_job_summary(f"### Benchmark gate: baseline of {len(data['benchmarks'])} benchmarks recorded "
+                              f"({args.processes} processes); later runs check against it")
         for name, b in data["benchmarks"].items():
             print(f"  {name} ({b['clock']} clock): process-to-process sd {100 * b['aa_sd']:.1f}%")
         return 0
