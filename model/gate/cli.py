@@ -5,6 +5,7 @@ model/gate/__main__.py, so that nothing here imports them: they import this modu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def _path(text: str) -> Path:
     return Path(text).resolve()
 
 
+def _interpreter(text: str) -> str:
+    # A path (not a name looked up on PATH) made absolute, its symlinks kept: a venv's python is one.
+    return os.path.abspath(text) if os.sep in text else text
+
+
 def _cpus(text: str) -> frozenset[int]:
     try:
         return sampling.parse_cpus(text)
@@ -45,7 +51,7 @@ def _common(p: argparse.ArgumentParser, processes: int) -> None:
     p.add_argument("--warmup-processes", type=int, default=1,
                    help="processes run first and not counted (cold caches after a checkout; default %(default)s)")
     p.add_argument("-k", dest="keyword", default=None, help="pytest -k expression selecting the benchmarks")
-    p.add_argument("--python", default=sys.executable,
+    p.add_argument("--python", default=sys.executable, type=_interpreter,
                    help="interpreter that runs the benchmark processes (default: this one)")
     p.add_argument("--cpus", type=_cpus, default=None,
                    help="pin every benchmark process to these cores (taskset syntax, e.g. 2-5); default: unpinned")
