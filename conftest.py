@@ -189,16 +189,16 @@ def _xdist_engine_builds(request, model_store):
     worker, workers = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if not worker.startswith("gw") or workers < 2:
         return
-    jobs, runner_tests = [], set()
+    pairs, runner_tests = set(), set()
     for item in request.session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "model_name" in params and "runner_test_engine" in item.fixturenames:
             runner_tests.add(params["model_name"])
-        if BACKENDS.get(params.get("backend_name", ""), None) is None:
-            continue
-        backend, model = BACKENDS[params["backend_name"]], params["model_name"]
-        if backend.framework == "TensorRT" and not (backend.missing() or backend.not_for(model_store.artifacts(model))):
-            jobs += prebuild.jobs_for(model, backend.precision, backend.typed_graph, model_store.artifacts(model).profile)
+        if params.get("backend_name") in BACKENDS:
+            pairs.add((params["model_name"], BACKENDS[params["backend_name"]]))
+    jobs = [job for model, backend in sorted(pairs, key=lambda p: (p[0], p[1].name))
+            if backend.framework == "TensorRT" and not (backend.missing() or backend.not_for(model_store.artifacts(model)))
+            for job in prebuild.jobs_for(model, backend.precision, backend.typed_graph, model_store.artifacts(model).profile)]
     if BACKENDS["tensorrt-fp32"].missing():
         runner_tests = set()
     jobs += [prebuild.runner_tests_job(m, model_store.artifacts(m).profile) for m in sorted(runner_tests)]
