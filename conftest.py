@@ -177,27 +177,49 @@ def model_store(pytestconfig, cache_dir):
 
 @pytest.fixture(scope="session", autouse=True)
 def _xdist_engine_builds(request, model_store):
-    """Under pytest-xdist, each worker first builds its share of the TensorRT engine sets the run
-    uses. Left to the tests, all workers reach the same backend's tests together and wait on one
-    build at a time (on the H200, 4 workers per model advanced one TensorRT backend at a time from a
-    cold cache). The plans go through the cache's per-artifact lock, so each is built once, and they
-    are the very plans the tests then load. A build that fails is left for its tests to report."""
+    """Under pytest-xdist, each worker first builds its share of the TensorRT plans the run uses,
+    one plan per job, longest first (model/backends/tensorrt/prebuild.py); left to the tests, all
+    workers reach the same backend's tests together and wait on one build at a time. The plans go
+    through the cache's per-plan lock, so each is built once, and they are the very plans the
+    tests then load. A build that fails is left for its tests to report."""
     from model.backends.base import BackendUnavailable
-    from model.backends.registry import BACKENDS, tensorrt_share
+    from model.backends.registry import BACKENDS
+    from model.backends.tensorrt import prebuild
 
     worker, workers = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if not worker.startswith("gw") or workers < 2:
         return
-    used = {(item.callspec.params["model_name"], item.callspec.params["backend_name"]) for item in request.session.items
-            if "backend_name" in getattr(getattr(item, "callspec", None), "params", {})}
-    for model, name in tensorrt_share(used, int(worker[2:]), workers):
-        backend, arts = BACKENDS[name], model_store.artifacts(model)
-        if backend.missing() or backend.not_for(arts):
-            continue
+    pairs, runner_tests = set(), set()
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "model_name" in params and "runner_test_engine" in item.fixturenames:
+            runner_tests.add(params["model_name"])
+        if params.get("backend_name") in BACKENDS:
+            pairs.add((params["model_name"], BACKENDS[params["backend_name"]]))
+    jobs = [job for model, backend in sorted(pairs, key=lambda p: (p[0], p[1].name))
+            if backend.framework == "TensorRT" and not (backend.missing() or backend.not_for(model_store.artifacts(model)))
+            for job in prebuild.jobs_for(model, backend.precision, backend.typed_graph, model_store.artifacts(model).profile)]
+    if BACKENDS["tensorrt-fp32"].missing():
+        runner_tests = set()
+    jobs += [prebuild.runner_tests_job(m, model_store.artifacts(m).profile) for m in sorted(runner_tests)]
+    for job in prebuild.share(jobs, int(worker[2:]), workers):
         try:
-            backend.artifact(arts)  # builds (or verifies) every plan of the backend's engine set
+            prebuild.build(job, model_store.artifacts(job.model))
         except (BackendUnavailable, RuntimeError, OSError, ValueError):
             continue
+
+
+@pytest.fixture(scope="session")
+def runner_test_engine(model_store, model_name):
+    """The FP32 engine with every opt batch's profile that the runner's own tests run on
+    (model/backends/tensorrt/build.py, runner_test_spec): the deployed engine where the model's
+    set is that one engine, else one built for these tests at optimization level 0."""
+    from model.backends.tensorrt.build import engine_for_onnx, runner_test_spec
+
+    def make():
+        arts = model_store.artifacts(model_name)
+        return engine_for_onnx(arts.onnx, runner_test_spec(arts.spec, arts.profile, arts.workspace), arts.cache_dir)
+    return model_store.memo(model_name, "runner test engine", make)
 
 
 @pytest.fixture(scope="session")

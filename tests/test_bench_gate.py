@@ -6,8 +6,8 @@ A/A check (they must not fail) and a detection check (INT8 must). The injected d
 because this 2-core machine is noisy: under the load of other jobs a 0.3 ms ONNX Runtime call
 takes 1.5-6 ms and its processes differ by 5-110% (process-to-process sd), which puts the smallest
 detectable regression with 3 processes per side anywhere from 30% to 47x (a 20 ms delay was missed
-once in four runs: +975% against an SDR of 1638%); `tools/h200-gate-proof --cpu` repeats both
-checks, and the README quotes its counts."""
+once in four runs: +975% against an SDR of 1638%); `python -m model.gate proof` repeats both
+checks many times over (docs/gate.md, "Calibrating")."""
 from __future__ import annotations
 
 import json
@@ -97,3 +97,27 @@ def test_fork_server_runs_each_checkouts_own_code_and_refuses_a_server_that_impo
     with ForkServer(sys.executable, preload=["model"]) as server:
         assert server.run(tmp_path, ["-q", "test_one.py"], env, tmp_path / "c.log") == 70
     assert "project modules ['model'] already imported" in (tmp_path / "c.log").read_text()
+
+
+def test_relative_out_paths_reach_a_forked_process_from_any_directory(tmp_path, monkeypatch):
+    """The default --out (out/gate) is relative; each benchmark process runs in its checkout's
+    directory, so the paths it is handed must be absolute by then (a fresh clone's `make bench-gate`
+    died in the fork server's child: FileNotFoundError 'out/gate/raw/warmup-1.log')."""
+    from model.gate.cli import parser
+
+    checkout, caller = tmp_path / "checkout", tmp_path / "caller"
+    (checkout / "benchmarks").mkdir(parents=True)
+    caller.mkdir()
+    (checkout / "benchmarks" / "test_tiny.py").write_text("def test_tiny(benchmark):\n    benchmark(sum, [1, 2])\n")
+    monkeypatch.chdir(caller)
+    args = parser().parse_args(["check", "--baseline", "b.json", "--checkout", str(checkout)])
+    assert args.out == caller / "out" / "gate" and args.baseline == caller / "b.json"
+    side = sampling.Side("head", checkout, ["--benchmark-min-rounds=3"])
+    monkeypatch.setitem(sampling.FORK, "enabled", True)
+    monkeypatch.setitem(sampling.FORK, "preload", ["pytest", "pytest_benchmark.plugin"])
+    try:
+        result = sampling.run_process(side, sys.executable, Path("out/raw/p.json"), Path("out/raw/p.log"))
+    finally:
+        sampling.close_servers()
+    assert [b["name"] for b in result["benchmarks"]] == ["test_tiny"]
+    assert (caller / "out" / "raw" / "p.log").is_file() and not (checkout / "out").exists()

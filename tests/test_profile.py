@@ -161,18 +161,3 @@ def test_engine_set_needs_a_plan():
 
     with pytest.raises(ValueError, match="at least one plan"):
         TrtEngineSet({})
-
-
-def test_parallel_workers_share_the_tensorrt_engine_sets_out():
-    """Under pytest-xdist each worker first builds its share of the engine sets (conftest.py): every
-    TensorRT set the run uses goes to exactly one worker, shares differ by one at most, and no
-    other backend is in any share."""
-    from model.backends.registry import tensorrt_share
-
-    pairs = [(m, b) for m in ("simplecnn", "resnet18") for b in
-             ("onnxruntime-cpu", "tensorrt-fp32", "tensorrt-fp16", "tensorrt-fp16-typed", "tensorrt-int8", "pytorch-cuda")]
-    shares = [tensorrt_share(list(reversed(pairs)), w, 3) for w in range(3)]
-    flat = [p for share in shares for p in share]
-    assert sorted(flat) == sorted(p for p in pairs if p[1].startswith("tensorrt")) and len(flat) == len(set(flat)) == 8
-    assert {len(s) for s in shares} <= {2, 3}
-    assert tensorrt_share(pairs, 0, 1) == sorted(flat)

@@ -18,12 +18,12 @@ pytestmark = pytest.mark.needs_trt
 
 
 @pytest.fixture(scope="module")
-def trt(model_artifacts):
+def trt(model_artifacts, runner_test_engine):
     """A runner on one engine holding every opt batch's profile (the backends run one engine per
     opt batch instead: see the engine-set tests below)."""
     from model.backends.tensorrt.runner import TrtRunner
 
-    with TrtRunner(model_artifacts.engine("fp32").plan(), label="fp32",
+    with TrtRunner(runner_test_engine.plan(), label="fp32",
                    declared=model_artifacts.spec.input_metadata()) as runner:
         yield runner
 
@@ -142,11 +142,11 @@ def test_repeated_shape_is_replayed_from_a_graph_with_the_same_answers(trt, gold
     assert not trt.replaying and _ok(ref32, out32, model_spec)
 
 
-def test_graphs_can_be_turned_off(model_artifacts, golden, model_spec):
+def test_graphs_can_be_turned_off(runner_test_engine, golden, model_spec):
     from model.backends.tensorrt.runner import TrtRunner
 
     feed, ref = golden[7]
-    with TrtRunner(model_artifacts.engine("fp32").plan(), graphs=False, declared=model_spec.input_metadata()) as runner:
+    with TrtRunner(runner_test_engine.plan(), graphs=False, declared=model_spec.input_metadata()) as runner:
         outs = [runner.infer(feed) for _ in range(3)]
         assert not runner.replaying
     assert all(_ok(ref, out, model_spec) for out in outs)
@@ -155,8 +155,9 @@ def test_graphs_can_be_turned_off(model_artifacts, golden, model_spec):
 # -- the engine cache --------------------------------------------------------------------------
 
 def test_second_request_reuses_the_cached_plan(model_artifacts):
-    first = model_artifacts.engine("fp32")
-    again = engine_for_onnx(model_artifacts.onnx, EngineSpec(model_artifacts.spec), model_artifacts.cache_dir)
+    profile, first = next(iter(model_artifacts.engine_set("fp32").items()))  # a deployed plan
+    again = engine_for_onnx(model_artifacts.onnx, EngineSpec(model_artifacts.spec, profile=profile,
+                                                             workspace=model_artifacts.workspace), model_artifacts.cache_dir)
     assert again.path == first.path and not again.rebuilt
 
 
@@ -279,13 +280,13 @@ def test_pinned_feed_and_device_outputs_give_the_same_answers(trt_fp32_set, gold
     assert _ok(ref, {n: cuda_rt.to_host(v) for n, v in device_out.items()}, model_spec)
 
 
-def test_subbatches_do_not_change_the_answers(model_artifacts, golden, profile, model_spec):
+def test_subbatches_do_not_change_the_answers(runner_test_engine, golden, profile, model_spec):
     """Small sub-batches force many engine runs (two engine shapes per call) at the profile's max."""
     from model.backends.tensorrt.runner import TrtRunner
 
     feed, ref = golden[profile.max]
     cut = max(profile.min, profile.max - 95)
-    with TrtRunner(model_artifacts.engine("fp32").plan(), declared=model_spec.input_metadata(),
+    with TrtRunner(runner_test_engine.plan(), declared=model_spec.input_metadata(),
                    subbatch_bytes=3 << 20) as runner:
         assert _ok(ref, runner.infer(feed), model_spec)
         assert _ok({n: v[:cut] for n, v in ref.items()}, runner.infer({n: v[:cut] for n, v in feed.items()}), model_spec)
@@ -293,7 +294,7 @@ def test_subbatches_do_not_change_the_answers(model_artifacts, golden, profile, 
 
 @pytest.mark.parametrize("kernels", [False, True], ids=["host-check-fallback", "gpu-check"])
 def test_the_host_check_fallback_gives_the_same_answers_and_refuses_the_same_nan(
-        model_artifacts, golden, profile, model_spec, kernels, monkeypatch):
+        runner_test_engine, golden, profile, model_spec, kernels, monkeypatch):
     """Where the NaN/Inf kernels cannot load (forced here), the host checks each input as it is
     staged: pageable and own pinned feeds at the profile's max, in sub-batches, and a cut of them
     on the graph path agree with the reference, on host and device outputs; a NaN in the first or
@@ -307,7 +308,7 @@ def test_the_host_check_fallback_gives_the_same_answers_and_refuses_the_same_nan
         monkeypatch.setattr(finite_gpu, "GpuFiniteCheck", KernelsMissing)
     feed, ref = golden[profile.max]
     batch = next(iter(feed.values())).shape[0]
-    with TrtRunner(model_artifacts.engine("fp32").plan(), declared=model_spec.input_metadata(),
+    with TrtRunner(runner_test_engine.plan(), declared=model_spec.input_metadata(),
                    subbatch_bytes=3 << 20) as runner:
         floats = any(finite_gpu.supports(runner.dtypes[n]) for n in runner.inputs)
         assert (runner._finite_gpu is not None) is (kernels and floats)  # int-only models load no kernel
@@ -373,14 +374,14 @@ def test_the_nan_kernels_flag_exactly_the_nonfinite_values(dtype):
         stream.free()
 
 
-def test_the_default_runner_checks_on_the_gpu_on_both_paths(model_artifacts, golden, profile, model_spec):
+def test_the_default_runner_checks_on_the_gpu_on_both_paths(runner_test_engine, golden, profile, model_spec):
     """The kernels load on this GPU (no fallback to the host check); a NaN is refused on the graph
     path (also on a replay) and the pipelined path, from pageable and own pinned feeds, and the
     next call is right."""
     from model.backends.tensorrt.runner import TrtRunner
 
     name = _float_input(model_spec)
-    with TrtRunner(model_artifacts.engine("fp32").plan(), declared=model_spec.input_metadata()) as runner:
+    with TrtRunner(runner_test_engine.plan(), declared=model_spec.input_metadata()) as runner:
         assert name in runner._gpu_checked
         small = min(b for b in golden if b >= profile.min)
         for batch in sorted({small, profile.max}):

@@ -8,10 +8,10 @@ pytestmark = pytest.mark.needs_trt
 
 
 @pytest.fixture(scope="module", params=["flat", "max"])
-def naive(request, model_artifacts):
+def naive(request, runner_test_engine):
     from tests.naive_trt import NaiveTrtRunner
 
-    runner = NaiveTrtRunner(model_artifacts.engine("fp32").plan(), mode=request.param)
+    runner = NaiveTrtRunner(runner_test_engine.plan(), mode=request.param)
     yield runner
     runner.close()
 

@@ -25,6 +25,7 @@ class Backend:
     make: Callable[[ModelArtifacts], Runner]
     artifact: Callable[[ModelArtifacts], list[Path]]  # what is deployed: a TensorRT set is several plans
     module_only: bool = False  # runs the PyTorch module (a model without one has no such backend)
+    typed_graph: bool = False  # TensorRT: built from the ONNX variant that carries the precision
 
     def missing(self) -> capabilities.Missing | None:
         """Why this machine cannot run the backend, or None."""
@@ -98,14 +99,8 @@ BACKENDS = {b.name: b for b in [
     # The FP16 builder flag is gone in TensorRT 11: this backend skips there, the typed one stays.
     Backend("tensorrt-fp16", "TensorRT", "fp16", ("tensorrt", "tensorrt_builder_flags"), _trt("fp16"), _trt_files("fp16")),
     Backend("tensorrt-fp16-typed", "TensorRT", "fp16", ("tensorrt",), _trt("fp16", typed_graph=True),
-            _trt_files("fp16", typed_graph=True)),
+            _trt_files("fp16", typed_graph=True), typed_graph=True),
     Backend("tensorrt-int8", "TensorRT", "int8", ("tensorrt",), _trt("int8"), _trt_files("int8")),
 ]}
 DEFAULT_BACKENDS = list(BACKENDS)
 
-
-def tensorrt_share(pairs, worker: int, workers: int) -> list[tuple[str, str]]:
-    """Of the (model, backend) pairs a run uses, the TensorRT ones that parallel worker `worker`
-    (0-based) of `workers` builds: every `workers`-th, in an order every worker computes alike."""
-    trt = sorted((model, name) for model, name in set(pairs) if BACKENDS[name].framework == "TensorRT")
-    return trt[worker::workers]

@@ -1,5 +1,6 @@
+"""`python -m model.gate`: the gate's commands (model/gate/cli.py) and its calibration (probe, proof)."""
 import sys
 
-from model.gate.cli import main
+from model.gate import cli, probe, proof
 
-sys.exit(main())
+sys.exit(cli.main(commands={"proof": proof, "probe": probe}))

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from model.gate.sampling import Side
-from model.gate.stats import log_medians, process_sd
+from model.gate.stats import Settings, detectable, log_medians, process_sd
 
 FORMAT = "model.gate baseline v2"
 
@@ -26,6 +26,25 @@ def save(side: Side, path: Path) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     return data
+
+
+def projected_sdr(groups: list, check_processes: int, settings: Settings, family: int) -> float:
+    """The smallest detectable regression a later check of `check_processes` processes would have
+    against these stored processes, if its processes spread as these did."""
+    sd, df = process_sd(log_medians(groups))
+    if sd is None:
+        return math.inf
+    res = detectable(sd, df + check_processes - 1, len(groups), check_processes, settings.alpha / max(family, 1))
+    return max(settings.min_effect, res)
+
+
+def blind_spots(side: Side, check_processes: int, settings: Settings) -> dict[str, float]:
+    """Benchmark -> projected SDR, for those a check against this baseline could not gate.
+
+    A baseline recorded beside another job (a busy loop on the other core here: process-to-process
+    sd up to 420%) left every later check judging all 33 benchmarks too noisy; it must not be stored."""
+    sdrs = {name: projected_sdr(groups, check_processes, settings, len(side.groups)) for name, groups in side.groups.items()}
+    return {name: sdr for name, sdr in sdrs.items() if sdr > settings.max_detectable}
 
 
 def load(path: Path) -> Side:

@@ -5,20 +5,20 @@ For n processes per side, the gate's t-test flags a change above t(alpha/m, 2n-2
 standard errors more (the one-sided 90% normal quantile). With the probe's per-process sd of each
 judged benchmark, the injected effect it measured (else the nominal one), and its seconds per
 process, this finds the fewest processes per side that give both injections that power and the
-seconds the proof would take (tools/h200-gate-proof's chains: STEP = COPY_STEP = n, 2 whole-set
+seconds the proof would take (its chains: --step = --copy-step = n, 2 whole-set
 comparisons of 3 per side, one whole-set warm-up). `chain_seconds` is the one cost model: the proof's
 printed projection (model/gate/proof.py) uses it too, with the rates it measured.
 """
 from __future__ import annotations
 
 import math
-import os
 import statistics
 
 import numpy as np
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
+from model.gate import sampling
 from model.gate.stats import log_medians, process_sd
 
 TRIALS, WHOLE_TRIALS, WHOLE_PER_SIDE, OVERHEAD_S = 10, 2, 3, 20.0
@@ -33,11 +33,23 @@ def needed(sd: float, n: int, alpha: float) -> float:
 def counts(n: int, step: int, copy_step: int = 0, trials: int = TRIALS, whole_trials: int = WHOLE_TRIALS,
            whole_per_side: int = WHOLE_PER_SIDE) -> tuple[int, int, int]:
     """Processes of the selection chain, the injected copy's chain and the whole-set chain
-    (model/gate/proof.py's schedule), the warm-up not included."""
-    from model.gate.proof import schedule
-
+    (`schedule` below), the warm-up not included."""
     _, _, n_main, n_copy = schedule(trials, n, step, copy_step)
     return n_main, n_copy, 2 * whole_per_side * whole_trials
+
+
+def schedule(trials: int, processes: int, step: int, copy_step: int = 0) -> tuple[list, list, int, int]:
+    """Windows of the main chain (unchanged code) and of the injected copy's chain.
+
+    Comparison i takes main processes [i*step, i*step + 2m) in the roles A B B A ... (m = processes
+    per side); detection i takes copy processes [i*cstep, i*cstep + m). step = 2m: no process serves
+    two comparisons (independent trials); a smaller step lets neighbouring comparisons share
+    processes, with rotating roles, to save device time."""
+    roles = sampling.interleaved(["A", "B"], processes)
+    cstep = copy_step or (processes if step >= 2 * processes else max(1, step // 2))
+    main = [[(i * step + j, r) for j, r in enumerate(roles)] for i in range(trials)]
+    copy = [[i * cstep + j for j in range(processes)] for i in range(trials)]
+    return main, copy, (trials - 1) * step + 2 * processes, (trials - 1) * cstep + processes
 
 
 def chain_seconds(n_main: int, n_copy: int, n_whole: int, t_sel: float, t_copy: float, t_whole: float) -> float:
@@ -111,9 +123,9 @@ def suggest(args, sides: dict, modes: list[str], injected, m: int, budget_s: flo
     n = max(n_host, gpu[0][1][0])
     half, full = proof_seconds(n, n, t_sel, t_copy, t_whole, n), proof_seconds(n, 2 * n, t_sel, t_copy, t_whole, n)
     step = 2 * n if full <= budget_s else n
-    batch = name.split("-")[-1].rstrip("]")
-    cpus = "" if mode == "P" else f"PIN_CPUS={','.join(map(str, sorted(os.sched_getaffinity(0))))} "  # all: unpinned
-    lines.append(f"suggested: {cpus}PROCESSES={n} STEP={step} COPY_STEP={n} DETECT_HOST={batch} tools/h200-gate-proof"
-                 f"   (about {full if step == 2 * n else half:.0f} s; STEP={step}: "
+    cpus = f" --cpus {','.join(map(str, sorted(args.cpus)))}" if mode == "P" and args.cpus else ""  # else unpinned
+    lines.append(f"suggested: python -m model.gate proof --processes {n} --step {step} --copy-step {n}{cpus} "
+                 f"--detect-host '{name}' (with the probe's selection and injection; about "
+                 f"{full if step == 2 * n else half:.0f} s; --step {step}: "
                  f"{'independent comparisons' if step == 2 * n else 'neighbours share half their processes'})")
     return lines

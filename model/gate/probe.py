@@ -16,15 +16,18 @@ import shlex
 import shutil
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
 from model.gate import sampling
+from model.gate.cli import _checkout, _common, pytest_args
+from model.gate.plan import suggest
+from model.gate.proof import _with_cache, injected_copy
 from model.gate.stats import detectable, log_medians, process_sd
 
 
 def add_parser(sub) -> None:
-    from model.gate.cli import _checkout, _common
 
     p = sub.add_parser("probe", help="measure process-to-process spread, pinned and unpinned, and process cost")
     p.add_argument("--checkout", type=_checkout, default=None, help="checkout to measure (default: cwd)")
@@ -52,11 +55,6 @@ def _measured_s(result: dict) -> float:
 
 
 def main(args) -> int:
-    from pathlib import Path
-
-    from model.gate.cli import pytest_args
-    from model.gate.proof import _with_cache
-
     checkout = args.checkout or Path.cwd().resolve()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -157,8 +155,6 @@ def main(args) -> int:
     (out / "probe-summary.txt").write_text(text + "\n")
     print(text)
     try:  # a suggestion only: never lose the measurements above to it
-        from model.gate.plan import suggest
-
         advice = "\n".join(suggest(args, sides, modes, injected, m))
     except Exception as exc:  # noqa: BLE001
         advice = f"no suggestion: {type(exc).__name__}: {exc}"
@@ -193,7 +189,6 @@ def sampling_spread(groups) -> str:
 
 
 def _injected(args, checkout, reference: sampling.Side, out) -> tuple[list[str], sampling.Side]:
-    from model.gate.proof import _with_cache, injected_copy
 
     copy = injected_copy(checkout, args.host_us, args.host_backend, args.gpu_fraction, args.detect)
     try:

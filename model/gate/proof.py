@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 from model.gate import report, sampling
+from model.gate.cli import _checkout, _common, _positive_int, decide, settings_of
+from model.gate.plan import chain_seconds, schedule
 from model.gate.stats import IMPROVED, REGRESSED, TOO_NOISY
 
 IGNORE = shutil.ignore_patterns(".git", ".venv", ".cache", "out", "__pycache__", ".pytest_cache", ".hypothesis",
@@ -38,7 +40,6 @@ IGNORE = shutil.ignore_patterns(".git", ".venv", ".cache", "out", "__pycache__",
 
 
 def add_parser(sub) -> None:
-    from model.gate.cli import _checkout, _common, _positive_int
 
     p = sub.add_parser("proof", help="A/A comparisons and injected slowdowns: false-failure and detection counts")
     p.add_argument("--checkout", type=_checkout, default=Path.cwd(), help="checkout to prove on (default: cwd)")
@@ -102,20 +103,6 @@ def merged(label: str, parts: list[sampling.Side]) -> sampling.Side:
                 raise sampling.SamplingError(f"benchmark {name}: timed on different clocks in different processes")
             side.groups.setdefault(name, []).extend(groups)
     return side
-
-
-def schedule(trials: int, processes: int, step: int, copy_step: int = 0) -> tuple[list, list, int, int]:
-    """Windows of the main chain (unchanged code) and of the injected copy's chain.
-
-    Comparison i takes main processes [i*step, i*step + 2m) in the roles A B B A ... (m = processes
-    per side); detection i takes copy processes [i*cstep, i*cstep + m). step = 2m: no process serves
-    two comparisons (independent trials); a smaller step lets neighbouring comparisons share
-    processes, with rotating roles, to save device time."""
-    roles = sampling.interleaved(["A", "B"], processes)
-    cstep = copy_step or (processes if step >= 2 * processes else max(1, step // 2))
-    main = [[(i * step + j, r) for j, r in enumerate(roles)] for i in range(trials)]
-    copy = [[i * cstep + j for j in range(processes)] for i in range(trials)]
-    return main, copy, (trials - 1) * step + 2 * processes, (trials - 1) * cstep + processes
 
 
 class Runner:
@@ -203,7 +190,6 @@ def _project(runner, n_main: int, n_copy: int, n_whole: int, progress) -> None:
     """After the first process of each chain: how long the plan takes at those rates
     (model/gate/plan.py's cost model; the whole set at the warm-up's rate, an upper bound: the
     warm-up also fills the caches)."""
-    from model.gate.plan import chain_seconds
 
     t_m, t_c = runner.seconds["M"][0], runner.seconds["C"][0]
     t_w = runner.seconds.get("warm-up", [3 * t_m])[0] if n_whole else 0.0
@@ -213,7 +199,6 @@ def _project(runner, n_main: int, n_copy: int, n_whole: int, progress) -> None:
 
 
 def _run(args, progress, copy: Path | None) -> dict:
-    from model.gate.cli import decide, settings_of
 
     settings = settings_of(args)
     checkout = args.checkout
@@ -280,7 +265,6 @@ def _run(args, progress, copy: Path | None) -> dict:
 
 def _compare(args, runner: Runner, kind: str, window, label: str, results: dict, progress, title: str, key: str = "aa"):
     """One A/A comparison of a window of processes; None if some process of it did not run."""
-    from model.gate.cli import decide, settings_of
 
     if not all((kind, j) in runner.done for j, _ in window):
         return None

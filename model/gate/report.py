@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 
-from model.gate.stats import IMPROVED, REGRESSED, TOO_NOISY, UNCHANGED, Settings, Verdict
+from model.gate.stats import IMPROVED, REGRESSED, TOO_NOISY, UNCHANGED, Settings, Verdict, gated_share
 
 EXIT_PASS, EXIT_REGRESSED, EXIT_TOO_NOISY = 0, 1, 3
 
@@ -39,6 +40,10 @@ def summary(verdicts: list[Verdict], settings: Settings, only: dict[str, list[st
              f"(t-test on per-process medians, Holm over the family at alpha {settings.alpha}, every process of "
              f"one side beyond every process of the other, change > {_pct(settings.min_effect)}; "
              f"too noisy: SDR > {_pct(settings.max_detectable)})"]
+    if blind(verdicts, settings):
+        lines.append(f"BLIND (not a pass): {len(verdicts) - len(counts[TOO_NOISY])} of {len(verdicts)} benchmarks could "
+                     f"be gated, fewer than {_pct(settings.min_gated)}; the machine was too noisy or the processes too "
+                     "few (docs/gate.md, \"Reading a verdict\")")
     for name in counts[REGRESSED]:
         lines.append(f"REGRESSED: {name}")
     for name in counts[TOO_NOISY]:
@@ -49,17 +54,39 @@ def summary(verdicts: list[Verdict], settings: Settings, only: dict[str, list[st
     return "\n".join(lines)
 
 
-def exit_code(verdicts: list[Verdict], fail_too_noisy: bool) -> int:
+def blind(verdicts: list[Verdict], settings: Settings) -> bool:
+    """Too few benchmarks judged for a pass to mean anything (a run that gated nothing must not read green)."""
+    return gated_share(verdicts) < settings.min_gated
+
+
+def exit_code(verdicts: list[Verdict], fail_too_noisy: bool, settings: Settings = Settings()) -> int:
     if any(v.verdict == REGRESSED for v in verdicts):
         return EXIT_REGRESSED
-    if fail_too_noisy and any(v.verdict == TOO_NOISY for v in verdicts):
+    if blind(verdicts, settings) or (fail_too_noisy and any(v.verdict == TOO_NOISY for v in verdicts)):
         return EXIT_TOO_NOISY
     return EXIT_PASS
 
 
+def to_job_summary(markdown: str, environ=os.environ) -> bool:
+    """Append to the CI job's summary page (GitHub Actions: $GITHUB_STEP_SUMMARY), where a reader
+    sees the verdict without opening the log; False where there is none."""
+    path = environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return False
+    with open(path, "a") as f:
+        f.write(markdown.rstrip("\n") + "\n\n")
+    return True
+
+
+def markdown(verdicts: list[Verdict], settings: Settings, only: dict[str, list[str]] | None = None) -> str:
+    head, *rest = summary(verdicts, settings, only).splitlines()
+    return "\n".join([f"### Benchmark gate: {head.removeprefix('gate: ')}", "", table(verdicts), "",
+                      *(f"- {line}" for line in rest)]) + "\n"
+
+
 def write(out_dir: Path, verdicts: list[Verdict], settings: Settings, environment: dict, extra: dict | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "gate.md").write_text(table(verdicts) + "\n\n" + summary(verdicts, settings) + "\n")
+    (out_dir / "gate.md").write_text(markdown(verdicts, settings))
     rows = [{k: (None if isinstance(x, float) and math.isinf(x) else x) for k, x in {**asdict(v), "change": v.change}.items()}
             for v in verdicts]  # strict JSON has no Infinity: an unreachable resolution is null
     data = {"settings": asdict(settings), "environment": environment, "verdicts": rows, **(extra or {})}

@@ -117,6 +117,8 @@ def parse_cpus(text: str) -> frozenset[int]:
 def run_process(side: Side, python: str, json_path: Path, log_path: Path, timeout_s: float = 3600,
                 cpus: frozenset[int] | None = None, fresh: bool = False) -> dict:
     """One benchmark process: forked from the server when FORK is on (unless `fresh`), else a new interpreter."""
+    # The process runs in the checkout, so the paths it is handed must not depend on the directory.
+    json_path, log_path = Path(json_path).resolve(), Path(log_path).resolve()
     json_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [python, "-m", "pytest", *side.targets, "-q", "-p", "no:cacheprovider", "--benchmark-save-data",
            f"--benchmark-json={json_path}", *side.pytest_args]

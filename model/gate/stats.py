@@ -34,12 +34,15 @@ class Settings:
     alpha: float = 0.01          # family-wise error rate over all benchmarks of one comparison (Holm)
     min_effect: float = 0.05     # a change smaller than this never fails the gate
     max_detectable: float = 0.5  # an SDR above this: the benchmark is too noisy to gate
+    min_gated: float = 0.5       # a run that could gate fewer than this share of its benchmarks is blind: it fails
 
     def __post_init__(self):
         for name, value, lo, hi in (("alpha", self.alpha, 0, 1), ("min_effect", self.min_effect, 0, math.inf),
                                     ("max_detectable", self.max_detectable, 0, math.inf)):
             if not lo < value < hi:
                 raise ValueError(f"gate setting {name}={value!r}: expected a number in ({lo}, {hi})")
+        if not 0 <= self.min_gated <= 1:
+            raise ValueError(f"gate setting min_gated={self.min_gated!r}: expected a share in [0, 1]")
 
 
 @dataclass
@@ -94,6 +97,11 @@ def process_spread(groups: list) -> float | None:
         return None
     x = log_medians(groups)
     return math.expm1(float(x.max() - x.min()))
+
+
+def gated_share(verdicts: list) -> float:
+    """The share of benchmarks the run could judge (anything but too noisy); 0 with none."""
+    return sum(v.verdict != TOO_NOISY for v in verdicts) / len(verdicts) if verdicts else 0.0
 
 
 def holm(p_values: list[float], alpha: float) -> list[bool]:

@@ -8,7 +8,10 @@ with a warning.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +120,41 @@ def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache: bytes | None = N
     return bytes(plan), bytes(config.get_timing_cache().serialize())
 
 
+def merged_timing(trt, ours: bytes, theirs: bytes | None) -> bytes:
+    """Our refined timing cache together with the entries another build stored since we read it
+    (ITimingCache.combine): builds running at once each add what they timed, none overwrites the
+    others' (a timing cache only speeds builds up; a plan never depends on it)."""
+    if not theirs or theirs == ours:
+        return ours
+    config = trt.Builder(trt_compat.Logger(trt)).create_builder_config()
+    combined, other = config.create_timing_cache(ours), config.create_timing_cache(theirs)
+    if combined is None or other is None or not combined.combine(other, False):
+        log.warning("timing caches not combined (another TensorRT or GPU wrote one?); keeping this build's")
+        return ours
+    return bytes(combined.serialize())
+
+
+def _log_build(folder: Path, name: str, spec: EngineSpec, seconds: float) -> None:
+    """One JSON line per plan built (<cache>/engines/builds.jsonl): where a cold run's minutes went."""
+    record = {"plan": name, "model": spec.model.name, "precision": spec.precision, "typed_graph": spec.typed_graph,
+              "profile": str(_batch(spec)), "optimization_level": spec.optimization_level,
+              "seconds": round(seconds, 2), "pid": os.getpid(), "finished": time.time()}
+    log.info("built %s in %.1f s", name, seconds)
+    with open(folder / "builds.jsonl", "a") as f:  # one short append per line: lines do not interleave
+        f.write(json.dumps(record) + "\n")
+
+
+def runner_test_spec(model: ModelSpec, profile: BatchProfile, workspace: int = DEFAULT_WORKSPACE) -> EngineSpec:
+    """FP32, one engine holding every opt batch's optimization profile: what the runner's own tests
+    (profile switching, graphs, shape binding) run on. The backends deploy one engine per opt batch
+    instead (engine_set.py); where that set is this one engine (one opt batch, no static batch), it
+    is the deployed engine, else it exists for those tests only and is built at optimization level
+    0: its tactics matter to no test, and level 5 cost minutes of a cold run."""
+    deployed = profile.engine_profiles() == [profile]
+    return EngineSpec(model, profile=profile, workspace=workspace,
+                      optimization_level=DEFAULT_OPTIMIZATION_LEVEL if deployed else 0)
+
+
 def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec,
                     cache_dir: str | Path = cache.DEFAULT_CACHE) -> Engine:
     trt = trt_compat.import_tensorrt()
@@ -126,20 +164,25 @@ def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec,
     onnx_path = Path(onnx_path)
     identity = _identity(onnx_path, spec, trt)
     folder = Path(cache_dir) / "engines"
-    # One timing cache per TensorRT and GPU generation, refined by every build: last writer wins,
-    # which loses nothing a plan depends on (a timing cache only speeds builds up).
+    # One timing cache per TensorRT and GPU generation, refined by every build and merged with what
+    # builds running beside it stored meanwhile; it travels with the artifact cache (CI keeps it).
     timing_key = {"tensorrt": trt.__version__, "compute_capability": identity["compute_capability"]}
     timing_name = f"timing-{trt.__version__}-sm{identity['compute_capability']}.cache"
 
+    name = f"{spec.model.name}-{spec.precision}-{cache.key(identity)}.plan"
+
     def build(tmp: Path) -> None:
         timing = cache.load(folder, timing_name, timing_key)
+        started = time.perf_counter()
         plan, refined = build_plan(onnx_path, spec, timing.path.read_bytes() if timing else None)
+        _log_build(folder, name, spec, time.perf_counter() - started)
         tmp.write_bytes(plan)
 
-        def write_timing(timing_tmp: Path) -> None:
-            timing_tmp.write_bytes(refined)
+        def write_timing(timing_tmp: Path) -> None:  # under the timing cache's lock
+            now = cache.load(folder, timing_name, timing_key)
+            timing_tmp.write_bytes(merged_timing(trt, refined, now.path.read_bytes() if now else None))
 
         cache.store(folder, timing_name, timing_key, write_timing)
 
-    art = cache.get_or_build(folder, f"{spec.model.name}-{spec.precision}-{cache.key(identity)}.plan", identity, build)
+    art = cache.get_or_build(folder, name, identity, build)
     return Engine(art.path, art.sidecar, rebuilt=art.built)
