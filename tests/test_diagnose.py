@@ -16,7 +16,8 @@ from model.artifacts import ModelArtifacts
 from model.backends.registry import BACKENDS
 from model.compare import compare_outputs
 from model.diagnose import repair
-from model.diagnose.layers import diagnose, diagnosis_feed, float_tensors
+from model.diagnose.layers import diagnosis_feed, float_tensors
+from model.diagnose.run import diagnose
 from model.sources import from_factory
 from model.spec import SpecError
 from tests.models import planted

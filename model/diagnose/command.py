@@ -46,7 +46,8 @@ def run(args) -> int:
     from model import sources
     from model.artifacts import ModelArtifacts
     from model.diagnose import report
-    from model.diagnose.layers import diagnose, diagnosis_feed
+    from model.diagnose.layers import diagnosis_feed
+    from model.diagnose.run import diagnose
     from model.diagnose.repair import Repair, load_keep_file, write_keep_file
 
     spec = sources.resolve(args.model, list(args.axis or []))

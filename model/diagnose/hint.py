@@ -20,7 +20,7 @@ def first_diverging_layer(arts, backend_name: str, feed: dict) -> str:
     line = command(arts.spec, backend_name)
     if BACKENDS[backend_name].framework != "ONNX Runtime":
         return f"\nlayer by layer: {line}"
-    from model.diagnose.layers import diagnose
+    from model.diagnose.run import diagnose
     from model.diagnose.report import summary
 
     profile = arts.profile

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from model.compare import MAX_ACCURACY_DROP, compare_outputs
-from model.diagnose.layers import Diagnosis, diagnose, diagnosis_feed, reference_tensors
+from model.diagnose.layers import Diagnosis, diagnosis_feed, reference_tensors
+from model.diagnose.run import diagnose
 
 REPAIRABLE = ("fp16", "int8")
 MAX_STEPS = 8  # layers added one by one from the diagnosis before bisection takes over

@@ -16,27 +16,11 @@ import numpy as np
 import onnx
 
 from model.backends.tensorrt import compat
+from model.backends.tensorrt.build import keep_fp32
 from model.compare import compare_outputs
 from model.diagnose.layers import RANGE, Diagnosis, Tensor, layer_rows, quantized_views
 
 log = logging.getLogger(__name__)
-
-
-def keep_fp32(trt, network, config, onnx_path, names) -> list[str]:
-    """Keep the layers of the ONNX nodes `names` in float32 (precision, output types, and the
-    builder obeying them). A layer belongs to a node by the node's name or by an output tensor."""
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    wanted = set(names)
-    unknown = sorted(wanted - {n.name for n in graph.node})
-    if unknown:
-        raise ValueError(f"keep_fp32: {unknown} are not nodes of {onnx_path}")
-    outputs = {o for n in graph.node if n.name in wanted for o in n.output}
-
-    def belongs(layer) -> bool:
-        return layer.name in wanted or any(layer.get_output(j).name in outputs for j in range(layer.num_outputs))
-    kept = compat.keep_layers_fp32(trt, network, config, belongs)
-    log.info("kept %d TensorRT layers in float32 for %d ONNX nodes", len(kept), len(wanted))
-    return kept
 
 
 def _source(arts, backend) -> tuple[Path, bool]:

@@ -100,8 +100,6 @@ def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache: bytes | None = N
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace)
     trt_compat.apply_builder_flags(trt, config, builder_flags)
     if _kept(spec):
-        from model.diagnose.trt_layers import keep_fp32
-
         keep_fp32(trt, network, config, onnx_path, _kept(spec))
     config.builder_optimization_level = spec.optimization_level
     batch = _batch(spec)
@@ -186,3 +184,22 @@ def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec,
 
     art = cache.get_or_build(folder, name, identity, build)
     return Engine(art.path, art.sidecar, rebuilt=art.built)
+
+
+def keep_fp32(trt, network, config, onnx_path, names) -> list[str]:
+    """Keep the layers of the ONNX nodes `names` in float32 (precision, output types, and the
+    builder obeying them). A layer belongs to a node by the node's name or by an output tensor."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    wanted = set(names)
+    unknown = sorted(wanted - {n.name for n in graph.node})
+    if unknown:
+        raise ValueError(f"keep_fp32: {unknown} are not nodes of {onnx_path}")
+    outputs = {o for n in graph.node if n.name in wanted for o in n.output}
+
+    def belongs(layer) -> bool:
+        return layer.name in wanted or any(layer.get_output(j).name in outputs for j in range(layer.num_outputs))
+    kept = trt_compat.keep_layers_fp32(trt, network, config, belongs)
+    log.info("kept %d TensorRT layers in float32 for %d ONNX nodes", len(kept), len(wanted))
+    return kept
