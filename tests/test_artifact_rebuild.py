@@ -88,3 +88,33 @@ def test_engines_are_built_from_the_new_weights(two_builds, precision, typed_gra
             out = runner.infer(feed)["logits"]
         own = _distance(out, torch_out[arts])
         assert own <= SHARE[precision] * apart, f"{precision} engine of {arts.checkpoint.name}: {own:.3g} from its module"
+
+
+def test_an_onnx_file_edited_in_place_gets_new_variants(tmp_path):
+    """A user's ONNX file (no PyTorch source) rewritten at the same path with other weights: its
+    FP16 variant, cached beside the old one, is made again from the new file's bytes."""
+    from model.export import export_onnx
+    from model.sources import from_onnx
+
+    cache_dir, path = tmp_path / "cache", tmp_path / "model.onnx"
+    feed = tiny_models.SPEC.sample(16, seed=4)
+    variants = []
+    for seed in (0, 1):
+        export_onnx(tiny_models.network(seed), tiny_models.SPEC, path)
+        arts = ModelArtifacts(from_onnx(str(path)), cache_dir, progress=False)
+        variants.append(arts.onnx_variant("fp16"))
+        np.testing.assert_allclose(_ort_outputs(variants[-1], feed), _ort_outputs(path, feed), atol=1e-2, rtol=1e-2)
+    assert variants[0] != variants[1]
+
+
+def test_an_export_at_another_opset_is_its_own_file(tmp_path):
+    """The opset is part of the export's key: asking for opset 16 after 17 was cached gives an opset-16 file."""
+    import onnx
+
+    from model.export import OPSET, onnx_for_module
+
+    spec, module = tiny_models.SPEC, tiny_models.network(0)
+    files = {opset: onnx_for_module(spec, module, {"model": spec.name}, tmp_path, opset=opset)
+             for opset in (OPSET, OPSET - 1)}
+    for opset, path in files.items():
+        assert {o.domain or "ai.onnx": o.version for o in onnx.load(str(path)).opset_import}["ai.onnx"] == opset

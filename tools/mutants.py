@@ -27,12 +27,12 @@ CLI_CHECKS = ["tests/test_cli.py::test_bad_arguments_exit_with_a_message",
 TESTS = {
     "model/compare.py": ["tests/test_compare.py", "tests/test_unset_shape_bug.py"],
     "model/backends/base.py": ["tests/test_input_validation.py"],
-    "model/validate.py": CLI_CHECKS,
+    "model/validate.py": ["tests/test_option_checks.py", *CLI_CHECKS],
     "model/cache.py": ["tests/test_cache.py", "tests/test_artifact_rebuild.py"],
     "model/artifacts.py": ["tests/test_artifact_rebuild.py", "tests/test_export.py"],
     "model/export.py": ["tests/test_export.py", "tests/test_artifact_rebuild.py"],
     "model/quantize.py": ["tests/test_precision.py", "tests/test_artifact_rebuild.py"],
-    "model/options.py": ["tests/test_batch_matrix.py", *CLI_CHECKS],
+    "model/options.py": ["tests/test_batch_matrix.py", "tests/test_option_checks.py", *CLI_CHECKS],
     "model/evaluate.py": ["tests/test_evaluate.py", "tests/test_cli.py::test_evaluation_chunks_stay_inside_the_profile"],
 }
 
