@@ -26,7 +26,7 @@ CLI_CHECKS = ["tests/test_cli.py::test_bad_arguments_exit_with_a_message",
 # The tests that cover each module (a mutant may name its own instead).
 TESTS = {
     "model/compare.py": ["tests/test_compare.py", "tests/test_compare_outputs.py", "tests/test_unset_shape_bug.py"],
-    "model/backends/base.py": ["tests/test_input_validation.py"],
+    "model/backends/base.py": ["tests/test_feed_checks.py", "tests/test_input_validation.py"],
     "model/validate.py": ["tests/test_option_checks.py", *CLI_CHECKS],
     "model/cache.py": ["tests/test_cache.py", "tests/test_artifact_rebuild.py"],
     "model/artifacts.py": ["tests/test_artifact_rebuild.py", "tests/test_export.py"],
