@@ -28,7 +28,7 @@ TESTS = {
     "model/compare.py": ["tests/test_compare.py", "tests/test_compare_outputs.py", "tests/test_unset_shape_bug.py"],
     "model/backends/base.py": ["tests/test_feed_checks.py", "tests/test_input_validation.py"],
     "model/validate.py": ["tests/test_option_checks.py", *CLI_CHECKS],
-    "model/cache.py": ["tests/test_cache.py", "tests/test_artifact_rebuild.py"],
+    "model/cache.py": ["tests/test_cache_faults.py", "tests/test_cache.py", "tests/test_artifact_rebuild.py"],
     "model/artifacts.py": ["tests/test_artifact_rebuild.py", "tests/test_export.py"],
     "model/export.py": ["tests/test_export.py", "tests/test_artifact_rebuild.py"],
     "model/quantize.py": ["tests/test_precision.py", "tests/test_artifact_rebuild.py"],
