@@ -30,7 +30,7 @@ TESTS = {
     "model/validate.py": ["tests/test_option_checks.py", *CLI_CHECKS],
     "model/cache.py": ["tests/test_cache_faults.py", "tests/test_cache.py", "tests/test_artifact_rebuild.py"],
     "model/artifacts.py": ["tests/test_artifact_rebuild.py", "tests/test_export.py"],
-    "model/export.py": ["tests/test_export.py", "tests/test_artifact_rebuild.py"],
+    "model/export.py": ["tests/test_export_checks.py", "tests/test_artifact_rebuild.py", "tests/test_export.py"],
     "model/quantize.py": ["tests/test_precision.py", "tests/test_artifact_rebuild.py"],
     "model/options.py": ["tests/test_batch_matrix.py", "tests/test_option_checks.py", *CLI_CHECKS],
     "model/evaluate.py": ["tests/test_evaluate.py", "tests/test_cli.py::test_evaluation_chunks_stay_inside_the_profile"],
