@@ -22,3 +22,10 @@ def test_a_folder_that_takes_no_files_is_refused(tmp_path, monkeypatch):
 def test_a_name_list_of_nothing_is_refused(text):
     with pytest.raises(argparse.ArgumentTypeError, match="expected one or more comma-separated names"):
         options.name_list(text)
+
+
+def test_axis_ranges_without_an_onnx_model_are_refused():
+    from model.sources import parse_axis
+
+    with pytest.raises(ValueError, match=r"^--axis gives ranges for --onnx models; no --onnx was given$"):
+        options.model_specs(["simplecnn"], None, [parse_axis("seq=1,8,16")], default=[])
