@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: compare test bench bench-gate gpu-gate clean
+.PHONY: compare test mutate mutate-ci bench bench-gate gpu-gate clean
 # --no-compile: byte-compiling all of torch, transformers and sympy up front doubled the install's CPU
 # time (134 s against 67 s of user time, measured here); Python compiles what is imported, once, instead.
 $(VENV)/.installed: requirements.txt
@@ -17,6 +17,12 @@ compare: $(VENV)/.installed   ## the main job: PyTorch vs ONNX Runtime vs Tensor
 
 test: $(VENV)/.installed      ## the correctness suite
 	$(PY) -m pytest tests $(ARGS)
+
+mutate: $(VENV)/.installed    ## mutation run (tools/mutants.py): does the suite catch faults in verdicts and keys?
+	$(PY) tools/mutate.py $(ARGS)
+
+mutate-ci: $(VENV)/.installed ## its CI subset, a few minutes
+	$(PY) tools/mutate.py --ci $(ARGS)
 
 bench: $(VENV)/.installed     ## latency benchmarks (pytest-benchmark)
 	$(PY) -m pytest benchmarks $(ARGS)

@@ -92,7 +92,7 @@ OPTIONS = [
     Option("--batch-sizes", dict(type=int_list, default=None),
            cli=dict(help="latency batch sizes (default: those of 1,32,256 in each model's profile)"),
            pytest=dict(help="comma-separated batch sizes for parity tests (default per model: its profile's min, "
-                            "7, 32 and max; each must lie in the profile)")),
+                            "7, 32, its opt batches and max; each must lie in the profile)")),
     Option("--data", dict(default=data.SYNTHETIC,
                           help="SimpleCNN's data: 'synthetic' (embedded, default) or the folder holding CIFAR-100's "
                                "cifar-100-python/")),
@@ -156,15 +156,16 @@ PROBE_BATCHES = (7, 32)  # an odd batch and a common one, where the profile hold
 
 def run_settings(get, default: list[str]) -> tuple[dict, dict]:
     """What a pytest run covers, from its parsed options (`get(flag)`): each model's spec (with
-    --profile applied) and each model's batch sizes (--batch-sizes, else the profile's ends and
-    PROBE_BATCHES where it holds them). A bad option raises ValueError (SpecError is one) naming it."""
+    --profile applied) and each model's batch sizes (--batch-sizes, else the profile's ends, its opt
+    batches (what TensorRT tunes for) and PROBE_BATCHES where it holds them). A bad option raises ValueError (SpecError is one) naming it."""
     specs = model_specs(get("--model"), get("--onnx"), get("--axis"), default=default)
     validate.writable_folder(get("--cache-dir"), "--cache-dir")
     override = get("--profile")
     specs = {s.name: s.with_profile(override) for s in specs}
     sizes, batches = get("--batch-sizes"), {}
     for name, spec in specs.items():
-        chosen = sizes or sorted({n for n in (spec.profile.min, *PROBE_BATCHES, spec.profile.max) if n in spec.profile})
+        chosen = sizes or sorted({n for n in (spec.profile.min, *PROBE_BATCHES, *spec.profile.opts, spec.profile.max)
+                                  if n in spec.profile})
         bad = [s for s in chosen if s not in spec.profile]
         if bad:
             raise ValueError(f"--batch-sizes {bad} lie outside {name}'s profile ({spec.profile}); widen --profile")

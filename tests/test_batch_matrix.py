@@ -1,0 +1,42 @@
+"""The parity tests are collected for the batches that matter, per model and backend: the profile's
+min and max, the batches TensorRT tunes for (its opt batches) and an odd one (7). A batch matrix
+collapsed to one size collects fewer tests and every one of them passes: the unset-shape bug shows
+only when the batch changes, so only the collected matrix itself can say it is gone."""
+import subprocess
+import sys
+from pathlib import Path
+
+PARITY = "test_outputs_match_the_reference"
+ODD = 7  # not a power of two, not an end of any shipped profile
+
+
+def _collected_parity_batches() -> dict[tuple[str, str], set[int]]:
+    """(model, backend) -> the batch sizes a default run (`pytest tests/test_parity.py`, no options)
+    collects the parity test for, read from the ids (`MODEL-BACKEND-bsN`). A run of its own, so
+    neither this session's options nor its -k/--lf selection changes what is checked."""
+    from model.backends.registry import BACKENDS
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           f"tests/test_parity.py::{PARITY}"], capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found: dict[tuple[str, str], set[int]] = {}
+    for line in done.stdout.splitlines():
+        if f"::{PARITY}[" not in line:
+            continue
+        case, _, batch = line.split("[", 1)[1].rstrip("]").rpartition("-bs")
+        backend = max((b for b in BACKENDS if case.endswith("-" + b)), key=len)  # onnxruntime-cpu-fp16, not -cpu
+        found.setdefault((case[: -len(backend) - 1], backend), set()).add(int(batch))
+    return found
+
+
+def test_default_batch_matrix_is_collected_for_every_model_and_backend():
+    from model import zoo
+
+    found, specs = _collected_parity_batches(), zoo.shipped()
+    assert {model for model, _ in found} == set(specs), f"parity tests collected for {sorted(found)}"
+    for (model, backend), batches in found.items():
+        profile = specs[model].profile
+        expected = {profile.min, *profile.opts, profile.max} | ({ODD} if profile.min < ODD < profile.max else set())
+        assert expected <= batches, (f"{model} on {backend}: parity collected for batches {sorted(batches)}, "
+                                     f"missing {sorted(expected - batches)} (profile {profile})")
