@@ -62,10 +62,18 @@ def operator_named(message: str) -> str | None:
     return found.group(0) if found else None
 
 
+def summary(exc: BaseException) -> str:
+    """`Type: message` of the exception that started a failure (the dynamo exporter wraps its cause,
+    `DispatchError: No ONNX function found for ...`, in two layers of advice), trimmed."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {first_lines(str(exc))}"
+
+
 def first_lines(message: str, limit: int = 400) -> str:
     """An exporter's message without its IR or FX graph dump: the lines before the dump, capped."""
     kept = []
-    for line in message.strip().splitlines():
+    for line in re.sub(r"\x1b\[[0-9;]*m", "", message).strip().splitlines():
         if re.match(r"\s*(graph\(|Torch IR graph|%\w+ :|ExportedProgram:|class GraphModule)", line):
             break
         if line.strip():

@@ -107,9 +107,9 @@ _EXPORT = {"torchscript": _torchscript, "dynamo": _dynamo}
 
 
 def _failure_paragraph(spec: ModelSpec, opset: int, failures: dict) -> str:
-    steps = "; ".join(f"the {name} exporter (opset {opset}) failed: {type(exc).__name__}: "
-                      f"{dynamo_export.first_lines(str(exc))}" for name, exc in failures.items())
-    ops = sorted({op for exc in failures.values() if (op := dynamo_export.operator_named(str(exc)))})
+    steps = "; ".join(f"the {name} exporter (opset {opset}) failed: {dynamo_export.summary(exc)}"
+                      for name, exc in failures.items())
+    ops = sorted({op for exc in failures.values() if (op := dynamo_export.operator_named(dynamo_export.summary(exc)))})
     blamed = f"unsupported operator {', '.join(ops)}" if ops else "no operator named by the exporters"
     return (f"{spec.name} ({spec.source or 'no source'}): no ONNX export ({blamed}). Step: ONNX export; {steps}. "
             "Rewrite the forward around the operator, or pass the inputs that avoid it (a transformers decoder "
