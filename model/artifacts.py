@@ -87,10 +87,11 @@ class ModelArtifacts:
 
     def _onnx_key(self) -> dict:
         # Seeded zoo models are keyed by what fixes their weights, so a Python that cannot build the
-        # module (the GPU kit's has no torchvision) finds the export made by one that can.
+        # module (the GPU kit's has no torchvision) finds the export made by one that can. Either
+        # way the code of forward() is in the key: the same weights through edited code is another graph.
         if self.spec.identity and (not self.has_module or self.built().checkpoint is None):
-            return {"model": self.spec.name, "identity": self.spec.identity}
-        return {"model": self.spec.name, "weights": cache.sha256_file(self.checkpoint)}
+            return {"model": self.spec.name, "identity": self.spec.identity, "code": self.spec.code}
+        return {"model": self.spec.name, "weights": cache.sha256_file(self.checkpoint), "code": self.spec.code}
 
     @cached_property
     def onnx(self) -> Path:
@@ -157,7 +158,7 @@ def check_module_outputs(spec: ModelSpec, module) -> None:
         except ValueError as exc:
             raise SpecError(f"{spec.source or spec.name}: {exc}") from None
     expected = {t.name: t for t in spec.outputs}
-    want_shapes = {n: tuple(2 if d == "batch" else sizes.get(d, d) for d in t.shape) for n, t in expected.items()}
+    want_shapes = spec.output_shapes(spec.axis_sizes(feed))
     for name, tensor in out.items():
         got = (str(tensor.numpy().dtype), tuple(tensor.shape))
         want = (np.dtype(expected[name].dtype).name, want_shapes[name])

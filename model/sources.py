@@ -11,7 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from model import zoo
+from model import code_digest, zoo
 from model.profile import DEFAULT_PROFILE, BatchProfile
 from model.spec import BATCH, Axis, ModelSpec, SpecError, TensorSpec
 
@@ -68,7 +68,8 @@ def from_factory(text: str) -> ModelSpec:
         raise SpecError(f"--model {text}: {factory_name}() returned a {type(spec).__name__} where a ModelSpec "
                         "was expected")
     net.eval()
-    return replace(spec, module=lambda ctx: net, onnx=None, identity={}, source=text)
+    code = code_digest.of_factory(path, net)
+    return replace(spec, module=lambda ctx: net, onnx=None, identity={}, code=code, source=text)
 
 
 def _tensor(value, kind: str, path: Path) -> TensorSpec:
@@ -87,7 +88,10 @@ def _tensor(value, kind: str, path: Path) -> TensorSpec:
                             "so its range can be given with --axis NAME=MIN,OPT,MAX")
     if not shape or shape[0] != BATCH:
         raise SpecError(f"{path}: {kind} {value.name!r} has shape {shape}: dim 0 must be a dynamic batch axis")
-    return TensorSpec(value.name, dtype, tuple(shape))
+    try:
+        return TensorSpec(value.name, dtype, tuple(shape))
+    except SpecError as exc:
+        raise SpecError(f"{path}: {kind} {exc}") from None
 
 
 def from_onnx(path_text: str, axes: list[Axis] = (), profile: BatchProfile = DEFAULT_PROFILE) -> ModelSpec:
@@ -103,7 +107,8 @@ def from_onnx(path_text: str, axes: list[Axis] = (), profile: BatchProfile = DEF
     initializers = {i.name for i in model.graph.initializer}
     inputs = [_tensor(v, "input", path) for v in model.graph.input if v.name not in initializers]
     outputs = [_tensor(v, "output", path) for v in model.graph.output]
-    used = {d for t in (*inputs, *outputs) for d in t.dynamic_axes.values() if d != BATCH}
+    # An output's dims are names or expressions of the inputs' axes (the spec checks it): only those need ranges.
+    used = {d for t in inputs for d in t.dynamic_axes.values() if d != BATCH}
     given = {a.name for a in axes}
     missing, extra = sorted(used - given), sorted(given - used)
     if missing:

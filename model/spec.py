@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from model import dims
 from model.backends.base import TensorMeta
 from model.compare import TOLERANCES, Tolerance
 from model.profile import BatchProfile
@@ -53,7 +54,8 @@ class Axis:
 class TensorSpec:
     """`shape`: an int per fixed dim, an axis name per dynamic dim; dim 0 is always `batch`.
     `values`: for integer inputs, the inclusive range of valid values (token ids < vocabulary),
-    checked on every feed and used to draw sample inputs."""
+    checked on every feed and used to draw sample inputs. An output's dim may be an expression of
+    input axes (`"h // 2"`, model/dims.py), evaluated on each feed's sizes."""
 
     name: str
     dtype: str
@@ -61,7 +63,11 @@ class TensorSpec:
     values: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", tuple(self.shape))
+        try:
+            shape = tuple(dims.canonical(d) if isinstance(d, str) else d for d in self.shape)
+        except dims.DimError as exc:
+            raise SpecError(f"tensor {self.name!r}: {exc}") from None
+        object.__setattr__(self, "shape", shape)
         if not self.shape or self.shape[0] != BATCH:
             raise SpecError(f"tensor {self.name!r}: dim 0 must be the dynamic axis {BATCH!r}, received shape {self.shape}")
         np.dtype(self.dtype)  # raises TypeError on a name numpy does not know
@@ -121,6 +127,9 @@ class ModelSpec:
     module: Callable | None = None
     onnx: str | None = None
     identity: dict = field(default_factory=dict)  # what fixes the weights (seed, config): part of cache keys
+    # Digest of the code that defines the module's forward() (model/code_digest.py), part of every
+    # cache key made from the module; by default the file that defines `module`.
+    code: str = ""
     precisions: tuple[str, ...] = PRECISIONS
     precision_notes: str = ""  # why a precision is not offered (README, skip reasons)
     tolerances: dict = field(default_factory=dict)  # precision -> Tolerance (default: model.compare)
@@ -135,23 +144,44 @@ class ModelSpec:
         object.__setattr__(self, "axes", tuple(self.axes))
         if self.module is not None and self.onnx is not None:
             raise SpecError(f"model {self.name!r}: give a module factory or an ONNX file, not both")
+        if self.module is not None and not self.code:
+            from model import code_digest
+
+            object.__setattr__(self, "code", code_digest.of_callable(self.module))
         if not self.inputs or not self.outputs:
             raise SpecError(f"model {self.name!r}: a spec needs at least one input and one output")
         names = [t.name for t in (*self.inputs, *self.outputs)]
         if len(set(names)) != len(names):
             raise SpecError(f"model {self.name!r}: tensor names must be unique, received {names}")
-        ranged = {a.name for a in self.axes}
-        for t in (*self.inputs, *self.outputs):
-            missing = [d for d in t.dynamic_axes.values() if d != BATCH and d not in ranged]
-            if missing:
-                raise SpecError(f"model {self.name!r}: tensor {t.name!r} has dynamic axes {missing} without a range; "
-                                f"declare Axis(name, min, opt, max) for each (declared: {sorted(ranged) or 'none'})")
+        self._check_axes()
         unknown = set(self.precisions) - set(PRECISIONS)
         if unknown:
             raise SpecError(f"model {self.name!r}: unknown precisions {sorted(unknown)}; expected some of {PRECISIONS}")
         bad_logits = set(self.logits) - {t.name for t in self.outputs}
         if bad_logits:
             raise SpecError(f"model {self.name!r}: logits {sorted(bad_logits)} are not outputs")
+
+    def _check_axes(self) -> None:
+        ranged = {a.name for a in self.axes}
+        for t in self.inputs:
+            exprs = [d for d in t.dynamic_axes.values() if not dims.is_name(d)]
+            if exprs:
+                raise SpecError(f"model {self.name!r}: input {t.name!r} has dims {exprs}: an input's dims are "
+                                "integers or axis names (expressions of input axes are for outputs)")
+            missing = [d for d in t.dynamic_axes.values() if d != BATCH and d not in ranged]
+            if missing:
+                raise SpecError(f"model {self.name!r}: tensor {t.name!r} has dynamic axes {missing} without a range; "
+                                f"declare Axis(name, min, opt, max) for each (declared: {sorted(ranged) or 'none'})")
+        # An output's size follows from the inputs' sizes; a name no input has could not be chosen by
+        # a caller nor checked by a test.
+        known = {d for t in self.inputs for d in t.dynamic_axes.values()}
+        for t in self.outputs:
+            for i, d in t.dynamic_axes.items():
+                unknown = sorted(dims.names(d) - known)
+                if unknown:
+                    raise SpecError(f"model {self.name!r}: output {t.name!r} dim {i} is {d!r}, whose {unknown} names "
+                                    f"no input axis (input axes: {sorted(known)}); write it as an expression of "
+                                    "them, e.g. 'h // 2'")
 
     # -- derived -----------------------------------------------------------------------------------
     @property
@@ -195,6 +225,15 @@ class ModelSpec:
         """Concrete input shapes for a batch; other dynamic axes at `sizes` or their opt."""
         size = {BATCH: batch, **{a.name: sizes.get(a.name, a.opt) for a in self.axes}}
         return {t.name: tuple(size[d] if isinstance(d, str) else d for d in t.shape) for t in self.inputs}
+
+    def axis_sizes(self, feed: dict) -> dict[str, int]:
+        """Every input axis's size in a feed, by name (`batch` included)."""
+        return {d: feed[t.name].shape[i] for t in self.inputs for i, d in t.dynamic_axes.items()}
+
+    def output_shapes(self, sizes: dict[str, int]) -> dict[str, tuple]:
+        """Each output's shape for the input axes' `sizes` (see `axis_sizes`), expressions evaluated."""
+        return {t.name: tuple(dims.evaluate(d, sizes) if isinstance(d, str) else d for d in t.shape)
+                for t in self.outputs}
 
     def profile_shapes(self, opt_batch: int, batch: BatchProfile) -> dict[str, tuple[tuple, tuple, tuple]]:
         """Per input, the (min, opt, max) shapes of one TensorRT optimization profile."""

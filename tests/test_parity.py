@@ -7,12 +7,7 @@ from model.evaluate import evaluation_feed, run_chunked
 
 
 def _expected_shape(spec, name: str, feed: dict) -> tuple:
-    sizes = {}
-    for t in spec.inputs:
-        for i, d in t.dynamic_axes.items():
-            sizes[d] = feed[t.name].shape[i]
-    (t,) = [t for t in spec.outputs if t.name == name]
-    return tuple(sizes[d] if isinstance(d, str) else d for d in t.shape)
+    return spec.output_shapes(spec.axis_sizes(feed))[name]
 
 
 @pytest.fixture
