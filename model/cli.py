@@ -98,6 +98,8 @@ def compare(args) -> int:
     specs = _specs(args)
     _check_locations(args)
     arts = [_artifacts(spec, args) for spec in specs]  # every model's batch sizes checked before any work
+    for a in arts:
+        a.dataset  # a missing or unreadable data folder is a usage error, found before any model is measured
     failed = []
     for a in arts:
         try:

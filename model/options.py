@@ -148,9 +148,15 @@ def model_specs(names: list[str] | None, onnx_paths: list[Path] | None, axes: li
     from model.sources import from_onnx, resolve
 
     specs = [resolve(n) for n in (names if names is not None else ([] if onnx_paths else default))]
-    specs += [from_onnx(str(p), list(axes or [])) for p in onnx_paths or []]
+    shared = len(onnx_paths or []) > 1  # one --axis list serves every file, each taking its own axes
+    files = [from_onnx(str(p), list(axes or []), shared=shared) for p in onnx_paths or []]
     if axes and not onnx_paths:
         raise ValueError("--axis gives ranges for --onnx models; no --onnx was given")
+    unused = sorted({a.name for a in axes or []} - {a.name for s in files for a in s.axes})
+    if shared and unused:
+        raise SpecError(f"--axis {unused} name no dynamic axis of any --onnx model "
+                        f"(their axes: {sorted({a.name for s in files for a in s.axes}) or 'batch only'})")
+    specs += files
     seen = {}
     for spec in specs:
         if spec.name in seen:

@@ -1,0 +1,30 @@
+"""torchvision's MobileNetV3-Small at a small width and input (3x32x32, ten classes), its BatchNorm
+statistics warmed on a few seeded batches: a freshly seeded torchvision classifier answers with
+logits of about 1e-10, against which every absolute tolerance passes; warmed, its logits are of
+order one and a wrong conversion shows."""
+from __future__ import annotations
+
+CLASSES, WARM_BATCHES = 10, 4
+
+
+def factory():
+    import torch
+    from torchvision.models import mobilenet_v3_small
+
+    from model.profile import BatchProfile
+    from model.spec import BATCH, ModelSpec, TensorSpec
+
+    torch.manual_seed(0)
+    net = mobilenet_v3_small(weights=None, num_classes=CLASSES, width_mult=0.5)
+    net.train()
+    with torch.no_grad():  # BatchNorm's running mean and variance from data, not their initial 0 and 1
+        for _ in range(WARM_BATCHES):
+            net(torch.randn(16, 3, 32, 32))
+    spec = ModelSpec(
+        name="tv-mobilenet-v3-small",
+        inputs=[TensorSpec("image", "float32", (BATCH, 3, 32, 32))],
+        outputs=[TensorSpec("logits", "float32", (BATCH, CLASSES))],
+        profile=BatchProfile(min=1, opts=(4,), max=16),
+        logits=("logits",),
+    )
+    return net.eval(), spec
