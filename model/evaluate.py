@@ -11,6 +11,7 @@ import numpy as np
 from model.artifacts import ModelArtifacts
 from model.backends.base import BackendUnavailable, Runner
 from model.backends.registry import Backend
+from model.compare import degenerate
 
 EVAL_SAMPLES = 256  # rows of sample inputs a model without data is compared on
 
@@ -25,6 +26,10 @@ class BackendResult:
     accuracy: float | None = None  # the model's metric on its held-out split; None without data
     top1_agreement: float | None = None  # with the reference's decisions, for classifier outputs
     max_abs_error: float | None = None  # largest |output - reference| over every output
+    # Per output: "scale" (the reference's spread over the feed), "max_abs" (None on the reference's
+    # own row) and "degenerate" (why the reference cannot judge it, else None): an error means
+    # something only beside the size of what it is an error of.
+    outputs: dict = field(default_factory=dict)
     latency_ms: dict = field(default_factory=dict)  # batch -> {"mean", "median", "runs"}
     file: str = ""
     file_mb: float | None = None
@@ -82,6 +87,13 @@ def time_batches(runner: Runner, arts: ModelArtifacts, batch_sizes, warmup: int 
     return out
 
 
+def _scales(reference: dict, outputs: dict | None) -> dict:
+    return {n: {"scale": float(np.asarray(ref, np.float64).std()) if np.size(ref) else 0.0,
+                "max_abs": None if outputs is None else float(np.abs(outputs[n].astype(np.float64) - ref).max()),
+                "degenerate": degenerate(ref)}
+            for n, ref in reference.items()}
+
+
 def measure(backend: Backend, arts: ModelArtifacts, batch_sizes, reference: dict | None,
             eval_batch: int = 500, is_reference: bool = False, **timing) -> tuple[BackendResult, dict | None]:
     """One backend's row, and its outputs on the evaluation feed (the reference's become `reference`;
@@ -106,6 +118,7 @@ def measure(backend: Backend, arts: ModelArtifacts, batch_sizes, reference: dict
                 result.top1_agreement = float((outputs[logits].argmax(-1) == reference[logits].argmax(-1)).mean())
             result.max_abs_error = max(float(np.abs(outputs[n].astype(np.float64) - reference[n]).max())
                                        for n in reference)
+        result.outputs = _scales(reference if reference is not None else outputs, outputs if reference is not None else None)
         result.latency_ms = time_batches(runner, arts, batch_sizes, **timing)
         paths = backend.artifact(arts)
         result.file, result.file_mb = ", ".join(map(str, paths)), sum(p.stat().st_size for p in paths) / 1e6

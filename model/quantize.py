@@ -105,3 +105,72 @@ def variant(fp32_path: Path, precision: str, spec: ModelSpec, calib_feeds: list[
 
     name = f"{fp32_path.stem}-{precision}-{cache.key(key)}.onnx"
     return cache.get_or_build(folder or fp32_path.parent, name, key, build, verify=lambda p: check_onnx(p, spec)).path
+
+
+# -- what a variant must look like, for any model ---------------------------------------------------
+# Ops whose second input is a weight that INT8 quantizes per output channel, and that channel's axis.
+def _channel_axis(node: onnx.NodeProto, ndim: int) -> int:
+    if node.op_type == "Conv":
+        return 0  # [out, in, kh, kw]
+    if node.op_type == "ConvTranspose":
+        return 1  # [in, out, kh, kw]
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return ndim - 1  # MatMul: [..., K, N]
+
+
+WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def weight_ops(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, np.ndarray]]:
+    """The nodes INT8 quantizes the weights of: those ops where the second input is a float
+    initializer of rank >= 2 (a MatMul of two activations, as attention has, holds none)."""
+    from onnx import numpy_helper
+
+    init = {i.name: i for i in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        weight = init.get(node.input[1]) if node.op_type in WEIGHT_OPS and len(node.input) > 1 else None
+        if weight is not None and weight.data_type == onnx.TensorProto.FLOAT and len(weight.dims) >= 2:
+            found.append((node, numpy_helper.to_array(weight)))
+    return found
+
+
+def int8_weight_problems(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> list[str]:
+    """How the INT8 model fails to hold each FP32 weight op's weights as int8, per output channel
+    (what TensorRT's explicit quantization needs); empty when it does."""
+    from onnx import numpy_helper
+
+    nodes = {n.name: n for n in int8.graph.node}
+    producer = {out: n for n in int8.graph.node for out in n.output}
+    init = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
+    problems = []
+    for node, weight in weight_ops(fp32):
+        label = f"{node.op_type} {node.name!r} (weight {tuple(weight.shape)})"
+        quant = nodes.get(node.name)
+        dq = producer.get(quant.input[1]) if quant is not None else None
+        if dq is None or dq.op_type != "DequantizeLinear":
+            problems.append(f"{label}: its weight is not dequantized from int8 in the INT8 model")
+            continue
+        q, scale = init.get(dq.input[0]), init.get(dq.input[1])
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        want = _channel_axis(node, weight.ndim)
+        if q is None or q.dtype != np.int8 or q.shape != weight.shape:
+            problems.append(f"{label}: dequantizes {None if q is None else (q.dtype.name, q.shape)}, "
+                            f"expected int8 {weight.shape}")
+        elif scale is None or scale.shape != (weight.shape[want],) or axis != want:
+            problems.append(f"{label}: scale {None if scale is None else scale.shape} on axis {axis}, expected one "
+                            f"per output channel ({weight.shape[want]},) on axis {want}")
+    return problems
+
+
+def initializer_bytes(model: onnx.ModelProto) -> dict[str, int]:
+    """Bytes of the initializers' values, by dtype name."""
+    from onnx import numpy_helper
+
+    sizes: dict[str, int] = {}
+    for i in model.graph.initializer:
+        a = numpy_helper.to_array(i)
+        sizes[a.dtype.name] = sizes.get(a.dtype.name, 0) + a.nbytes
+    return sizes

@@ -14,6 +14,17 @@ def _percent(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def _error(row: dict) -> str:
+    """The largest error beside its output's scale (the reference's spread), which gives it meaning."""
+    if row.get("max_abs_error") is None:
+        return "-"
+    measured = [o for o in row.get("outputs", {}).values() if o.get("max_abs") is not None]
+    if not measured:
+        return f"{row['max_abs_error']:.2g}"
+    worst = max(measured, key=lambda o: o["max_abs"])
+    return f"{worst['max_abs']:.2g} (scale {worst['scale']:.2g})"
+
+
 def markdown_table(results: list[dict], batch_sizes: list[int]) -> str:
     head = ["Backend", "Precision", "Accuracy", "Top-1 agreement", "Max abs error", *[f"ms/batch @{n}" for n in batch_sizes],
             "File (MB)"]
@@ -26,7 +37,10 @@ def markdown_table(results: list[dict], batch_sizes: list[int]) -> str:
             notes.append(f"- {r['backend']}: " + (f"failed: {r['error']}" if r.get("error") else f"not available: {r['reason']}"))
             continue
         agreement = "-" if r["top1_agreement"] is None else f"{100 * r['top1_agreement']:.2f}%"
-        error = "-" if r.get("max_abs_error") is None else f"{r['max_abs_error']:.2g}"
+        error = _error(r)
+        notes += [f"- {r['backend']}: reference output {n!r} is degenerate over the feed ({o['degenerate']}): "
+                  "its errors say nothing; load trained weights or warm BatchNorm's statistics"
+                  for n, o in r.get("outputs", {}).items() if o.get("degenerate") and o.get("max_abs") is None]
         lat = r["latency_ms"]
         cells = [r["backend"], r["precision"], _percent(r["accuracy"]), agreement, error,
                  *[_fmt_latency(lat.get(n, lat.get(str(n)))) for n in batch_sizes], f"{r['file_mb']:.2f}"]
