@@ -1,7 +1,8 @@
 """A GPT-2 language model from `transformers` at a tiny size, called as a user would: token ids in,
 no attention mask, no cache. transformers 5 then looks for packed sequences with `torch.diff`, which
 the TorchScript ONNX exporter cannot export at opset 17, so this model is exported by the dynamo
-exporter (model/export.py's fallback)."""
+exporter (model/export.py's fallback). Its output is what a decoder decides: the next token's
+logits, (batch, vocabulary)."""
 from __future__ import annotations
 
 VOCAB, SEQ_MAX = 100, 16
@@ -23,12 +24,12 @@ def factory():
             self.gpt2 = GPT2LMHeadModel(config).eval()
 
         def forward(self, input_ids):
-            return self.gpt2(input_ids=input_ids, use_cache=False).logits
+            return self.gpt2(input_ids=input_ids, use_cache=False).logits[:, -1, :]
 
     spec = ModelSpec(
         name="hf-gpt2-decoder",
         inputs=[TensorSpec("input_ids", "int64", (BATCH, "seq"), values=(0, VOCAB - 1))],
-        outputs=[TensorSpec("logits", "float32", (BATCH, "seq", VOCAB))],
+        outputs=[TensorSpec("logits", "float32", (BATCH, VOCAB))],
         profile=BatchProfile(min=1, opts=(4,), max=8),
         axes=[Axis("seq", 1, 8, SEQ_MAX)],
         logits=("logits",),
