@@ -24,6 +24,9 @@ def factory():
             return self.head(features.mean(dim=(2, 3))), features, rows
 
     net = MultiOutput()
+    for bn in net.modules():
+        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+            bn.momentum = None  # a plain average over the warm-up batches: momentum 0.1 would keep 66% of the initial 0 and 1
     net.train()
     with torch.no_grad():  # BatchNorm statistics from data: outputs of order one, not of the initial buffers
         for _ in range(3):

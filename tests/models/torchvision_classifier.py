@@ -16,6 +16,12 @@ def factory():
 
     torch.manual_seed(0)
     net = mobilenet_v3_small(weights=None, num_classes=CLASSES, width_mult=0.5)
+    for layer in net.classifier:  # torchvision draws the head from N(0, 0.01)
+        if isinstance(layer, torch.nn.Linear):
+            layer.reset_parameters()  # PyTorch's default (Kaiming-uniform) init: logits of order one
+    for bn in net.modules():
+        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+            bn.momentum = None  # a plain average over the warm-up batches: momentum 0.1 would keep 66% of the initial 0 and 1
     net.train()
     with torch.no_grad():  # BatchNorm's running mean and variance from data, not their initial 0 and 1
         for _ in range(WARM_BATCHES):
