@@ -49,5 +49,9 @@ def factory():
         axes=[Axis("seq", 1, 8, SEQ_MAX)],
         logits=("logits",),
         sampler=_sample,
+        # As the shipped bert-tiny: ONNX Runtime's static INT8 of a random encoder's hidden states misses
+        # the value bound (measured here); an encoder needs per-layer calibration or QAT for INT8.
+        precisions=("fp32", "fp16"),
+        precision_notes="no INT8: an encoder's MatMul/Softmax inputs need per-layer calibration or QAT to stay meaningful",
     )
     return Encoder().eval(), spec

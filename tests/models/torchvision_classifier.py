@@ -32,5 +32,10 @@ def factory():
         outputs=[TensorSpec("logits", "float32", (BATCH, CLASSES))],
         profile=BatchProfile(min=1, opts=(4,), max=16),
         logits=("logits",),
+        # Measured here: per-tensor static INT8 (ONNX Runtime, MinMax on sample inputs) of this random
+        # MobileNetV3 (depthwise convs, hard-swish, squeeze-excite) misses the 90% top-1 agreement bar,
+        # as the warmed classifier's 57.8% did; a real task's weights and data are what INT8 needs.
+        precisions=("fp32", "fp16"),
+        precision_notes="no INT8: a random MobileNetV3's per-tensor INT8 misses the top-1 agreement bar",
     )
     return net.eval(), spec
