@@ -14,6 +14,7 @@ from model.artifacts import ModelArtifacts
 from model.backends.registry import BACKENDS, DEFAULT_BACKENDS
 from model.diagnose import command as diagnose_command
 from model.evaluate import measure
+from model.export import exporter_of
 from model.spec import ModelSpec, SpecError
 
 
@@ -68,11 +69,13 @@ def compare_model(arts: ModelArtifacts, args) -> dict:
     results, reference = [], None
     for name in names:
         print(f"[compare] {arts.spec.name}: {name} ...", file=sys.stderr, flush=True)
-        result, outputs = measure(BACKENDS[name], arts, batch_sizes(arts.spec, args), reference, runs=args.runs)
+        result, outputs = measure(BACKENDS[name], arts, batch_sizes(arts.spec, args), reference, runs=args.runs,
+                                  is_reference=name == arts.reference)
         if name == arts.reference:
             reference = outputs
-            result.top1_agreement = result.max_abs_error = None
-        results.append(result.to_dict())
+        if result.failed:
+            print(f"[compare] {arts.spec.name}: {name} failed: {result.error}", file=sys.stderr, flush=True)
+        results.append({**result.to_dict(), "failed": result.failed})
     dataset = arts.dataset
     return {
         "model": arts.spec.name, "source": arts.spec.source, "reference": arts.reference,
@@ -80,6 +83,8 @@ def compare_model(arts: ModelArtifacts, args) -> dict:
         "holdout_size": len(dataset) if dataset else None, "batch_sizes": batch_sizes(arts.spec, args),
         "profile": str(arts.profile), "axes": {a.name: [a.min, a.opt, a.max] for a in arts.spec.axes},
         "machine": machine.describe(), "training": arts.built().info if arts.has_module else {},
+        # Which exporter wrote the ONNX file the ONNX Runtime and TensorRT rows ran ({} for a user's file).
+        "onnx_export": exporter_of(arts.onnx) if "onnx" in vars(arts) and arts.has_module else {},
         "results": results,
     }
 
@@ -96,13 +101,25 @@ def compare(args) -> int:
     _check_locations(args)
     arts = [_artifacts(spec, args) for spec in specs]  # every model's batch sizes checked before any work
     for a in arts:
-        summary = compare_model(a, args)
+        a.dataset  # a missing or unreadable data folder is a usage error, found before any model is measured
+    failed = []
+    for a in arts:
+        try:
+            summary = compare_model(a, args)
+        except Exception as exc:  # one model's fault (its data, its module) leaves the others' results
+            print(f"error: {a.spec.name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            failed.append(a.spec.name)
+            continue
         # Printed first: should writing fail after all (a full disk), the results are on screen.
         print(f"\n## {summary['model']} (reference: {summary['reference']}; data: {summary['data']})")
         print(report.seed_style(summary["results"]))
         print(report.markdown_table(summary["results"], summary["batch_sizes"]), flush=True)
         paths = report.write(args.out / summary["model"], summary)
         print(f"wrote {paths['markdown']} and {paths['json']}")
+        failed += [f"{summary['model']}: {r['backend']}" for r in summary["results"] if r["failed"]]
+    if failed:
+        print(f"error: failed: {', '.join(failed)} (the other results are above and in {args.out})", file=sys.stderr)
+        return 1
     return 0
 
 

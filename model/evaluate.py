@@ -33,6 +33,11 @@ class BackendResult:
     latency_ms: dict = field(default_factory=dict)  # batch -> {"mean", "median", "runs"}
     file: str = ""
     file_mb: float | None = None
+    error: str = ""  # why the backend failed mid-run (an export, a build, a run); "" when it did not
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,22 +97,25 @@ def _scales(reference: dict, outputs: dict | None) -> dict:
 
 
 def measure(backend: Backend, arts: ModelArtifacts, batch_sizes, reference: dict | None,
-            eval_batch: int = 500, **timing) -> tuple[BackendResult, dict | None]:
-    """One backend's row, and its outputs on the evaluation feed (the reference's become `reference`)."""
+            eval_batch: int = 500, is_reference: bool = False, **timing) -> tuple[BackendResult, dict | None]:
+    """One backend's row, and its outputs on the evaluation feed (the reference's become `reference`;
+    without them, as when the reference failed, the row has no agreement figures).
+    A backend that fails (its artifact cannot be made, a run raises) is a row saying why, so the other
+    rows, the table and the files are kept; the caller turns failed rows into the exit status."""
     result = BackendResult(backend.name, backend.framework, backend.precision, available=False)
+    runner = None
     try:
         runner = backend.runner(arts).activate()
-    except BackendUnavailable as exc:
-        result.reason = str(exc)
-        return result, None
-    try:
         feed, labels = evaluation_feed(arts)
         outputs = run_chunked(runner, feed, eval_batch)
         result.available = True
         logits = arts.spec.logits[0] if arts.spec.logits else None
         if labels is not None and logits:
             result.accuracy = float((outputs[logits].argmax(-1) == labels).mean())
-        if reference is not None:
+        if is_reference:  # agrees with itself exactly: figures, not gaps, for whoever reads the row
+            result.top1_agreement = 1.0 if logits else None
+            result.max_abs_error = 0.0
+        elif reference is not None:
             if logits:
                 result.top1_agreement = float((outputs[logits].argmax(-1) == reference[logits].argmax(-1)).mean())
             result.max_abs_error = max(float(np.abs(outputs[n].astype(np.float64) - reference[n]).max())
@@ -117,5 +125,13 @@ def measure(backend: Backend, arts: ModelArtifacts, batch_sizes, reference: dict
         paths = backend.artifact(arts)
         result.file, result.file_mb = ", ".join(map(str, paths)), sum(p.stat().st_size for p in paths) / 1e6
         return result, outputs
+    except BackendUnavailable as exc:
+        result.available, result.reason = False, str(exc)
+        return result, None
+    except Exception as exc:  # recorded in the row and the exit status, never lost with the other rows
+        result.available, result.error = False, f"{type(exc).__name__}: {exc}"
+        result.reason = f"failed: {result.error}"
+        return result, None
     finally:
-        runner.deactivate()
+        if runner is not None:
+            runner.deactivate()

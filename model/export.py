@@ -1,24 +1,33 @@
 """PyTorch -> ONNX for any model spec: named inputs and outputs, every dynamic axis dynamic.
 
-Exporter: the TorchScript exporter (`dynamo=False`), chosen on purpose. It writes opset 17 natively
-(TensorRT 8.6's parser stops at 17), folds BatchNorm into the preceding conv, writes one
-self-contained file and takes well under a second for SimpleCNN. The dynamo exporter in torch 2.14
-builds opset 18 and down-converts through the ONNX C API fallback, writes the weights to a side
-`.onnx.data` file and takes ~4 s; nothing in these models needs what it adds. Revisit when torch
-drops the legacy path.
+Exporters, in order: the TorchScript exporter (`dynamo=False`), then, where it cannot export the
+model, the torch.export-based one PyTorch recommends (`dynamo=True`, model/dynamo_export.py).
+The TorchScript one goes first: it writes opset 17 natively (TensorRT 8.6's parser stops at 17),
+folds BatchNorm into the preceding conv and takes well under a second for SimpleCNN, where the
+dynamo one takes 4-30 s here and writes opset 18, converted down to 17 before it is kept. It
+misses operators, though: `aten::diff`, which transformers 5 uses to find packed sequences when a
+decoder is called without an attention mask, has no opset-17 symbolic. Which exporter wrote a file
+is in its metadata_props (`exporter`, `exporter_versions`) and in its cache sidecar's figures.
 """
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import onnx
 import torch
 
-from model import cache
+from model import cache, dynamo_export
 from model.spec import ModelSpec, SpecError
 
 OPSET = 17
+# Tried in this order; the policy and every version that writes the file are in the export's key.
+EXPORTERS = ("torchscript", "dynamo")
+
+
+class ExportError(RuntimeError):
+    """No exporter could export the model; the message names the model, each step and the operator."""
 
 
 def check_onnx(path: str | Path, spec: ModelSpec) -> onnx.ModelProto:
@@ -46,7 +55,8 @@ def check_onnx(path: str | Path, spec: ModelSpec) -> onnx.ModelProto:
 
 
 def export_onnx(module: torch.nn.Module, spec: ModelSpec, path: str | Path, opset: int = OPSET) -> Path:
-    """Export to `path` and check it (callers that cache go through `onnx_for_module`)."""
+    """Export to `path` (the first exporter of EXPORTERS that can), record which exporter wrote it in
+    the file's metadata_props, and check it (callers that cache go through `onnx_for_module`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
@@ -54,39 +64,115 @@ def export_onnx(module: torch.nn.Module, spec: ModelSpec, path: str | Path, opse
     sample = spec.sample(2, **{a.name: max(a.min, min(a.max, 3)) for a in spec.axes})
     args = tuple(torch.from_numpy(sample[n]) for n in spec.input_names)
     dynamic = {t.name: dict(t.dynamic_axes) for t in (*spec.inputs, *spec.outputs)}
+    failures = {}
+    for exporter in EXPORTERS:
+        try:
+            with dynamo_export.quiet_fds():
+                model = _EXPORT[exporter](module, args, spec, dynamic, opset)
+            break
+        except Exception as exc:  # any exporter fault: the next one may manage, else all are reported
+            failures[exporter] = exc
+    else:
+        raise ExportError(_failure_paragraph(spec, opset, failures))
+    model.metadata_props.extend([
+        onnx.StringStringEntryProto(key="exporter", value=exporter),
+        onnx.StringStringEntryProto(key="exporter_versions", value=json.dumps(dynamo_export.versions(), sort_keys=True)),
+        *([onnx.StringStringEntryProto(key="exporter_fallback_reason",
+                                       value=dynamo_export.first_lines(str(failures["torchscript"])))]
+          if failures else [])])
+    onnx.save(model, str(path))  # one self-contained file: the weights inside, no external data
+    check_onnx(path, spec)
+    return path
+
+
+def _torchscript(module, args, spec: ModelSpec, dynamic: dict, opset: int) -> onnx.ModelProto:
+    import io
+
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=UserWarning)
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset,
+        torch.onnx.export(module, args, buffer, dynamo=False, opset_version=opset,
                           input_names=spec.input_names, output_names=spec.output_names, dynamic_axes=dynamic)
-    check_onnx(path, spec)
-    return path
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _dynamo(module, args, spec: ModelSpec, dynamic: dict, opset: int) -> onnx.ModelProto:
+    return dynamo_export.export(module, args, spec.input_names, spec.output_names, dynamic, opset)
+
+
+_EXPORT = {"torchscript": _torchscript, "dynamo": _dynamo}
+
+
+def _failure_paragraph(spec: ModelSpec, opset: int, failures: dict) -> str:
+    steps = "; ".join(f"the {name} exporter (opset {opset}) failed: {dynamo_export.summary(exc)}"
+                      for name, exc in failures.items())
+    ops = sorted({op for exc in failures.values() if (op := dynamo_export.operator_named(dynamo_export.summary(exc)))})
+    blamed = f"unsupported operator {', '.join(ops)}" if ops else "no operator named by the exporters"
+    return (f"{spec.name} ({spec.source or 'no source'}): no ONNX export ({blamed}). Step: ONNX export; {steps}. "
+            "Rewrite the forward around the operator, or pass the inputs that avoid it (a transformers decoder "
+            "exports once it is given an attention_mask).")
+
+
+def exporter_of(path: str | Path) -> dict:
+    """Which exporter wrote an ONNX file, with the versions, from its metadata_props ({} for a file
+    exported elsewhere, such as a user's --onnx file)."""
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if "exporter" not in props:
+        return {}
+    return {"exporter": props["exporter"], "versions": json.loads(props.get("exporter_versions", "{}")),
+            **({"fallback_reason": props["exporter_fallback_reason"]} if "exporter_fallback_reason" in props else {})}
 
 
 def _key(spec: ModelSpec, key_inputs: dict, opset: int) -> dict:
-    # The exporter's torch version is recorded nowhere in the key: the GPU machine's two Pythons
-    # (different torch releases) share one export, and the one without the module's library uses it.
     return {**key_inputs, "opset": opset, "inputs": [t.__dict__ for t in spec.inputs],
-            "outputs": [t.__dict__ for t in spec.outputs]}
+            "outputs": [t.__dict__ for t in spec.outputs],
+            "exporters": {"order": list(EXPORTERS), **dynamo_export.versions()}}
 
 
 def onnx_path_for(spec: ModelSpec, key_inputs: dict, cache_dir: str | Path, opset: int = OPSET) -> Path:
     return Path(cache_dir) / "onnx" / f"{spec.name}-{cache.key(_key(spec, key_inputs, opset))}.onnx"
 
 
+def _made_elsewhere(spec: ModelSpec, key: dict, folder: Path) -> list[dict]:
+    """Keys of cached exports of the same model and inputs written by other exporter versions: the
+    GPU machine's two Pythons (different torch releases) share one export, which the Python without
+    the module's library (torchvision, say) cannot make itself."""
+    same = {k: v for k, v in json.loads(json.dumps(key)).items() if k != "exporters"}
+    found = []
+    for side in sorted(folder.glob(f"{spec.name}-*.onnx.json")):
+        try:
+            theirs = json.loads(side.read_text()).get("key", {})
+        except (OSError, ValueError):
+            continue  # cache.load reports a damaged sidecar when it is asked for that file
+        if isinstance(theirs, dict) and {k: v for k, v in theirs.items() if k != "exporters"} == same:
+            found.append(theirs)
+    return found
+
+
 def cached_onnx(spec: ModelSpec, key_inputs: dict, cache_dir: str | Path, opset: int = OPSET) -> Path | None:
-    """The cached export if it is there and verified; a damaged one is reported and ignored."""
+    """The cached export if it is there and verified (a damaged one is reported and ignored): this
+    Python's exporters' own, else one that another Python's exporters wrote from the same inputs."""
+    key = _key(spec, key_inputs, opset)
     path = onnx_path_for(spec, key_inputs, cache_dir, opset)
-    found = cache.load(path.parent, path.name, _key(spec, key_inputs, opset), verify=lambda p: check_onnx(p, spec))
-    return found.path if found else None
+    for candidate in [key, *_made_elsewhere(spec, key, path.parent)]:
+        name = f"{spec.name}-{cache.key(candidate)}.onnx"
+        found = cache.load(path.parent, name, candidate, verify=lambda p: check_onnx(p, spec))
+        if found:
+            return found.path
+    return None
 
 
 def onnx_for_module(spec: ModelSpec, module: torch.nn.Module, key_inputs: dict,
                     cache_dir: str | Path = cache.DEFAULT_CACHE, opset: int = OPSET) -> Path:
-    """The cached ONNX export of a module, exported again if missing, damaged or failing the checks."""
+    """The cached ONNX export of a module, exported again if missing, damaged or failing the checks.
+    The sidecar's figures say which exporter wrote it."""
     path = onnx_path_for(spec, key_inputs, cache_dir, opset)
-    return cache.get_or_build(path.parent, path.name, _key(spec, key_inputs, opset),
-                              lambda tmp: export_onnx(module, spec, tmp, opset) and None,
+
+    def build(tmp: Path) -> dict:
+        export_onnx(module, spec, tmp, opset)
+        return exporter_of(tmp)
+    return cache.get_or_build(path.parent, path.name, _key(spec, key_inputs, opset), build,
                               verify=lambda p: check_onnx(p, spec)).path

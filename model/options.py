@@ -13,6 +13,7 @@ from pathlib import Path
 from model import cache, data, validate
 from model.backends.tensorrt.build import DEFAULT_WORKSPACE
 from model.profile import BatchProfile
+from model.spec import SpecError
 
 
 def _argparse(parse):
@@ -141,14 +142,49 @@ def add_to_pytest(group) -> None:
 
 def model_specs(names: list[str] | None, onnx_paths: list[Path] | None, axes: list | None,
                 default: list[str]) -> list:
-    """The ModelSpecs a run covers: named (shipped or file.py:factory) and ONNX files."""
+    """The ModelSpecs a run covers: named (shipped or file.py:factory) and ONNX files, each checked
+    before any model is measured: a factory's module is called on a sample batch and must return
+    what its spec declares, and no two models may share a name (their results would share a folder)."""
     from model.sources import from_onnx, resolve
 
     specs = [resolve(n) for n in (names if names is not None else ([] if onnx_paths else default))]
-    specs += [from_onnx(str(p), list(axes or [])) for p in onnx_paths or []]
+    shared = len(onnx_paths or []) > 1  # one --axis list serves every file, each taking its own axes
+    files = [from_onnx(str(p), list(axes or []), shared=shared) for p in onnx_paths or []]
     if axes and not onnx_paths:
         raise ValueError("--axis gives ranges for --onnx models; no --onnx was given")
+    unused = sorted({a.name for a in axes or []} - {a.name for s in files for a in s.axes})
+    if shared and unused:
+        raise SpecError(f"--axis {unused} name no dynamic axis of any --onnx model "
+                        f"(their axes: {sorted({a.name for s in files for a in s.axes}) or 'batch only'})")
+    specs += files
+    seen = {}
+    for spec in specs:
+        if spec.name in seen:
+            first = seen[spec.name].source or spec.name
+            raise SpecError(f"two models are named {spec.name!r}: {first} and {spec.source or spec.name}; each "
+                            "model's results go to a folder of its name, so give one of them another ModelSpec name"
+                            + (" (or list it once)" if first == (spec.source or spec.name) else ""))
+        seen[spec.name] = spec
+    for spec in specs:
+        if ".py:" in spec.source:
+            check_factory_module(spec)
     return specs
+
+
+def check_factory_module(spec) -> None:
+    """A `file.py:factory` module answers a sample batch with its spec's outputs, checked now rather
+    than when its first test or backend runs (its factory already built it: this is one forward)."""
+    from model.artifacts import check_module_outputs
+
+    module = spec.module(None)
+    try:
+        check_module_outputs(spec, module)
+    except SpecError:
+        raise
+    except Exception as exc:  # the forward itself raised: the user's code, named with what it received
+        shapes = {n: tuple(v.shape) for n, v in spec.sample(2, **{a.name: a.min for a in spec.axes}).items()}
+        raise SpecError(f"--model {spec.source}: the module raised {type(exc).__name__}: {exc} on a sample batch "
+                        f"of the spec's inputs {shapes}") from None
 
 
 PROBE_BATCHES = (7, 32)  # an odd batch and a common one, where the profile holds them

@@ -32,8 +32,9 @@ def markdown_table(results: list[dict], batch_sizes: list[int]) -> str:
     notes = []
     for r in results:
         if not r["available"]:
-            lines.append("| " + " | ".join([r["backend"], r["precision"], *["n/a"] * 3, *["n/a"] * len(batch_sizes), "n/a"]) + " |")
-            notes.append(f"- {r['backend']}: not available: {r['reason']}")
+            cell = "failed" if r.get("error") else "n/a"
+            lines.append("| " + " | ".join([r["backend"], r["precision"], *[cell] * 3, *[cell] * len(batch_sizes), cell]) + " |")
+            notes.append(f"- {r['backend']}: " + (f"failed: {r['error']}" if r.get("error") else f"not available: {r['reason']}"))
             continue
         agreement = "-" if r["top1_agreement"] is None else f"{100 * r['top1_agreement']:.2f}%"
         error = _error(r)
@@ -65,9 +66,14 @@ def write(out_dir: str | Path, summary: dict) -> dict[str, Path]:
     paths = {"json": out_dir / "comparison.json", "markdown": out_dir / "comparison.md"}
     cache.atomic_write_json(paths["json"], summary)
     held_out = f"held-out split, {summary['holdout_size']} rows" if summary.get("holdout_size") else "no labels"
+    made = summary.get("onnx_export") or {}
+    exported = (f"ONNX: written by the {made['exporter']} exporter ("
+                + ", ".join(f"{k} {v}" for k, v in sorted(made["versions"].items()) if v) + ")"
+                + (f", after the TorchScript one failed: {made['fallback_reason']}" if made.get("fallback_reason") else "")
+                + ".\n") if made else ""
     md = (f"# {summary.get('model', 'simplecnn')}: PyTorch vs ONNX Runtime vs TensorRT\n\n"
           f"Reference: {summary.get('reference', 'pytorch-cpu')}. Data: {summary['data']} ({held_out}). "
-          f"Machine: {summary['machine']}.\nLatency: mean wall time of one `infer` call, host arrays in and out.\n\n"
+          f"Machine: {summary['machine']}.\n{exported}Latency: mean wall time of one `infer` call, host arrays in and out.\n\n"
           + markdown_table(summary["results"], summary["batch_sizes"]))
     cache.atomic_write_bytes(paths["markdown"], md.encode())
     return paths

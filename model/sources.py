@@ -94,7 +94,10 @@ def _tensor(value, kind: str, path: Path) -> TensorSpec:
         raise SpecError(f"{path}: {kind} {exc}") from None
 
 
-def from_onnx(path_text: str, axes: list[Axis] = (), profile: BatchProfile = DEFAULT_PROFILE) -> ModelSpec:
+def from_onnx(path_text: str, axes: list[Axis] = (), profile: BatchProfile = DEFAULT_PROFILE,
+              shared: bool = False) -> ModelSpec:
+    """`shared`: the --axis ranges are the whole run's (several --onnx files): this file takes those
+    it uses, and the caller checks that each is used by one of them."""
     import onnx
 
     path = Path(path_text).expanduser()
@@ -113,7 +116,9 @@ def from_onnx(path_text: str, axes: list[Axis] = (), profile: BatchProfile = DEF
     missing, extra = sorted(used - given), sorted(given - used)
     if missing:
         raise SpecError(f"--onnx {path_text}: dynamic axes {missing} need a range: add --axis NAME=MIN,OPT,MAX for each")
-    if extra:
+    if shared:
+        axes = [a for a in axes if a.name in used]
+    elif extra:
         raise SpecError(f"--onnx {path_text}: --axis {extra} name no dynamic axis of the model (its axes: {sorted(used) or 'batch only'})")
     return ModelSpec(name=path.stem, inputs=inputs, outputs=outputs, profile=profile, axes=list(axes),
                      onnx=str(path.resolve()), source=str(path), precisions=("fp32", "fp16"),
