@@ -23,6 +23,10 @@ settings.register_profile("dev", max_examples=10, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# One GPU per pytest-xdist worker (--gpus): its pytest_configure runs first, before anything here
+# can initialise CUDA in a worker.
+pytest_plugins = ("model.gpus",)
+
 def pytest_addoption(parser):
     options.add_to_pytest(parser.getgroup("models"))
 

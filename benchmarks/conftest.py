@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import capabilities, machine
+from model import capabilities, gpus, machine
 
 GPU_BATCHES = (1, 32, 256, 4096)
 CPU_BATCHES = (1, 8, 32)
@@ -51,6 +51,15 @@ def bench_batches(config) -> list[int]:
     if text:
         return [int(v) for v in text.split(",") if v.strip()]
     return list(GPU_BATCHES if capabilities.gpu() is None else CPU_BATCHES)
+
+
+def pytest_configure(config):
+    # Latency is timed on one GPU with the host to itself: runs on a host's other GPUs would share
+    # its PCIe links, copy engines and CPU cores, and their traffic would be in every number.
+    plan = gpus.assigned(config)
+    if plan and len(set(plan)) > 1:
+        raise pytest.UsageError(f"benchmarks run on one GPU; received workers spread over GPUs {sorted(set(plan))} "
+                                "(-n with several GPUs, or --gpus); run them without -n, or pin one GPU with --gpus I")
 
 
 def pytest_generate_tests(metafunc):

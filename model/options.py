@@ -30,6 +30,7 @@ def _argparse(parse):
 
 int_list = _argparse(validate.batch_sizes)
 positive_int = _argparse(validate.positive_int)
+gpu_list = _argparse(validate.gpu_list)
 
 
 def profile(text: str) -> BatchProfile:
@@ -116,6 +117,12 @@ OPTIONS = [
            cli=None),
     Option("--gpu-only", dict(action="store_true",
                               help="run only the GPU-marked tests (a GPU job whose CPU twin runs the rest)"),
+           cli=None),
+    # The CLI's compare times latency in one process on one GPU; only the tests spread (model/gpus.py).
+    Option("--gpus", dict(type=gpu_list, default=None, metavar="all|I[,I...]",
+                          help="GPUs for pytest-xdist workers, one per worker round robin (CUDA_VISIBLE_DEVICES): "
+                               "'all' (default with -n: every GPU) or indices such as 0,1; without -n, one index "
+                               "pins the run to that GPU"),
            cli=None),
 ]
 

@@ -31,6 +31,25 @@ def batch_sizes(text: str) -> list[int]:
     return values
 
 
+ALL_GPUS = "all"
+
+
+def gpu_list(text: str) -> str | tuple[int, ...]:
+    """'all' or distinct comma-separated GPU indices, as CUDA numbers the GPUs a process sees (the
+    entries of an inherited CUDA_VISIBLE_DEVICES, else every GPU): model/gpus.py spreads over them."""
+    if text.strip().lower() == ALL_GPUS:
+        return ALL_GPUS
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise ValueError(f"expected 'all' or comma-separated GPU indices such as 0,1, received {text!r}")
+    indices = tuple(int(p) for p in parts)
+    repeated = sorted({i for i in indices if indices.count(i) > 1})
+    if repeated:
+        raise ValueError(f"expected each GPU index once (workers beyond the GPUs share them round robin), "
+                         f"received {text!r} naming {repeated} more than once")
+    return indices
+
+
 def batches_in_profile(sizes: list[int], profile) -> None:
     outside = [n for n in sizes if n not in profile]
     if outside:
