@@ -75,18 +75,17 @@ def test_assign_refuses_absent_gpus_and_a_list_for_one_process():
         gpus.assign((0, 1), 0, ["0", "1"])
 
 
-def test_benchmarks_refuse_workers_on_several_gpus(pytestconfig):
+def test_benchmarks_refuse_workers_on_several_gpus():
     from benchmarks import conftest as bench
 
-    class Run:
-        stash = pytest.Stash()
+    class Run:  # what benchmarks' pytest_configure reads of a config: its stash
+        def __init__(self, plan):
+            self.stash = pytest.Stash()
+            self.stash[gpus._PLAN] = plan
 
-    one, several = Run(), Run()
-    one.stash[gpus._PLAN], several.stash = ["1", "1"], pytest.Stash()
-    several.stash[gpus._PLAN] = ["0", "1"]
-    bench.pytest_configure(one)
+    bench.pytest_configure(Run(["1", "1"]))  # two workers on one GPU: allowed
     with pytest.raises(pytest.UsageError, match=r"benchmarks run on one GPU; received workers spread over GPUs \['0', '1'\]"):
-        bench.pytest_configure(several)
+        bench.pytest_configure(Run(["0", "1"]))
 
 
 CONFTEST = """
