@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ZOO = ["torchvision_classifier", "hf_encoder", "hf_decoder", "multi_output"]
 FACTORIES = [f"tests/models/{name}.py:factory" for name in ZOO]
 JUDGING = ["tests/test_parity.py", "tests/test_precision.py", "tests/test_export.py"]
-MACHINE = re.compile(r"no usable CUDA device|TensorRT is not installed|CUDA")
+MACHINE = re.compile(r"no NVIDIA GPU or driver found|no usable CUDA device|TensorRT is not installed|CUDA")
 # Skips that say a test does not apply to a model, each named: a fixed-size classifier has no axis
 # but the batch; a zoo model that offers no INT8 says why in its spec. Anything else skipped fails the run.
 NOT_APPLICABLE = re.compile(r"has no dynamic axis besides the batch|"
