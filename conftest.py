@@ -198,7 +198,8 @@ def _xdist_engine_builds(request, model_store):
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "model_name" in params and "runner_test_engine" in item.fixturenames:
             runner_tests.add(params["model_name"])
-        if params.get("backend_name") in BACKENDS:
+        # Tests that build their own model (tests/test_artifact_rebuild.py) take no model_name.
+        if "model_name" in params and params.get("backend_name") in BACKENDS:
             pairs.add((params["model_name"], BACKENDS[params["backend_name"]]))
     jobs = [job for model, backend in sorted(pairs, key=lambda p: (p[0], p[1].name))
             if backend.framework == "TensorRT" and not (backend.missing() or backend.not_for(model_store.artifacts(model)))
