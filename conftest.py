@@ -207,7 +207,9 @@ def _xdist_engine_builds(request, model_store):
     if BACKENDS["tensorrt-fp32"].missing():
         runner_tests = set()
     jobs += [prebuild.runner_tests_job(m, model_store.artifacts(m).profile) for m in sorted(runner_tests)]
-    for job in prebuild.share(jobs, int(worker[2:]), workers):
+    # A worker that replaces a crashed one is named past the count (gw4 of 4): it takes a share again;
+    # the per-plan lock keeps each plan built once.
+    for job in prebuild.share(jobs, int(worker[2:]) % workers, workers):
         try:
             prebuild.build(job, model_store.artifacts(job.model))
         except (BackendUnavailable, RuntimeError, OSError, ValueError):

@@ -124,7 +124,11 @@ def merged_timing(trt, ours: bytes, theirs: bytes | None) -> bytes:
     others' (a timing cache only speeds builds up; a plan never depends on it)."""
     if not theirs or theirs == ours:
         return ours
-    config = trt.Builder(trt_compat.Logger(trt)).create_builder_config()
+    # The logger and builder are held for as long as the config: TensorRT's Python objects do not keep
+    # their parents alive, and a config whose builder was collected crashed the process on the GPU.
+    logger = trt_compat.Logger(trt)
+    builder = trt.Builder(logger)
+    config = builder.create_builder_config()
     combined, other = config.create_timing_cache(ours), config.create_timing_cache(theirs)
     if combined is None or other is None or not combined.combine(other, False):
         log.warning("timing caches not combined (another TensorRT or GPU wrote one?); keeping this build's")
