@@ -118,24 +118,6 @@ def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache: bytes | None = N
     return bytes(plan), bytes(config.get_timing_cache().serialize())
 
 
-def merged_timing(trt, ours: bytes, theirs: bytes | None) -> bytes:
-    """Our refined timing cache together with the entries another build stored since we read it
-    (ITimingCache.combine): builds running at once each add what they timed, none overwrites the
-    others' (a timing cache only speeds builds up; a plan never depends on it)."""
-    if not theirs or theirs == ours:
-        return ours
-    # The logger and builder are held for as long as the config: TensorRT's Python objects do not keep
-    # their parents alive, and a config whose builder was collected crashed the process on the GPU.
-    logger = trt_compat.Logger(trt)
-    builder = trt.Builder(logger)
-    config = builder.create_builder_config()
-    combined, other = config.create_timing_cache(ours), config.create_timing_cache(theirs)
-    if combined is None or other is None or not combined.combine(other, False):
-        log.warning("timing caches not combined (another TensorRT or GPU wrote one?); keeping this build's")
-        return ours
-    return bytes(combined.serialize())
-
-
 def _log_build(folder: Path, name: str, spec: EngineSpec, seconds: float) -> None:
     """One JSON line per plan built (<cache>/engines/builds.jsonl): where a cold run's minutes went."""
     record = {"plan": name, "model": spec.model.name, "precision": spec.precision, "typed_graph": spec.typed_graph,
@@ -166,8 +148,10 @@ def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec,
     onnx_path = Path(onnx_path)
     identity = _identity(onnx_path, spec, trt)
     folder = Path(cache_dir) / "engines"
-    # One timing cache per TensorRT and GPU generation, refined by every build and merged with what
-    # builds running beside it stored meanwhile; it travels with the artifact cache (CI keeps it).
+    # One timing cache per TensorRT and GPU generation, refined by every build: last writer wins, which
+    # loses nothing a plan depends on (a timing cache only speeds builds up); it travels with the
+    # artifact cache (CI keeps it). Merging caches of builds running at once through
+    # ITimingCache.combine crashed the GPU workers (TensorRT 8.6, H100) and was withdrawn.
     timing_key = {"tensorrt": trt.__version__, "compute_capability": identity["compute_capability"]}
     timing_name = f"timing-{trt.__version__}-sm{identity['compute_capability']}.cache"
 
@@ -180,9 +164,8 @@ def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec,
         _log_build(folder, name, spec, time.perf_counter() - started)
         tmp.write_bytes(plan)
 
-        def write_timing(timing_tmp: Path) -> None:  # under the timing cache's lock
-            now = cache.load(folder, timing_name, timing_key)
-            timing_tmp.write_bytes(merged_timing(trt, refined, now.path.read_bytes() if now else None))
+        def write_timing(timing_tmp: Path) -> None:
+            timing_tmp.write_bytes(refined)
 
         cache.store(folder, timing_name, timing_key, write_timing)
 
