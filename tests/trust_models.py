@@ -1,7 +1,6 @@
 """Small models nobody here wrote, or shaped unlike the shipped ones, as `file.py:factory`
 factories for the checks that must hold for any model: a GPT-2-style decoder (MatMul/Gemm, no
 Conv) and a net with two outputs of different ranks."""
-import numpy as np
 import torch
 
 from model.profile import BatchProfile
