@@ -18,3 +18,22 @@ def fake():
         yield gpu, make
     for runner in made:
         runner._stager.close()
+
+
+def pytest_collection_finish(session):
+    from tests import background
+
+    background.start_selected(session)
+
+
+def pytest_sessionfinish(session):
+    from tests import background
+
+    background.stop_all()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    from tests import background
+
+    background.run_last(items)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import background
+
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ["torchvision_classifier", "hf_encoder", "hf_decoder", "multi_output"]
 FACTORIES = [f"tests/models/{name}.py:factory" for name in ZOO]
@@ -26,11 +28,13 @@ NOT_APPLICABLE_TO_A_FILE = re.compile(r"is the user's own ONNX file|no INT8 for 
                                       r"no PyTorch module for .* here to export again|has no classifier output")
 
 
-def _pytest(cache_dir: Path, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", *JUDGING, "-q", "-rfEs", "-p", "no:cacheprovider",
-                           "--batch-sizes=1,7", f"--cache-dir={cache_dir}",
-                           "-k", "not hypothesis", *argv],
-                          capture_output=True, text=True, cwd=ROOT)
+def _argv(cache_dir: Path, *argv: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", *JUDGING, "-q", "-rfEs", "-p", "no:cacheprovider",
+            "--batch-sizes=1,7", f"--cache-dir={cache_dir}", "-k", "not hypothesis", *argv]
+
+
+def _factories_run(config, scratch: Path) -> background.Command:
+    return background.Command(_argv(Path(config.getoption("--cache-dir")).resolve(), f"--model={','.join(FACTORIES)}"), str(ROOT))
 
 
 def _check(done: subprocess.CompletedProcess, *allowed: re.Pattern) -> None:
@@ -57,10 +61,13 @@ def exports(cache_dir):
     return paths, sorted(axes.values())
 
 
-def test_the_zoo_passes_as_factories(cache_dir):
-    _check(_pytest(cache_dir, f"--model={','.join(FACTORIES)}"))
+@background.register(_factories_run)
+def test_the_zoo_passes_as_factories(request):
+    _check(background.result(request)[0])
 
 
 def test_the_zoo_passes_as_onnx_files(cache_dir, exports):
     paths, axes = exports
-    _check(_pytest(cache_dir, *[f"--onnx={p}" for p in paths], *[f"--axis={a}" for a in axes]), NOT_APPLICABLE_TO_A_FILE)
+    done = subprocess.run(_argv(cache_dir, *[f"--onnx={p}" for p in paths], *[f"--axis={a}" for a in axes]),
+                          capture_output=True, text=True, cwd=ROOT)
+    _check(done, NOT_APPLICABLE_TO_A_FILE)

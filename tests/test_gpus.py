@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from model import gpus, validate
+from tests import background
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,20 +118,25 @@ def test_device_is_the_one_configured():
 """
 
 
-def test_each_worker_gets_its_gpu_before_its_setup(tmp_path):
+def _two_workers_on_two_fake_gpus(config, scratch: Path) -> background.Command:
+    (scratch / "pytest.ini").write_text("[pytest]\n")
+    (scratch / "conftest.py").write_text(CONFTEST)
+    (scratch / "test_tiny.py").write_text(TEST)
+    (scratch / "seen").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env.update(PATH=f"{fake_smi(scratch / 'bin', 2).parent}{os.pathsep}{env['PATH']}", SEEN_DIR=str(scratch / "seen"),
+               PYTHONPATH=str(ROOT))
+    return background.Command([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "--gpus", "1,0",
+                               "test_tiny.py"], str(scratch), env)
+
+
+@background.register(_two_workers_on_two_fake_gpus)
+def test_each_worker_gets_its_gpu_before_its_setup(request):
     """A real `pytest -n 2 --gpus 1,0` over a two-GPU fake nvidia-smi: workers get 1 and 0 in their
     environment by the time any conftest's pytest_configure runs, and the run says so (round robin
     over more workers than GPUs: test_assign)."""
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    (tmp_path / "conftest.py").write_text(CONFTEST)
-    (tmp_path / "test_tiny.py").write_text(TEST)
-    seen = tmp_path / "seen"
-    seen.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    env.update(PATH=f"{fake_smi(tmp_path / 'bin', 2).parent}{os.pathsep}{env['PATH']}", SEEN_DIR=str(seen),
-               PYTHONPATH=str(ROOT))
-    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "--gpus", "1,0",
-                          "test_tiny.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    run, scratch = background.result(request)
+    seen = scratch / "seen"
     assert run.returncode == 0, run.stdout + run.stderr
     assert {p.name: p.read_text() for p in seen.iterdir()} == {"gw0": "1", "gw1": "0"}
     assert "GPU per xdist worker (CUDA_VISIBLE_DEVICES): gw0=1, gw1=0" in run.stdout

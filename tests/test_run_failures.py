@@ -4,7 +4,6 @@ fails mid-run leaves the other rows, the table and the files, with a non-zero ex
 import contextlib
 import io
 import json
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from model.cli import main
+from tests import background
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,10 +65,15 @@ def test_a_factory_whose_forward_raises_is_named_before_any_work(tmp_path):
     assert "on a sample batch of the spec's inputs {'x': (2, 4)}" in err
 
 
-def test_a_broken_factory_is_one_pytest_usage_error(tmp_path):
-    broken = factory_file(tmp_path, "broken.py", width=5, declared=3)
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--model={broken}",
-                           "tests/test_compare.py"], capture_output=True, text=True, cwd=ROOT)
+def _pytest_with_a_broken_factory(config, scratch: Path) -> background.Command:
+    broken = factory_file(scratch, "broken.py", width=5, declared=3)
+    return background.Command([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--model={broken}",
+                               "tests/test_compare.py"], str(ROOT))
+
+
+@background.register(_pytest_with_a_broken_factory)
+def test_a_broken_factory_is_one_pytest_usage_error(request):
+    done, _ = background.result(request)
     assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error, before collection
     assert done.stderr.count("ERROR:") == 1 and "the spec declares float32 (2, 3)" in done.stderr
     assert "passed" not in done.stdout and "error" not in done.stdout
