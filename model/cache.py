@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -156,8 +157,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def strict_json(obj):
+    """`obj` with every non-finite float as the string "NaN", "Infinity" or "-Infinity": Python's json
+    writes those as bare tokens that JSON itself (RFC 8259) and most readers (jq, JavaScript) refuse,
+    and a diverging conversion is exactly when they appear."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def json_text(obj, **options) -> str:
+    """JSON that any reader parses: non-finite floats as strings (strict_json)."""
+    return json.dumps(strict_json(obj), allow_nan=False, **options)
+
+
 def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, (json_text(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _as_json(key_inputs: dict) -> dict:

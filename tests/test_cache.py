@@ -221,3 +221,13 @@ def test_onnx_same_size_damage_is_rebuilt_with_a_warning(onnx_cache, trained, da
     # Rebuilt in place, byte for byte the original; the damage spread nowhere (same INT8 key).
     assert {k: p.relative_to(folder) for k, p in paths.items()} == names
     assert {k: p.read_bytes() for k, p in paths.items()} == good
+
+
+def test_written_json_has_no_bare_nan_or_infinity(tmp_path):
+    path = tmp_path / "summary.json"
+    cache.atomic_write_json(path, {"error": float("nan"), "rows": [1.5, float("inf"), (float("-inf"),)], "n": 2})
+
+    def refuse(token):
+        raise ValueError(f"bare {token}")
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "error": "NaN", "rows": [1.5, "Infinity", ["-Infinity"]], "n": 2}

@@ -206,3 +206,22 @@ def test_a_foreign_model_gets_a_row_per_layer(cache_dir):
     with BACKENDS[arts.reference].runner(arts) as ref, BACKENDS[ORT["fp16"]].runner(arts) as fp16:
         verdict = compare_outputs(ref.infer(feed), fp16.infer(feed), "fp16", spec)
     assert result.outputs_passed == bool(verdict), (result.outputs, verdict.message)
+
+
+def _refuse(token: str):
+    raise ValueError(f"bare {token} in JSON")
+
+
+def test_the_json_of_a_diverging_layer_is_json_any_reader_parses(tmp_path):
+    """NaN and Inf appear exactly when a conversion diverges; Python writes them as bare tokens that
+    JSON forbids (jq and JavaScript refuse the file). They are written as strings instead."""
+    from model.diagnose import report
+    from model.diagnose.layers import Diagnosis, LayerRow
+
+    row = LayerRow(index=0, node="/wide/Gemm", op="Gemm", tensor="h", max_abs=float("inf"), rel=float("nan"),
+                   nonfinite=3, ref_absmax=7.0e4, out_absmax=float("-inf"), limit=65504.0, passed=False)
+    paths = report.write(Diagnosis("m", "onnxruntime-cpu-fp16", "fp16", [row], "marked", 4), tmp_path)
+    data = json.loads(paths["json"].read_text(), parse_constant=_refuse)
+    layer = data["layers"][0]
+    assert (layer["max_abs"], layer["rel"], layer["out_absmax"]) == ("Infinity", "NaN", "-Infinity")
+    assert data["first_diverging"]["node"] == "/wide/Gemm"

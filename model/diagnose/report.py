@@ -1,9 +1,9 @@
 """A diagnosis as people read it: a table in graph order, a JSON file, and a plot of error per layer."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from model import cache
 from model.diagnose.layers import RANGE, Diagnosis, LayerRow
 
 
@@ -97,7 +97,7 @@ def write(diagnosis: Diagnosis, folder: Path, repair: dict | None = None) -> dic
     stem = folder / f"{diagnosis.model}-{diagnosis.backend}"
     data = diagnosis.to_dict() | ({"repair": repair} if repair else {})
     json_path = stem.with_suffix(".json")
-    json_path.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    json_path.write_text(cache.json_text(data, indent=1, default=str) + "\n")
     md_path = stem.with_suffix(".md")
     md_path.write_text(summary(diagnosis) + "\n\n" + table(diagnosis) + "\n")
     return {"json": json_path, "markdown": md_path, "plot": plot(diagnosis, stem.with_suffix(".png"))}
