@@ -3,7 +3,6 @@ fault: float16 overflow at `big`, an INT8 outlier channel at `wide` (tests/model
 import contextlib
 import io
 import json
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from model.diagnose.layers import diagnosis_feed, float_tensors
 from model.diagnose.run import diagnose
 from model.sources import from_factory
 from model.spec import SpecError
+from tests import background
 from tests.models import planted
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,13 +172,17 @@ def test_cli_refuses_a_pytorch_backend(cache_dir, tmp_path, capsys):
     assert code == 2 and "has no ONNX tensor names" in capsys.readouterr().err
 
 
-def test_a_failing_parity_test_names_the_first_diverging_layer(cache_dir):
-    """The parity test itself, run on the planted FP16 model: its message ends with the layer."""
-    proc = subprocess.run(
+def _parity_on_the_planted_fp16_model(config, scratch: Path) -> background.Command:
+    return background.Command(
         [sys.executable, "-m", "pytest", "tests/test_parity.py", "-q", "-p", "no:cacheprovider",
-         "--model", PLANTED["fp16"][0], "--batch-sizes", "8", f"--cache-dir={cache_dir}",
-         "-k", f"test_outputs_match_the_reference and {ORT['fp16']}-bs8"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+         "--model", PLANTED["fp16"][0], "--batch-sizes", "8", f"--cache-dir={Path(config.getoption('--cache-dir')).resolve()}",
+         "-k", f"test_outputs_match_the_reference and {ORT['fp16']}-bs8"], str(ROOT), timeout=300)
+
+
+@background.register(_parity_on_the_planted_fp16_model)
+def test_a_failing_parity_test_names_the_first_diverging_layer(request):
+    """The parity test itself, run on the planted FP16 model: its message ends with the layer."""
+    proc, _ = background.result(request)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "first diverging layer: /big/Gemm (Gemm)" in proc.stdout, proc.stdout[-3000:]
     assert f"python -m model diagnose --model {PLANTED['fp16'][0]} --backend {ORT['fp16']}" in proc.stdout

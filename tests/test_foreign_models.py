@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests import background
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +31,6 @@ def _argv(cache_dir: Path, *argv: str) -> list[str]:
             "--batch-sizes=1,7", f"--cache-dir={cache_dir}", "-k", "not hypothesis", *argv]
 
 
-def _factories_run(config, scratch: Path) -> background.Command:
-    return background.Command(_argv(Path(config.getoption("--cache-dir")).resolve(), f"--model={','.join(FACTORIES)}"), str(ROOT))
-
-
 def _check(done: subprocess.CompletedProcess, *allowed: re.Pattern) -> None:
     report = done.stdout + done.stderr
     failed = [line for line in report.splitlines() if line.startswith(("FAILED", "ERROR"))]
@@ -47,18 +41,24 @@ def _check(done: subprocess.CompletedProcess, *allowed: re.Pattern) -> None:
     assert not others, "\n".join(others)
 
 
-@pytest.fixture(scope="module")
-def exports(cache_dir):
+def _exports(cache_dir: Path) -> tuple[list[Path], list[str]]:
     """The zoo's FP32 exports (made on first use, then cached) and the --axis ranges they need."""
+    import torch
+
     from model.artifacts import ModelArtifacts
     from model.sources import from_factory
 
     paths, axes = [], {}
-    for factory in FACTORIES:
-        spec = from_factory(factory)
-        paths.append(ModelArtifacts(spec, cache_dir, progress=False).onnx)
-        axes.update({a.name: f"{a.name}={a.min},{a.opt},{a.max}" for a in spec.axes})
+    with torch.random.fork_rng():  # the factories seed torch: the suite's own random state stays as it was
+        for factory in FACTORIES:
+            spec = from_factory(factory)
+            paths.append(ModelArtifacts(spec, cache_dir, progress=False).onnx)
+            axes.update({a.name: f"{a.name}={a.min},{a.opt},{a.max}" for a in spec.axes})
     return paths, sorted(axes.values())
+
+
+def _factories_run(config, scratch: Path) -> background.Command:
+    return background.Command(_argv(Path(config.getoption("--cache-dir")).resolve(), f"--model={','.join(FACTORIES)}"), str(ROOT))
 
 
 @background.register(_factories_run)
@@ -66,8 +66,12 @@ def test_the_zoo_passes_as_factories(request):
     _check(background.result(request)[0])
 
 
-def test_the_zoo_passes_as_onnx_files(cache_dir, exports):
-    paths, axes = exports
-    done = subprocess.run(_argv(cache_dir, *[f"--onnx={p}" for p in paths], *[f"--axis={a}" for a in axes]),
-                          capture_output=True, text=True, cwd=ROOT)
-    _check(done, NOT_APPLICABLE_TO_A_FILE)
+def _onnx_files_run(config, scratch: Path) -> background.Command:
+    cache_dir = Path(config.getoption("--cache-dir")).resolve()
+    paths, axes = _exports(cache_dir)
+    return background.Command(_argv(cache_dir, *[f"--onnx={p}" for p in paths], *[f"--axis={a}" for a in axes]), str(ROOT))
+
+
+@background.register(_onnx_files_run)
+def test_the_zoo_passes_as_onnx_files(request):
+    _check(background.result(request)[0], NOT_APPLICABLE_TO_A_FILE)
