@@ -18,7 +18,7 @@ class Tolerance:
 
     atol: float
     rtol: float
-    min_top1_agreement: float  # fraction of rows whose argmax equals the reference's
+    min_top1_agreement: float  # fraction of rows (positions before the last axis) whose argmax equals the reference's
     tie_margin: float  # a flip is a near-tie when the reference's two logits differ by at most this
     scale_tol: float = 0.0
 
@@ -94,7 +94,7 @@ def compare(reference: np.ndarray, output: np.ndarray, precision: str = "fp32",
     floor = max(tol.atol, tol.scale_tol * spread)
     peak = float(np.abs(ref).max()) if ref.size else 0.0
     # Where decisions are judged (top-1 agreement), a loose value bound is by design (INT8's is inf).
-    values_only = ref.ndim != 2 or tol.min_top1_agreement <= 0
+    values_only = ref.ndim < 2 or tol.min_top1_agreement <= 0
     if values_only and np.issubdtype(reference.dtype, np.floating) and ref.size and peak <= floor:
         return Comparison(False, f"FAIL [{precision}] the reference is degenerate for this tolerance: every |value| "
                                  f"is within its absolute floor {floor:.3g} (largest {peak:.3g}), so an output of zeros "
@@ -128,8 +128,11 @@ def degenerate(reference: np.ndarray) -> str | None:
 
 
 def _agreement(ref: np.ndarray, out: np.ndarray, tol: Tolerance) -> tuple[float, bool]:
-    if ref.ndim != 2 or not len(ref):
+    """Top-1 agreement over the last axis, each leading position one decision: a classifier's row, or
+    each token of a decoder's (batch, seq, vocab) logits."""
+    if ref.ndim < 2 or not ref.size:
         return 1.0, True
+    ref, out = ref.reshape(-1, ref.shape[-1]), out.reshape(-1, out.shape[-1])
     ref_top, out_top = ref.argmax(-1), out.argmax(-1)
     agreement = float((ref_top == out_top).mean())
     if len(ref) >= MIN_ROWS_FOR_AGREEMENT:

@@ -1,4 +1,6 @@
 """The comparator catches what it must: the flat (3200,) output, drift, NaN, argmax flips."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -108,3 +110,21 @@ def test_near_tie_flip_in_a_small_batch_is_not_a_failure():
     clear = decided(1)
     flipped = flip(clear, [0])
     assert compare(clear, flipped, tolerance=VALUES_ONLY) and not compare(clear, flipped, "fp16")
+
+
+def test_a_decoders_per_token_logits_are_judged_by_their_decisions():
+    """Logits of (batch, seq, vocab), as a decoder returns them: every token position is a decision.
+    INT8 (judged on decisions alone) passes value noise that keeps every argmax, where a rank-3 output
+    used to be called degenerate; a flipped token fails FP16 where it used to pass unjudged."""
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((8, 16, 50)).astype(np.float32)
+    top = ref.argmax(-1)
+    ref[np.arange(8)[:, None], np.arange(16)[None, :], top] += 5.0  # clear decisions
+    noisy = ref + rng.uniform(-0.3, 0.3, ref.shape).astype(np.float32)
+    result = compare(ref, noisy, "int8")
+    assert result and result.top1_agreement == 1.0, result.message
+    flipped = ref.copy()
+    for b, t in ((2, 5), (4, 0), (7, 15)):  # three tokens now decide otherwise, by a clear margin
+        flipped[b, t, (top[b, t] + 1) % 50] += 10.0
+    result = compare(ref, flipped, "fp16", replace(TOLERANCES["fp16"], atol=100.0, rtol=1.0))
+    assert not result and result.top1_agreement == pytest.approx(125 / 128), result.message

@@ -1,6 +1,7 @@
 """Tolerances scale with the outputs, and a reference that cannot tell right from wrong is a failure,
 never a pass: a freshly seeded torchvision classifier's logits of 1e-10 pass any absolute bound."""
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -51,12 +52,13 @@ def test_a_degenerate_reference_fails_even_an_identical_output(make, why):
 
 def test_a_reference_inside_the_absolute_floor_fails():
     """Features of 1e-5 (a network whose BatchNorm statistics barely moved) are above the near-zero
-    mark, but FP32's floor of 1e-4 covers them all: zeros would pass. Logits (two dims, decisions
-    judged) keep their bound: their top-1 agreement is the check there."""
+    mark, but FP32's floor of 1e-4 covers them all: zeros would pass. Logits (decisions judged) keep
+    their bound: their top-1 agreement is the check there."""
     ref = _values(1.0)[:, None, :] * 1e-5
-    result = compare(ref, np.zeros_like(ref), "fp32")
+    features = replace(TOLERANCES["fp32"], min_top1_agreement=0.0, tie_margin=float("inf"))  # as ModelSpec.tolerance gives a non-logit output
+    result = compare(ref, np.zeros_like(ref), "fp32", features)
     assert not result and "degenerate for this tolerance: every |value| is within its absolute floor 0.0001" in result.message
-    assert compare(ref * 1e4, ref * 1e4, "fp32")  # the same values at a scale the floor can judge
+    assert compare(ref * 1e4, ref * 1e4, "fp32", features)  # the same values at a scale the floor can judge
     assert not compare(ref[:, 0], np.roll(ref[:, 0], 1, axis=1), "fp32")  # logits: decisions flip
 
 
