@@ -1,7 +1,8 @@
-"""Fixtures shared by the host-path tests (the top-level conftest.py holds the suite's own)."""
+"""Fixtures shared by the host-path tests, and the hooks that start and order the background runs
+(tests/background.py); the top-level conftest.py holds the suite's own."""
 import pytest
 
-from tests import fake_gpu
+from tests import background, fake_gpu
 
 
 @pytest.fixture
@@ -21,19 +22,13 @@ def fake():
 
 
 def pytest_collection_finish(session):
-    from tests import background
-
     background.start_selected(session)
 
 
 def pytest_sessionfinish(session):
-    from tests import background
-
     background.stop_all()
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
-    from tests import background
-
     background.run_last(items)
