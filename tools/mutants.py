@@ -219,4 +219,11 @@ MUTANTS = [
            "rows = np.arange(i, i + count) % total", "the last chunk below the profile's min: the evaluation crashes"),
     Mutant("evaluate-chunk-past-max", EVALUATE, "batch = min(max(batch, meta.min_batch), meta.max_batch)",
            "batch = max(batch, meta.min_batch)", "chunks past the profile's max: refused by every runner"),
+    # -- TensorRT builds taking turns on a GPU ----------------------------------------------------------
+    Mutant("build-slots-one-too-many", "model/backends/tensorrt/build_slots.py", "for k in range(count)]",
+           "for k in range(count + 1)]", "one more build at once than asked on each GPU (the cold run's contention)",
+           tests=("tests/test_build_slots.py",)),
+    Mutant("build-slots-per-gpu-ignored", "model/backends/tensorrt/build_slots.py", 'folder / f"{stem}-{k}.lock"',
+           'folder / f"any-{k}.lock"', "builds on two GPUs of one host wait for each other",
+           tests=("tests/test_build_slots.py",)),
 ]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from model import cache
 from model.backends.base import BackendUnavailable
+from model.backends.tensorrt import build_slots
 from model.backends.tensorrt import compat as trt_compat
 from model.backends.tensorrt import cuda as cuda_rt
 from model.profile import BatchProfile
@@ -118,11 +119,12 @@ def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache: bytes | None = N
     return bytes(plan), bytes(config.get_timing_cache().serialize())
 
 
-def _log_build(folder: Path, name: str, spec: EngineSpec, seconds: float) -> None:
-    """One JSON line per plan built (<cache>/engines/builds.jsonl): where a cold run's minutes went."""
+def _log_build(folder: Path, name: str, spec: EngineSpec, seconds: float, waited: float) -> None:
+    """One JSON line per plan built (<cache>/engines/builds.jsonl): where a cold run's minutes went
+    (`seconds` building, `waited` for a build slot before it)."""
     record = {"plan": name, "model": spec.model.name, "precision": spec.precision, "typed_graph": spec.typed_graph,
               "profile": str(_batch(spec)), "optimization_level": spec.optimization_level,
-              "seconds": round(seconds, 2), "pid": os.getpid(), "finished": time.time()}
+              "seconds": round(seconds, 2), "waited": round(waited, 2), "pid": os.getpid(), "finished": time.time()}
     log.info("built %s in %.1f s", name, seconds)
     with open(folder / "builds.jsonl", "a") as f:  # one short append per line: lines do not interleave
         f.write(json.dumps(record) + "\n")
@@ -141,6 +143,7 @@ def runner_test_spec(model: ModelSpec, profile: BatchProfile, workspace: int = D
 
 def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec,
                     cache_dir: str | Path = cache.DEFAULT_CACHE) -> Engine:
+    slots = build_slots.slots()  # a bad setting fails here, before any build
     trt = trt_compat.import_tensorrt()
     reason = cuda_rt.gpu_unavailable_reason()
     if reason:
@@ -158,16 +161,17 @@ def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec,
     name = f"{spec.model.name}-{spec.precision}-{cache.key(identity)}.plan"
 
     def build(tmp: Path) -> None:
-        timing = cache.load(folder, timing_name, timing_key)
-        started = time.perf_counter()
-        plan, refined = build_plan(onnx_path, spec, timing.path.read_bytes() if timing else None)
-        _log_build(folder, name, spec, time.perf_counter() - started)
+        with build_slots.build_slot(cuda_rt.pci_address(), slots) as waited:
+            timing = cache.load(folder, timing_name, timing_key)  # what the build before this one left
+            started = time.perf_counter()
+            plan, refined = build_plan(onnx_path, spec, timing.path.read_bytes() if timing else None)
+            _log_build(folder, name, spec, time.perf_counter() - started, waited)
+
+            def write_timing(timing_tmp: Path) -> None:
+                timing_tmp.write_bytes(refined)
+
+            cache.store(folder, timing_name, timing_key, write_timing)
         tmp.write_bytes(plan)
-
-        def write_timing(timing_tmp: Path) -> None:
-            timing_tmp.write_bytes(refined)
-
-        cache.store(folder, timing_name, timing_key, write_timing)
 
     art = cache.get_or_build(folder, name, identity, build)
     return Engine(art.path, art.sidecar, rebuilt=art.built)

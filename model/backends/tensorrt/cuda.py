@@ -93,6 +93,12 @@ def device_identity(device: int = 0) -> dict:
     return {"gpu": name, "compute_capability": f"{props.major}.{props.minor}"}
 
 
+def pci_address(device: int = 0) -> str:
+    """The GPU's PCI address (domain:bus:device): one physical GPU, whatever CUDA_VISIBLE_DEVICES calls it."""
+    props = check(_runtime().cudaGetDeviceProperties(device))
+    return f"{props.pciDomainID:04x}:{props.pciBusID:02x}:{props.pciDeviceID:02x}"
+
+
 def driver_and_runtime_versions() -> dict:
     rt = _runtime()
     return {"cuda_driver": check(rt.cudaDriverGetVersion()), "cuda_runtime": check(rt.cudaRuntimeGetVersion())}
