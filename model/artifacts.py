@@ -9,7 +9,7 @@ from pathlib import Path
 
 from model import cache, quantize
 from model.backends.base import BackendUnavailable
-from model.backends.tensorrt.build import DEFAULT_WORKSPACE, Engine, EngineSpec, engine_for_onnx
+from model.backends.tensorrt.build import DEFAULT_OPTIMIZATION_LEVEL, DEFAULT_WORKSPACE, Engine, EngineSpec, engine_for_onnx
 from model.export import cached_onnx, check_onnx, onnx_for_module, onnx_path_for
 from model.profile import BatchProfile
 from model.spec import BuildContext, Built, Dataset, ModelSpec, SpecError
@@ -23,10 +23,14 @@ class ModelArtifacts:
 
     def __init__(self, spec: ModelSpec, cache_dir: str | Path = cache.DEFAULT_CACHE, profile: BatchProfile | None = None,
                  data: str | None = None, workspace: int = DEFAULT_WORKSPACE, epochs: int | None = None,
-                 retrain: bool = False, progress: bool = True) -> None:
+                 retrain: bool = False, progress: bool = True,
+                 optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL) -> None:
+        """`optimization_level`: TensorRT's builder level for the engines (the deployed ones are built
+        at the default; a test of what reaches a plan, not of its speed, builds at 0 in seconds)."""
         self.spec = spec.with_profile(profile)
         self.cache_dir = Path(cache_dir)
         self.workspace = workspace
+        self.optimization_level = optimization_level
         self.context = BuildContext(self.cache_dir, data or "synthetic", epochs, retrain, progress)
         self._engines: dict[tuple, Engine] = {}
         self._variants: dict[str, Path] = {}
@@ -132,7 +136,7 @@ class ModelArtifacts:
         if key not in self._engines:
             source = self.onnx_variant(precision) if typed_graph else self.onnx
             spec = EngineSpec(self.spec, precision=precision, profile=profile, workspace=self.workspace,
-                              typed_graph=typed_graph)
+                              typed_graph=typed_graph, optimization_level=self.optimization_level)
             self._engines[key] = engine_for_onnx(source, spec, self.cache_dir)
         return self._engines[key]
 

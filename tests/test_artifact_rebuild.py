@@ -24,11 +24,13 @@ def _ort_outputs(path, feed: dict) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def two_builds(tmp_path_factory):
-    """The tiny model with two sets of weights, built one after the other in one cache folder."""
+    """The tiny model with two sets of weights, built one after the other in one cache folder.
+    Engines at builder level 0: what reaches a plan does not depend on the level, and level 5 made
+    these six plans minutes of a cold GPU run, once per pytest run."""
     cache_dir = tmp_path_factory.mktemp("cache")
-    old = ModelArtifacts(tiny_models.spec_with_weights(0), cache_dir, progress=False)
+    old = ModelArtifacts(tiny_models.spec_with_weights(0), cache_dir, progress=False, optimization_level=0)
     old.onnx_variant("fp16"), old.onnx_variant("int8")  # the old model's files are there first
-    new = ModelArtifacts(tiny_models.spec_with_weights(1), cache_dir, progress=False)
+    new = ModelArtifacts(tiny_models.spec_with_weights(1), cache_dir, progress=False, optimization_level=0)
     feed = tiny_models.SPEC.sample(64, seed=3)
     return old, new, feed, {a: _torch_outputs(a, feed) for a in (old, new)}
 
