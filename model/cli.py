@@ -12,6 +12,7 @@ from onnx.checker import ValidationError
 from model import machine, options, report, validate
 from model.artifacts import ModelArtifacts
 from model.backends.registry import BACKENDS, DEFAULT_BACKENDS
+from model.backends.tensorrt import build_slots
 from model.diagnose import command as diagnose_command
 from model.evaluate import measure
 from model.export import exporter_of
@@ -161,6 +162,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        build_slots.slots()  # $MODEL_TRT_BUILDS_PER_GPU, checked before any training or export
         return COMMANDS[args.command](args)
     except (RuntimeError, ValueError, OSError, SpecError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)

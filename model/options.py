@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model import cache, data, validate
+from model.backends.tensorrt import build_slots
 from model.backends.tensorrt.build import DEFAULT_WORKSPACE
 from model.profile import BatchProfile
 from model.spec import SpecError
@@ -203,6 +204,7 @@ def run_settings(get, default: list[str]) -> tuple[dict, dict]:
     batches (what TensorRT tunes for) and PROBE_BATCHES where it holds them). A bad option raises ValueError (SpecError is one) naming it."""
     specs = model_specs(get("--model"), get("--onnx"), get("--axis"), default=default)
     validate.writable_folder(get("--cache-dir"), "--cache-dir")
+    build_slots.slots()  # $MODEL_TRT_BUILDS_PER_GPU, checked before any test builds
     override = get("--profile")
     specs = {s.name: s.with_profile(override) for s in specs}
     sizes, batches = get("--batch-sizes"), {}
