@@ -8,16 +8,14 @@ with a warning.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from model import cache
 from model.backends.base import BackendUnavailable
-from model.backends.tensorrt import build_slots
+from model.backends.tensorrt import build_log, build_slots
 from model.backends.tensorrt import compat as trt_compat
 from model.backends.tensorrt import cuda as cuda_rt
 from model.profile import BatchProfile
@@ -119,15 +117,9 @@ def build_plan(onnx_path: Path, spec: EngineSpec, timing_cache: bytes | None = N
     return bytes(plan), bytes(config.get_timing_cache().serialize())
 
 
-def _log_build(folder: Path, name: str, spec: EngineSpec, seconds: float, waited: float) -> None:
-    """One JSON line per plan built (<cache>/engines/builds.jsonl): where a cold run's minutes went
-    (`seconds` building, `waited` for a build slot before it)."""
-    record = {"plan": name, "model": spec.model.name, "precision": spec.precision, "typed_graph": spec.typed_graph,
-              "profile": str(_batch(spec)), "optimization_level": spec.optimization_level,
-              "seconds": round(seconds, 2), "waited": round(waited, 2), "pid": os.getpid(), "finished": time.time()}
-    log.info("built %s in %.1f s", name, seconds)
-    with open(folder / "builds.jsonl", "a") as f:  # one short append per line: lines do not interleave
-        f.write(json.dumps(record) + "\n")
+def _log_fields(spec: EngineSpec) -> dict:
+    return {"model": spec.model.name, "precision": spec.precision, "typed_graph": spec.typed_graph,
+            "profile": str(_batch(spec)), "optimization_level": spec.optimization_level}
 
 
 def runner_test_spec(model: ModelSpec, profile: BatchProfile, workspace: int = DEFAULT_WORKSPACE) -> EngineSpec:
@@ -163,9 +155,16 @@ def engine_for_onnx(onnx_path: str | Path, spec: EngineSpec,
     def build(tmp: Path) -> None:
         with build_slots.build_slot(cuda_rt.pci_address(), slots) as waited:
             timing = cache.load(folder, timing_name, timing_key)  # what the build before this one left
+            build_log.record(folder, "started", name, _log_fields(spec), waited)
             started = time.perf_counter()
-            plan, refined = build_plan(onnx_path, spec, timing.path.read_bytes() if timing else None)
-            _log_build(folder, name, spec, time.perf_counter() - started, waited)
+            try:
+                plan, refined = build_plan(onnx_path, spec, timing.path.read_bytes() if timing else None)
+            except BaseException:
+                build_log.record(folder, "failed", name, _log_fields(spec), waited, time.perf_counter() - started)
+                raise
+            seconds = time.perf_counter() - started
+            build_log.record(folder, "built", name, _log_fields(spec), waited, seconds)
+            log.info("built %s in %.1f s", name, seconds)
 
             def write_timing(timing_tmp: Path) -> None:
                 timing_tmp.write_bytes(refined)
