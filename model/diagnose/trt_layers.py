@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from model.backends.tensorrt import compat
+from model.backends.tensorrt import build_slots, compat
+from model.backends.tensorrt import cuda as cuda_rt
 from model.backends.tensorrt.build import keep_fp32
 from model.compare import compare_outputs
 from model.diagnose.layers import RANGE, Diagnosis, Tensor, layer_rows, quantized_views
@@ -62,7 +63,8 @@ def build_marked(arts, backend, names: list[str], feed: dict) -> tuple[bytes, li
     for name, value in feed.items():
         profile.set_shape(name, value.shape, value.shape, value.shape)
     config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
+    with build_slots.build_slot(cuda_rt.pci_address(), build_slots.slots()):  # takes turns with other builds
+        plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise EngineBuildError(f"TensorRT failed to build {source} with {len(marked)} marked tensors: {logger.errors()}")
     return bytes(plan), marked
