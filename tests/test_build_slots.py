@@ -77,22 +77,3 @@ def test_a_waiting_build_starts_when_a_slot_frees_and_is_told_how_long_it_waited
     waiter.join(10)
     assert waited and waited[0] >= 0.3
 
-
-def test_a_bad_slot_count_stops_the_cli_and_pytest_before_any_work(monkeypatch, tmp_path, capsys):
-    """Checked at the start: a main job would otherwise train and export for minutes first."""
-    import argparse
-
-    from model import options
-    from model.cli import main
-
-    monkeypatch.setenv(build_slots.ENV, "many")
-    assert main(["compare", "--model", "simplecnn", "--cache-dir", str(tmp_path)]) == 2
-    assert f"{build_slots.ENV}='many'" in capsys.readouterr().err
-    assert not any(tmp_path.iterdir())
-    parser = argparse.ArgumentParser()
-    group = parser.add_argument_group("models")
-    group.addoption = group.add_argument  # pytest's group API over argparse's
-    options.add_to_pytest(group)
-    parsed = vars(parser.parse_args(["--model=simplecnn"]))
-    with pytest.raises(ValueError, match=build_slots.ENV):
-        options.run_settings(lambda flag: parsed[flag.lstrip("-").replace("-", "_")], default=["simplecnn"])

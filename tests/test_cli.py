@@ -239,6 +239,14 @@ def test_pytest_options_are_checked_like_the_cli():
     (["--model=vgg"], "unknown model 'vgg'; shipped models:"),
 ])
 def test_each_bad_pytest_option_is_named(argv, message):
+    import argparse
+
+    with pytest.raises((argparse.ArgumentError, ValueError)) as info:
+        _pytest_settings(argv)
+    assert message in str(info.value)
+
+
+def _pytest_settings(argv):
     """The pytest options' declarations and checks, run as pytest_configure runs them."""
     import argparse
 
@@ -248,7 +256,18 @@ def test_each_bad_pytest_option_is_named(argv, message):
     group = parser.add_argument_group("models")
     group.addoption = group.add_argument  # pytest's group API over argparse's, as pytest itself builds it
     options.add_to_pytest(group)
-    with pytest.raises((argparse.ArgumentError, ValueError)) as info:
-        parsed = vars(parser.parse_args(["--model=simplecnn", *argv]))
-        options.run_settings(lambda flag: parsed[flag.lstrip("-").replace("-", "_")], default=["simplecnn"])
-    assert message in str(info.value)
+    parsed = vars(parser.parse_args(["--model=simplecnn", *argv]))
+    return options.run_settings(lambda flag: parsed[flag.lstrip("-").replace("-", "_")], default=["simplecnn"])
+
+
+def test_a_bad_build_slot_count_stops_the_cli_and_pytest_before_any_work(monkeypatch, tmp_path, capsys):
+    """$MODEL_TRT_BUILDS_PER_GPU is checked at the start: a main job would otherwise train and export
+    for minutes before its first TensorRT build read it."""
+    from model.backends.tensorrt import build_slots
+
+    monkeypatch.setenv(build_slots.ENV, "many")
+    assert main(["compare", "--model", "simplecnn", "--cache-dir", str(tmp_path)]) == 2
+    assert f"{build_slots.ENV}='many'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ValueError, match=f"{build_slots.ENV}='many'"):
+        _pytest_settings([])
