@@ -99,10 +99,11 @@ def onnxruntime_cuda_graph(onnx_path, feed: dict, spec):
     """ONNX Runtime CUDA provider with IO binding on device buffers and CUDA graph replay."""
     import onnxruntime as ort
 
+    from model.backends import ort_session
     from model.backends.onnxruntime import CUDA_OPTIONS
 
     providers = [("CUDAExecutionProvider", {**CUDA_OPTIONS, "enable_cuda_graph": "1"})]
-    session = ort.InferenceSession(str(onnx_path), providers=providers)
+    session, _ = ort_session.create(onnx_path, providers)
     if session.get_providers()[0] != "CUDAExecutionProvider":
         raise RuntimeError(f"ONNX Runtime fell back to {session.get_providers()}")
     sizes = {d: feed[t.name].shape[i] for t in spec.inputs for i, d in t.dynamic_axes.items()}

@@ -65,18 +65,7 @@ def _artifacts(spec: ModelSpec, args) -> ModelArtifacts:
                           epochs=args.epochs, retrain=args.retrain)
 
 
-def compare_model(arts: ModelArtifacts, args) -> dict:
-    names = [arts.reference] + [n for n in (args.backends or DEFAULT_BACKENDS) if n != arts.reference]
-    results, reference = [], None
-    for name in names:
-        print(f"[compare] {arts.spec.name}: {name} ...", file=sys.stderr, flush=True)
-        result, outputs = measure(BACKENDS[name], arts, batch_sizes(arts.spec, args), reference, runs=args.runs,
-                                  is_reference=name == arts.reference)
-        if name == arts.reference:
-            reference = outputs
-        if result.failed:
-            print(f"[compare] {arts.spec.name}: {name} failed: {result.error}", file=sys.stderr, flush=True)
-        results.append({**result.to_dict(), "failed": result.failed})
+def _summary(arts: ModelArtifacts, args, results: list[dict]) -> dict:
     dataset = arts.dataset
     return {
         "model": arts.spec.name, "source": arts.spec.source, "reference": arts.reference,
@@ -88,6 +77,25 @@ def compare_model(arts: ModelArtifacts, args) -> dict:
         "onnx_export": exporter_of(arts.onnx) if "onnx" in vars(arts) and arts.has_module else {},
         "results": results,
     }
+
+
+def compare_model(arts: ModelArtifacts, args) -> dict:
+    names = [arts.reference] + [n for n in (args.backends or DEFAULT_BACKENDS) if n != arts.reference]
+    results, reference = [], None
+    for name in names:
+        if results:
+            # Written before each backend after the first: a native crash (a segfault in a runtime, a
+            # process killed for memory) cannot be caught, and leaves the rows measured so far on disk.
+            report.write(args.out / arts.spec.name, {**_summary(arts, args, results), "stopped_at": name})
+        print(f"[compare] {arts.spec.name}: {name} ...", file=sys.stderr, flush=True)
+        result, outputs = measure(BACKENDS[name], arts, batch_sizes(arts.spec, args), reference, runs=args.runs,
+                                  is_reference=name == arts.reference)
+        if name == arts.reference:
+            reference = outputs
+        if result.failed:
+            print(f"[compare] {arts.spec.name}: {name} failed: {result.error}", file=sys.stderr, flush=True)
+        results.append({**result.to_dict(), "failed": result.failed})
+    return _summary(arts, args, results)
 
 
 def _check_locations(args) -> None:

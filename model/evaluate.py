@@ -34,6 +34,7 @@ class BackendResult:
     file: str = ""
     file_mb: float | None = None
     error: str = ""  # why the backend failed mid-run (an export, a build, a run); "" when it did not
+    note: str = ""  # how the runner had to run differently from its default (the runner's `note`)
 
     @property
     def failed(self) -> bool:
@@ -106,6 +107,7 @@ def measure(backend: Backend, arts: ModelArtifacts, batch_sizes, reference: dict
     runner = None
     try:
         runner = backend.runner(arts).activate()
+        result.note = runner.note
         feed, labels = evaluation_feed(arts)
         outputs = run_chunked(runner, feed, eval_batch)
         result.available = True

@@ -41,6 +41,8 @@ def markdown_table(results: list[dict], batch_sizes: list[int]) -> str:
         notes += [f"- {r['backend']}: reference output {n!r} is degenerate over the feed ({o['degenerate']}): "
                   "its errors say nothing; load trained weights or warm BatchNorm's statistics"
                   for n, o in r.get("outputs", {}).items() if o.get("degenerate") and o.get("max_abs") is None]
+        if r.get("note"):
+            notes.append(f"- {r['backend']}: {r['note']}")
         lat = r["latency_ms"]
         cells = [r["backend"], r["precision"], _percent(r["accuracy"]), agreement, error,
                  *[_fmt_latency(lat.get(n, lat.get(str(n)))) for n in batch_sizes], f"{r['file_mb']:.2f}"]
@@ -71,7 +73,9 @@ def write(out_dir: str | Path, summary: dict) -> dict[str, Path]:
                 + ", ".join(f"{k} {v}" for k, v in sorted(made["versions"].items()) if v) + ")"
                 + (f", after the TorchScript one failed: {made['fallback_reason']}" if made.get("fallback_reason") else "")
                 + ".\n") if made else ""
-    md = (f"# {summary.get('model', 'simplecnn')}: PyTorch vs ONNX Runtime vs TensorRT\n\n"
+    stopped = (f"**Incomplete:** the run stopped while measuring {summary['stopped_at']}; the rows below were "
+               "measured before it.\n\n") if summary.get("stopped_at") else ""
+    md = (f"# {summary.get('model', 'simplecnn')}: PyTorch vs ONNX Runtime vs TensorRT\n\n{stopped}"
           f"Reference: {summary.get('reference', 'pytorch-cpu')}. Data: {summary['data']} ({held_out}). "
           f"Machine: {summary['machine']}.\n{exported}Latency: mean wall time of one `infer` call, host arrays in and out.\n\n"
           + markdown_table(summary["results"], summary["batch_sizes"]))

@@ -1,5 +1,5 @@
 """Models nobody here wrote (tests/models/: a torchvision classifier, a transformers encoder and
-decoder, a model of several outputs whose sizes follow its input's) through the suite's parity,
+decoder, a model of several outputs whose sizes follow its input's, a GRU tagger) through the suite's parity,
 shape, precision and export tests, as `--model FILE:factory` and as `--onnx` of their exports.
 
 Each run is a pytest subprocess, as a user runs it, over the tests that judge a conversion, at small
@@ -12,7 +12,7 @@ from pathlib import Path
 from tests import background
 
 ROOT = Path(__file__).resolve().parent.parent
-ZOO = ["torchvision_classifier", "hf_encoder", "hf_decoder", "multi_output"]
+ZOO = ["torchvision_classifier", "hf_encoder", "hf_decoder", "multi_output", "recurrent_tagger"]
 FACTORIES = [f"tests/models/{name}.py:factory" for name in ZOO]
 JUDGING = ["tests/test_parity.py", "tests/test_precision.py", "tests/test_export.py"]
 MACHINE = re.compile(r"no NVIDIA GPU or driver found|no usable CUDA device|TensorRT is not installed|CUDA")

@@ -213,7 +213,7 @@ def test_onnxruntime_silent_cpu_fallback_is_refused(model_artifacts, monkeypatch
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(ort, "InferenceSession",
-                        lambda path, sess_options=None, providers=None: FellBack(path, sess_options, providers=["CPUExecutionProvider"]))
+                        lambda path, sess_options=None, providers=None, **kw: FellBack(path, sess_options, providers=["CPUExecutionProvider"], **kw))
     runner = OrtRunner(model_artifacts.onnx, model_artifacts.spec.input_metadata(), device="cuda")
     with pytest.raises(BackendUnavailable, match=r"asked for CUDAExecutionProvider but the session runs on \['CPUExecutionProvider'\]"):
         runner.activate()

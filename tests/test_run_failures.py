@@ -4,6 +4,7 @@ fails mid-run leaves the other rows, the table and the files, with a non-zero ex
 import contextlib
 import io
 import json
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -123,3 +124,33 @@ def test_the_reference_row_reads_as_agreeing_with_itself(tmp_path, onnx_path, mo
     summary = json.loads(next(tmp_path.glob("*/comparison.json")).read_text())
     (row,) = summary["results"]
     assert summary["reference"] == row["backend"] == "onnxruntime-cpu" and row["max_abs_error"] == 0.0
+
+
+CRASHING_RUN = """
+import os, signal, sys
+from dataclasses import replace
+from model.backends.registry import BACKENDS
+from model.cli import main
+
+def crash(arts):  # what a segfault in a runtime, or the kernel's OOM killer, does to the process
+    os.kill(os.getpid(), signal.SIGKILL)
+
+BACKENDS["crash"] = replace(BACKENDS["onnxruntime-cpu"], name="crash", make=crash)
+sys.exit(main(["compare", "--model", sys.argv[1], "--backends", "onnxruntime-cpu,crash", "--batch-sizes", "1",
+               "--runs", "2", "--out", sys.argv[2], "--cache-dir", sys.argv[3]]))
+"""
+
+
+def test_a_process_killed_mid_run_leaves_the_rows_measured_before_it(tmp_path):
+    """No `except` catches a native crash: the rows measured so far are on disk before each backend
+    runs, and the files say where the run stopped."""
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", CRASHING_RUN, factory_file(tmp_path, "tiny.py"), str(out),
+                           str(tmp_path / "cache")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr[-2000:]
+    summary = json.loads((out / "tiny" / "comparison.json").read_text())
+    assert summary["stopped_at"] == "crash"
+    assert [r["backend"] for r in summary["results"]] == ["pytorch-cpu", "onnxruntime-cpu"]
+    assert all(r["available"] and r["latency_ms"] for r in summary["results"])
+    md = (out / "tiny" / "comparison.md").read_text()
+    assert "**Incomplete:** the run stopped while measuring crash" in md and "| onnxruntime-cpu | fp32 |" in md

@@ -226,4 +226,17 @@ MUTANTS = [
     Mutant("build-slots-per-gpu-ignored", "model/backends/tensorrt/build_slots.py", 'folder / f"{stem}-{k}.lock"',
            'folder / f"any-{k}.lock"', "builds on two GPUs of one host wait for each other",
            tests=("tests/test_build_slots.py",)),
+    # -- ONNX Runtime sessions past a native crash -------------------------------------------------------
+    Mutant("ort-session-float16-not-probed", "model/backends/ort_session.py", "    if not holds_float16(graph):\n",
+           "    if True:\n", "a float16 graph that crashes ONNX Runtime takes the whole run down (SIGSEGV)",
+           tests=("tests/test_ort_session.py",)),
+    Mutant("ort-session-crash-taken-as-survived", "model/backends/ort_session.py", "        if code >= 0:\n",
+           "        if code >= -11:\n", "a setting that crashed the child is the one the session is made with",
+           tests=("tests/test_ort_session.py",)),
+    Mutant("ort-session-key-drops-runtime", "model/backends/ort_session.py", '"onnxruntime": ort.__version__,',
+           '"onnxruntime": "any",', "a setting found on one ONNX Runtime served to another, which may crash on it",
+           tests=("tests/test_ort_session.py",)),
+    disabled("cli-rows-not-kept-before-each-backend", "model/cli.py", "        if results:\n",
+             "a crash in one backend (a runtime's segfault, the OOM killer) loses every row measured before it",
+             tests=("tests/test_run_failures.py::test_a_process_killed_mid_run_leaves_the_rows_measured_before_it",)),
 ]

@@ -24,6 +24,7 @@ import argparse
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -118,6 +119,8 @@ def run_mutant(m: Mutant, tree: Path, cache_source: Path, timeout: float) -> Out
         return Outcome(m, "survived", seconds)
     if code in (1, 2, 3):  # failed tests, or a collection error the mutant caused (the baseline collected)
         return Outcome(m, "killed", seconds, _summary_line(output))
+    if code < 0:  # the run died of a signal the mutant caused (a native crash): CI goes red as for a failed test
+        return Outcome(m, "killed", seconds, f"pytest died of {signal.Signals(-code).name}")
     return Outcome(m, "error", seconds, f"pytest exit {code}: {_summary_line(output)}")
 
 

@@ -236,6 +236,7 @@ class Runner:
     name = "runner"
     stages_inputs = False  # True: the runner copies host arrays itself and checks NaN/Inf as it copies
     remembers_gpu_feeds = False  # True: GPU arrays fed again skip the check (see check_feed's memo); reads .ptr only
+    note = ""  # set on activation where the runner had to run differently from its default: the report says it
 
     def __init__(self, allow_nonfinite: bool = False) -> None:
         self.allow_nonfinite = allow_nonfinite

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from model.backends import ort_session
 from model.backends.base import BackendUnavailable, Runner, TensorMeta
 from model.backends.device_arrays import DeviceView, GpuArray, GpuTarget
 
@@ -38,7 +39,7 @@ def preload_cuda_libraries(ort) -> None:
 
 class OrtRunner(Runner):
     def __init__(self, onnx_path, metadata: dict[str, TensorMeta], device: str = "cpu",
-                 label: str = "fp32", **kwargs) -> None:
+                 label: str = "fp32", cache_dir=None, **kwargs) -> None:
         super().__init__(**kwargs)
         if device not in PROVIDERS:
             raise ValueError(f"OrtRunner device must be one of {sorted(PROVIDERS)}, received {device!r}")
@@ -46,6 +47,7 @@ class OrtRunner(Runner):
         self.onnx_path = str(onnx_path)
         self.device = device
         self._declared = metadata
+        self.cache_dir = cache_dir  # where the session setting that survived (ort_session.py) is kept
         self.session = None
 
     def _activate(self) -> None:
@@ -58,10 +60,9 @@ class OrtRunner(Runner):
         if wanted not in ort.get_available_providers():
             raise BackendUnavailable(f"ONNX Runtime {ort.__version__} has no {wanted} "
                                      f"(available: {ort.get_available_providers()})")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # the fallback below is reported by us, not as log noise
-        session = ort.InferenceSession(self.onnx_path, sess_options=options, providers=providers)
+        # log_severity 3: the provider fallback below is reported by us, not as log noise
+        session, setting = ort_session.create(self.onnx_path, providers, log_severity=3, cache_dir=self.cache_dir)
+        self.note = setting.note
         if session.get_providers()[0] != wanted:
             raise BackendUnavailable(f"ONNX Runtime was asked for {wanted} but the session runs on "
                                      f"{session.get_providers()} (no usable GPU or CUDA libraries)")

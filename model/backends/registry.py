@@ -67,7 +67,8 @@ def _ort(device: str, precision: str = "fp32"):
     def make(a: ModelArtifacts) -> Runner:
         from model.backends.onnxruntime import OrtRunner
 
-        return OrtRunner(a.onnx_variant(precision), a.spec.input_metadata(), device=device, label=precision)
+        return OrtRunner(a.onnx_variant(precision), a.spec.input_metadata(), device=device, label=precision,
+                         cache_dir=a.cache_dir)
     return make
 
 

@@ -123,12 +123,10 @@ def quantized_views(model: onnx.ModelProto) -> dict[str, tuple[str, float | None
 
 def run_marked(model: onnx.ModelProto, feed: dict, names: list[str], providers: list) -> dict[str, np.ndarray]:
     """The named float tensors (and the graph's outputs) for one feed, in the graph's own dtypes."""
-    import onnxruntime as ort
+    from model.backends import ort_session
 
     marked = mark_outputs(model, names)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(marked.SerializeToString(), options, providers=providers)
+    session, _ = ort_session.create(marked.SerializeToString(), providers, log_severity=3)
     wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
     if session.get_providers()[0] != wanted:
         raise RuntimeError(f"ONNX Runtime ran on {session.get_providers()} where {wanted} was asked for")

@@ -45,8 +45,7 @@ def diagnose(arts, backend_name: str, feed: dict | None = None, reference=None) 
 
 
 def _diagnose_ort(arts, backend, feed: dict, tensors: list[Tensor], ref: dict) -> Diagnosis:
-    import onnxruntime as ort
-
+    from model.backends import ort_session
     from model.compare import compare_outputs
 
     precision, spec = backend.precision, arts.spec
@@ -62,7 +61,8 @@ def _diagnose_ort(arts, backend, feed: dict, tensors: list[Tensor], ref: dict) -
     rows, missing = layer_rows(spec, precision, tensors, names, ref, out, limit)
     notes = [f"{len(missing)} tensors have no counterpart in the {precision} graph: {missing[:5]}"] if missing else []
     # Marking can change what ONNX Runtime fuses and so the numbers; say whether the final outputs moved.
-    plain = ort.InferenceSession(model.SerializeToString(), providers=providers_for(backend))
+    plain, setting = ort_session.create(arts.onnx_variant(precision), providers_for(backend), cache_dir=arts.cache_dir)
+    notes += [setting.note] if setting.note else []
     unmarked = dict(zip(spec.output_names, plain.run(spec.output_names, feed)))
     moved = [n for n in spec.output_names if not np.array_equal(unmarked[n], out[n], equal_nan=True)]
     if moved:
