@@ -229,3 +229,19 @@ def test_the_json_of_a_diverging_layer_is_json_any_reader_parses(tmp_path):
     layer = data["layers"][0]
     assert (layer["max_abs"], layer["rel"], layer["out_absmax"]) == ("Infinity", "NaN", "-Infinity")
     assert data["first_diverging"]["node"] == "/wide/Gemm"
+
+
+def test_tensors_the_candidate_graph_lacks_are_reported_not_marked():
+    """A reduced-precision graph without one of the FP32 graph's tensors (the quantizer folded a
+    DistilBERT's attention-mask Where): marking it made ONNX Runtime refuse the whole graph."""
+    from onnx import TensorProto, helper
+
+    from model.diagnose.layers import mark_outputs, run_marked
+
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    assert [o.name for o in mark_outputs(model, ["a", "folded_away"]).graph.output] == ["y", "a"]
+    out = run_marked(model, {"x": np.array([-1.0, 2.0], np.float32)}, ["a", "folded_away"], ["CPUExecutionProvider"])
+    assert set(out) == {"a", "y"} and out["a"].tolist() == [0.0, 2.0]

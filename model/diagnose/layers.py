@@ -95,12 +95,17 @@ def float_tensors(model: onnx.ModelProto) -> list[Tensor]:
 
 
 def mark_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """A copy of `model` whose graph outputs also include `names` (typed where inference knows)."""
+    """A copy of `model` whose graph outputs also include those of `names` its nodes compute (typed
+    where inference knows). A reduced-precision graph can lack a tensor of the FP32 one (the
+    quantizer's own optimization folds some, a transformers encoder's attention-mask `Where`
+    among them); ONNX Runtime refuses a graph output nothing computes, so those stay unmarked and
+    are reported as having no counterpart."""
     marked = onnx.shape_inference.infer_shapes(model)
     known = {v.name: v for v in marked.graph.value_info}
     present = {o.name for o in marked.graph.output}
+    computed = {out for node in marked.graph.node for out in node.output if out}
     for name in names:
-        if name not in present:
+        if name not in present and name in computed:
             marked.graph.output.append(known.get(name) or onnx.helper.ValueInfoProto(name=name))
             present.add(name)
     return marked
