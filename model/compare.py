@@ -18,7 +18,7 @@ class Tolerance:
 
     atol: float
     rtol: float
-    min_top1_agreement: float  # fraction of rows (positions before the last axis) whose argmax equals the reference's
+    min_top1_agreement: float  # fraction of decisions (positions off the class axis) whose argmax equals the reference's
     tie_margin: float  # a flip is a near-tie when the reference's two logits differ by at most this
     scale_tol: float = 0.0
 
@@ -73,7 +73,7 @@ class Comparison:
 
 
 def compare(reference: np.ndarray, output: np.ndarray, precision: str = "fp32",
-            tolerance: Tolerance | None = None) -> Comparison:
+            tolerance: Tolerance | None = None, class_axis: int = -1) -> Comparison:
     tol = tolerance or TOLERANCES[precision]
     output = np.asarray(output)
     if output.shape != reference.shape:
@@ -101,7 +101,7 @@ def compare(reference: np.ndarray, output: np.ndarray, precision: str = "fp32",
                                  f"would pass; {DEGENERATE_FIX}; or give the model tolerances of this output's size",
                           scale=spread)
     close = bool(np.all(diff <= floor + tol.rtol * np.abs(ref)))
-    agreement, agreement_ok = _agreement(ref, out, tol)
+    agreement, agreement_ok = _agreement(ref, out, tol, class_axis)
     passed = close and agreement_ok
     message = (f"{'PASS' if passed else 'FAIL'} [{precision}] max_abs={max_abs:.3g} (scale {spread:.3g}) "
                f"max_rel={max_rel:.3g} at {worst} top1_agreement={agreement:.4f} (|err| <= {floor:.3g} + "
@@ -127,11 +127,12 @@ def degenerate(reference: np.ndarray) -> str | None:
     return None
 
 
-def _agreement(ref: np.ndarray, out: np.ndarray, tol: Tolerance) -> tuple[float, bool]:
-    """Top-1 agreement over the last axis, each leading position one decision: a classifier's row, or
-    each token of a decoder's (batch, seq, vocab) logits."""
+def _agreement(ref: np.ndarray, out: np.ndarray, tol: Tolerance, class_axis: int = -1) -> tuple[float, bool]:
+    """Top-1 agreement over the class axis, each other position one decision: a classifier's row,
+    each token of a decoder's (batch, seq, vocab) logits, each pixel of a segmentation's (N, C, H, W)."""
     if ref.ndim < 2 or not ref.size:
         return 1.0, True
+    ref, out = np.moveaxis(ref, class_axis, -1), np.moveaxis(out, class_axis, -1)
     ref, out = ref.reshape(-1, ref.shape[-1]), out.reshape(-1, out.shape[-1])
     ref_top, out_top = ref.argmax(-1), out.argmax(-1)
     agreement = float((ref_top == out_top).mean())
@@ -150,7 +151,8 @@ def compare_outputs(reference: dict, outputs: dict, precision: str = "fp32", spe
         return Comparison(False, f"outputs {got} differ from the reference's {sorted(reference)}")
     results = {}
     for name in reference:
-        result = compare(reference[name], outputs[name], precision, spec.tolerance(precision, name) if spec else None)
+        result = compare(reference[name], outputs[name], precision, spec.tolerance(precision, name) if spec else None,
+                         spec.class_axis if spec and name in spec.logits else -1)
         if not result:
             return Comparison(False, f"output {name}: {result.message}", result.max_abs, result.max_rel,
                               result.worst_index, result.top1_agreement, result.scale,
@@ -161,6 +163,3 @@ def compare_outputs(reference: dict, outputs: dict, precision: str = "fp32", spe
                       worst.max_rel, worst.worst_index, min(r.top1_agreement for r in results.values()), worst.scale,
                       {n: {"max_abs": r.max_abs, "scale": r.scale} for n, r in results.items()})
 
-
-def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float((np.asarray(logits).argmax(-1) == labels).mean())

@@ -12,6 +12,7 @@ is in its metadata_props (`exporter`, `exporter_versions`) and in its cache side
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -51,7 +52,28 @@ def check_onnx(path: str | Path, spec: ModelSpec) -> onnx.ModelProto:
                 if not dims[i].dim_param:
                     raise SpecError(f"{path}: {kind} {t.name!r} has a fixed {d} dim {dims[i].dim_value}, "
                                     f"expected a dynamic one")
+            fixed = [(i, dims[i].dim_value, d) for i, d in enumerate(t.shape)
+                     if isinstance(d, int) and dims[i].HasField("dim_value") and dims[i].dim_value != d]
+            if fixed:
+                raise SpecError(f"{path}: {kind} {t.name!r} has dims {[(i, v) for i, v, _ in fixed]} (index, size), "
+                                f"the spec declares {[(i, d) for i, _, d in fixed]}")
     return model
+
+
+def _state_fixed_dims(model: onnx.ModelProto, spec: ModelSpec) -> None:
+    """Write the spec's fixed sizes into the graph's inputs and outputs where the exporter left a
+    symbolic dim (the TorchScript exporter names a Resize's channel dim 'Resizemask_dim_1'): the
+    spec's shapes were checked against the module's own outputs, and a consumer reading the file
+    (TensorRT, a user) then sees a (N, 5, H, W) mask, not (N, ?, H, W)."""
+    for values, declared in ((model.graph.input, spec.inputs), (model.graph.output, spec.outputs)):
+        by_name = {v.name: v for v in values}
+        for t in declared:
+            if t.name not in by_name:
+                continue  # check_onnx names it
+            dims = by_name[t.name].type.tensor_type.shape.dim
+            for i, d in enumerate(t.shape):
+                if isinstance(d, int) and i < len(dims) and not dims[i].HasField("dim_value"):
+                    dims[i].dim_value = d  # a oneof with dim_param: setting the value clears the name
 
 
 def export_onnx(module: torch.nn.Module, spec: ModelSpec, path: str | Path, opset: int = OPSET) -> Path:
@@ -80,6 +102,7 @@ def export_onnx(module: torch.nn.Module, spec: ModelSpec, path: str | Path, opse
         *([onnx.StringStringEntryProto(key="exporter_fallback_reason",
                                        value=dynamo_export.first_lines(str(failures["torchscript"])))]
           if failures else [])])
+    _state_fixed_dims(model, spec)
     onnx.save(model, str(path))  # one self-contained file: the weights inside, no external data
     check_onnx(path, spec)
     return path
@@ -127,9 +150,12 @@ def exporter_of(path: str | Path) -> dict:
 
 
 def _key(spec: ModelSpec, key_inputs: dict, opset: int) -> dict:
+    # The code that writes the file is part of what made it: an export from an older version of
+    # this module (before the spec's fixed dims were stated, say) is another file.
     return {**key_inputs, "opset": opset, "inputs": [t.__dict__ for t in spec.inputs],
             "outputs": [t.__dict__ for t in spec.outputs],
-            "exporters": {"order": list(EXPORTERS), **dynamo_export.versions()}}
+            "exporters": {"order": list(EXPORTERS), **dynamo_export.versions()},
+            "export_code": cache.source_digest(sys.modules[__name__], dynamo_export)}
 
 
 def onnx_path_for(spec: ModelSpec, key_inputs: dict, cache_dir: str | Path, opset: int = OPSET) -> Path:

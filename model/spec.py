@@ -137,6 +137,9 @@ class ModelSpec:
     precision_notes: str = ""  # why a precision is not offered (README, skip reasons)
     tolerances: dict = field(default_factory=dict)  # precision -> Tolerance (default: model.compare)
     logits: tuple[str, ...] = ()  # outputs whose argmax is a decision (top-1 agreement applies)
+    # The axis of the `logits` outputs that holds the classes: the last by default (a classifier's
+    # (N, classes), a decoder's (N, seq, vocab)); 1 for a segmentation's (N, classes, H, W).
+    class_axis: int = -1
     sampler: Sampler | None = None  # draws valid inputs; default: normal floats, uniform ints in `values`
     dataset: Callable | None = None  # (data option) -> Dataset, for the metric; None: sample inputs only
     source: str = ""  # where the spec came from (zoo name, file.py:factory, ONNX path), for messages
@@ -171,6 +174,22 @@ class ModelSpec:
         bad_logits = set(self.logits) - {t.name for t in self.outputs}
         if bad_logits:
             raise SpecError(f"model {self.name!r}: logits {sorted(bad_logits)} are not outputs")
+        self._check_class_axis()
+
+    def _check_class_axis(self) -> None:
+        """An argmax over a batch, sequence or spatial axis is no decision, and its agreement figure
+        would mean nothing: the class axis of every `logits` output must be a fixed size."""
+        for t in self.outputs:
+            if t.name not in self.logits:
+                continue
+            if not -len(t.shape) <= self.class_axis < len(t.shape):
+                raise SpecError(f"model {self.name!r}: class_axis {self.class_axis} lies outside logits output "
+                                f"{t.name!r} of shape {t.shape}")
+            dim = t.shape[self.class_axis]
+            if isinstance(dim, str):
+                raise SpecError(f"model {self.name!r}: logits output {t.name!r} {t.shape} has the dynamic dim {dim!r} "
+                                f"on its class axis ({self.class_axis}), and an argmax over it decides nothing; set "
+                                "class_axis to the axis of the classes (1 for (N, classes, H, W))")
 
     def _check_axes(self) -> None:
         ranged = {a.name for a in self.axes}
@@ -213,6 +232,10 @@ class ModelSpec:
 
     def with_profile(self, profile: BatchProfile | None) -> "ModelSpec":
         return self if profile is None else replace(self, profile=profile)
+
+    def decisions(self, values) -> np.ndarray:
+        """The class each position of a `logits` output decides: its argmax over `class_axis`."""
+        return np.asarray(values).argmax(axis=self.class_axis)
 
     def tolerance(self, precision: str, output: str) -> Tolerance:
         tol = self.tolerances.get(precision, TOLERANCES[precision])

@@ -50,7 +50,7 @@ def test_other_axes_change_between_calls(backend, reference_runner, model_spec):
         pytest.skip(f"{model_spec.name} has no dynamic axis besides the batch")
     runner, precision = backend
     for axis in model_spec.axes:
-        for size in sorted({axis.min, min(axis.max, 13), axis.max}):
+        for size in sorted({axis.min, min(axis.max, max(axis.min, 13) | 1), axis.max}):
             feed = model_spec.sample(3, seed=size, **{axis.name: size})
             result = compare_outputs(reference_runner.infer(feed), runner.infer(feed), precision, model_spec)
             assert result, f"{axis.name}={size}: {result.message}"
@@ -75,12 +75,12 @@ def test_evaluation_metric_matches_the_reference(backend, model_artifacts, model
     feed, _ = evaluation_feed(model_artifacts)
     out = run_chunked(runner, feed, 500)
     name = model_spec.logits[0]
-    agreement = float((ref[name].argmax(-1) == out[name].argmax(-1)).mean())
+    agreement = float((model_spec.decisions(ref[name]) == model_spec.decisions(out[name])).mean())
     tol = model_spec.tolerance(precision, name)
     report = f"{runner.name}: agreement {agreement:.4f} with the reference (min {tol.min_top1_agreement})"
     assert agreement >= tol.min_top1_agreement, report
     if labels is not None:
-        ref_acc, acc = float((ref[name].argmax(-1) == labels).mean()), float((out[name].argmax(-1) == labels).mean())
+        ref_acc, acc = (float((model_spec.decisions(v[name]) == labels).mean()) for v in (ref, out))
         report += f"; top-1 {acc:.4f} vs reference {ref_acc:.4f}"
         assert ref_acc - acc <= MAX_ACCURACY_DROP[precision] + 1e-9, report
         if precision == "fp32":

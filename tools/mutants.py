@@ -210,7 +210,7 @@ MUTANTS = [
              "INT8 without calibration inputs fails inside ONNX Runtime, not with a clear error"),
     # -- the main job's figures ----------------------------------------------------------------------
     Mutant("evaluate-agreement-constant", EVALUATE,
-           "result.top1_agreement = float((outputs[logits].argmax(-1) == reference[logits].argmax(-1)).mean())",
+           "result.top1_agreement = float((arts.spec.decisions(outputs[logits]) == arts.spec.decisions(reference[logits])).mean())",
            "result.top1_agreement = 1.0", "every backend reported in full agreement (a survivor of the first run)",
            ci=True),
     Mutant("evaluate-error-mean", EVALUATE, "reference[n]).max())", "reference[n]).mean())",
@@ -239,4 +239,7 @@ MUTANTS = [
     disabled("cli-rows-not-kept-before-each-backend", "model/cli.py", "        if results:\n",
              "a crash in one backend (a runtime's segfault, the OOM killer) loses every row measured before it",
              tests=("tests/test_run_failures.py::test_a_process_killed_mid_run_leaves_the_rows_measured_before_it",)),
+    Mutant("compare-class-axis-ignored", COMPARE, "ref, out = np.moveaxis(ref, class_axis, -1), np.moveaxis(out, class_axis, -1)",
+           "pass", "a segmentation's (N, classes, H, W) judged by argmax over its width: agreement that means nothing",
+           ci=True, tests=("tests/test_compare.py",)),
 ]

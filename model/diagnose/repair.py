@@ -135,13 +135,13 @@ class Repair:
             name = spec.logits[0]
             out = run_chunked(runner, self.eval_feed, 500)[name]
             ref = self.eval_expected[name]
-            agreement = float((out.argmax(-1) == ref.argmax(-1)).mean())
+            agreement = float((spec.decisions(out) == spec.decisions(ref)).mean())
             tol = spec.tolerance(self.precision, name)
             message += f"; top-1 agreement {agreement:.4f} (min {tol.min_top1_agreement})"
             if agreement < tol.min_top1_agreement:
                 return Trial(keep, False, message, worst)
             if self.labels is not None:
-                drop = float((ref.argmax(-1) == self.labels).mean() - (out.argmax(-1) == self.labels).mean())
+                drop = float((spec.decisions(ref) == self.labels).mean() - (spec.decisions(out) == self.labels).mean())
                 message += f"; accuracy drop {drop:.4f} (max {MAX_ACCURACY_DROP[self.precision]})"
                 if drop > MAX_ACCURACY_DROP[self.precision] + 1e-9:
                     return Trial(keep, False, message, worst)
