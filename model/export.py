@@ -35,7 +35,7 @@ def check_onnx(path: str | Path, spec: ModelSpec) -> onnx.ModelProto:
     """onnx.checker plus the spec's contract: its inputs and outputs by name, each dynamic axis dynamic."""
     try:
         onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as exc:  # not a ValueError: callers catch one kind
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:  # callers catch one kind
         raise ValueError(f"{path} fails onnx.checker: {exc}") from exc
     model = onnx.load(str(path))
     initializers = {i.name for i in model.graph.initializer}

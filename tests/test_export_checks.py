@@ -25,3 +25,54 @@ def test_a_tensor_named_otherwise_is_refused(exported, tmp_path, kind, old, new)
     with pytest.raises(SpecError, match=rf"graph {kind}s are \['{new}'\], expected \['{old}'\]"):
         check_onnx(path, tiny_models.SPEC)
     check_onnx(exported, tiny_models.SPEC)  # the file it was made from passes
+
+
+def _segmenter():
+    """Classes at half resolution, resized back to the input's: the TorchScript exporter leaves the
+    Resize's channel dim symbolic ('Resizemask_dim_1'), though it is always 5."""
+    import torch
+
+    from model.profile import BatchProfile
+    from model.spec import BATCH, Axis, ModelSpec, TensorSpec
+
+    class Segmenter(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.encode = torch.nn.Conv2d(3, 5, 3, stride=2, padding=1)
+
+        def forward(self, image):
+            return torch.nn.functional.interpolate(self.encode(image), size=image.shape[-2:], mode="bilinear")
+
+    spec = ModelSpec("segmenter", [TensorSpec("image", "float32", (BATCH, 3, "h", "w"))],
+                     [TensorSpec("mask", "float32", (BATCH, 5, "h", "w"))], BatchProfile(1, (2,), 4),
+                     axes=[Axis("h", 8, 16, 32), Axis("w", 8, 16, 32)], logits=("mask",), class_axis=1)
+    return Segmenter().eval(), spec
+
+
+def test_the_export_states_the_specs_fixed_dims(tmp_path):
+    module, spec = _segmenter()
+    path = export_onnx(module, spec, tmp_path / "segmenter.onnx")
+    dims = onnx.load(str(path)).graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 5, "h", "w"]
+
+
+def test_a_fixed_dim_other_than_the_specs_is_refused(exported, tmp_path):
+    from dataclasses import replace
+
+    from model.spec import BATCH, TensorSpec
+
+    wider = replace(tiny_models.SPEC, outputs=[TensorSpec("logits", "float32", (BATCH, 101))])
+    with pytest.raises(SpecError, match=r"output 'logits' has dims \[\(1, 100\)\] \(index, size\), the spec declares \[\(1, 101\)\]"):
+        check_onnx(exported, wider)
+
+
+def test_a_file_whose_own_shapes_disagree_is_refused_by_the_checker(exported, tmp_path):
+    """A declared output size its own Gemm contradicts: onnx.checker's shape inference raises an
+    InferenceError, which reaches the user as the usual one-line error, not a traceback."""
+    model = onnx.load(str(exported))
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 99
+    path = tmp_path / "wider.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ValueError, match=r"wider.onnx fails onnx.checker: .*Inferred shape and existing shape differ"):
+        check_onnx(path, tiny_models.SPEC)

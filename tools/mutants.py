@@ -242,4 +242,9 @@ MUTANTS = [
     Mutant("compare-class-axis-ignored", COMPARE, "ref, out = np.moveaxis(ref, class_axis, -1), np.moveaxis(out, class_axis, -1)",
            "pass", "a segmentation's (N, classes, H, W) judged by argmax over its width: agreement that means nothing",
            ci=True, tests=("tests/test_compare.py",)),
+    Mutant("export-fixed-dims-not-stated", EXPORT, "    _state_fixed_dims(model, spec)\n", "    pass\n",
+           "a segmentation's mask exported as (N, ?, H, W) where the spec says 5 classes",
+           tests=("tests/test_export_checks.py",)),
+    disabled("export-fixed-dims-unchecked", EXPORT, "            if fixed:\n",
+             "an ONNX file with 100 classes taken for a spec of 101", tests=("tests/test_export_checks.py",)),
 ]
