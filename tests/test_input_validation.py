@@ -33,7 +33,9 @@ def _fixed_dim(t):
 # Each case: (spec, profile, valid feed) -> (bad feed, regex its error must match), or a skip reason.
 def _dtype(spec, p, feed):
     t = spec.inputs[0]
-    wrong = np.float64 if np.dtype(t.dtype).kind == "f" else np.int32
+    # A dtype of the same kind but another width (an int32 input gets int64), never the declared one.
+    wrong = next(d for d in ((np.float64, np.float16) if np.dtype(t.dtype).kind == "f" else (np.int32, np.int64))
+                 if np.dtype(d) != np.dtype(t.dtype))
     return _with(feed, t.name, feed[t.name].astype(wrong)), rf"Input tensor: {t.name} \| Received dtype {np.dtype(wrong).name} \| Expected {t.dtype}"
 
 
@@ -218,3 +220,16 @@ def test_onnxruntime_silent_cpu_fallback_is_refused(model_artifacts, monkeypatch
     runner = OrtRunner(model_artifacts.onnx, model_artifacts.spec.input_metadata(), device="cuda")
     with pytest.raises(BackendUnavailable, match=r"asked for CUDAExecutionProvider but the session runs on \['CPUExecutionProvider'\]"):
         runner.activate()
+
+
+@pytest.mark.parametrize("declared", ["float32", "float64", "float16", "int64", "int32", "bool"])
+def test_the_wrong_dtype_fed_is_never_the_declared_one(declared):
+    """An int32 input was fed int32 as its 'wrong' dtype, so the dtype check could not fail on it."""
+    from model.profile import BatchProfile
+    from model.spec import BATCH, ModelSpec, TensorSpec
+
+    spec = ModelSpec("dtypes", [TensorSpec("x", declared, (BATCH, 3))], [TensorSpec("y", "float32", (BATCH, 3))],
+                     BatchProfile(1, (2,), 4))
+    feed = {"x": np.zeros((2, 3), declared)}
+    wrong, message = _dtype(spec, None, feed)
+    assert wrong["x"].dtype != np.dtype(declared) and f"Expected {declared}" in message
