@@ -112,14 +112,15 @@ def measure(backend: Backend, arts: ModelArtifacts, batch_sizes, reference: dict
         outputs = run_chunked(runner, feed, eval_batch)
         result.available = True
         logits = arts.spec.logits[0] if arts.spec.logits else None
+        decide = arts.spec.decisions  # the argmax over the spec's class axis
         if labels is not None and logits:
-            result.accuracy = float((arts.spec.decisions(outputs[logits]) == labels).mean())
+            result.accuracy = float((decide(outputs[logits]) == labels).mean())
         if is_reference:  # agrees with itself exactly: figures, not gaps, for whoever reads the row
             result.top1_agreement = 1.0 if logits else None
             result.max_abs_error = 0.0
         elif reference is not None:
             if logits:
-                result.top1_agreement = float((arts.spec.decisions(outputs[logits]) == arts.spec.decisions(reference[logits])).mean())
+                result.top1_agreement = float((decide(outputs[logits]) == decide(reference[logits])).mean())
             result.max_abs_error = max(float(np.abs(outputs[n].astype(np.float64) - reference[n]).max())
                                        for n in reference)
         result.outputs = _scales(reference, outputs) if reference is not None else _scales(outputs, None)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from model.compare import TOLERANCES, Tolerance, compare, compare_outputs
+from tests.tiny_models import segmenter_spec
 
 
 @pytest.fixture
@@ -130,19 +131,10 @@ def test_a_decoders_per_token_logits_are_judged_by_their_decisions():
     assert not result and result.top1_agreement == pytest.approx(125 / 128), result.message
 
 
-def _segmentation_spec(class_axis: int):
-    from model.profile import BatchProfile
-    from model.spec import BATCH, Axis, ModelSpec, TensorSpec
-
-    return ModelSpec("seg", [TensorSpec("image", "float32", (BATCH, 3, "h", "w"))],
-                     [TensorSpec("mask", "float32", (BATCH, 5, "h", "w"))], BatchProfile(1, (2,), 4),
-                     axes=[Axis("h", 8, 16, 32), Axis("w", 8, 16, 32)], logits=("mask",), class_axis=class_axis)
-
-
 def test_a_segmentations_pixels_are_judged_by_their_class_over_the_class_axis():
     """(N, classes, H, W): each pixel is a decision over axis 1. An argmax over the width, where a
     classifier's classes would be, compares pixel positions and misses flipped classes."""
-    spec = _segmentation_spec(1)
+    spec = segmenter_spec(1)
     rng = np.random.default_rng(2)
     ref = rng.standard_normal((2, 5, 16, 16)).astype(np.float32)
     top = spec.decisions(ref)
@@ -162,6 +154,6 @@ def test_a_class_axis_on_a_dynamic_dim_is_refused():
 
     with pytest.raises(SpecError, match=r"logits output 'mask' \('batch', 5, 'h', 'w'\) has the dynamic dim 'w' on its "
                                         r"class axis \(-1\).*set class_axis to the axis of the classes"):
-        _segmentation_spec(-1)
+        segmenter_spec(-1)
     with pytest.raises(SpecError, match="class_axis 4 lies outside logits output 'mask'"):
-        _segmentation_spec(4)
+        segmenter_spec(4)

@@ -27,31 +27,8 @@ def test_a_tensor_named_otherwise_is_refused(exported, tmp_path, kind, old, new)
     check_onnx(exported, tiny_models.SPEC)  # the file it was made from passes
 
 
-def _segmenter():
-    """Classes at half resolution, resized back to the input's: the TorchScript exporter leaves the
-    Resize's channel dim symbolic ('Resizemask_dim_1'), though it is always 5."""
-    import torch
-
-    from model.profile import BatchProfile
-    from model.spec import BATCH, Axis, ModelSpec, TensorSpec
-
-    class Segmenter(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            self.encode = torch.nn.Conv2d(3, 5, 3, stride=2, padding=1)
-
-        def forward(self, image):
-            return torch.nn.functional.interpolate(self.encode(image), size=image.shape[-2:], mode="bilinear")
-
-    spec = ModelSpec("segmenter", [TensorSpec("image", "float32", (BATCH, 3, "h", "w"))],
-                     [TensorSpec("mask", "float32", (BATCH, 5, "h", "w"))], BatchProfile(1, (2,), 4),
-                     axes=[Axis("h", 8, 16, 32), Axis("w", 8, 16, 32)], logits=("mask",), class_axis=1)
-    return Segmenter().eval(), spec
-
-
 def test_the_export_states_the_specs_fixed_dims(tmp_path):
-    module, spec = _segmenter()
+    module, spec = tiny_models.segmenter()
     path = export_onnx(module, spec, tmp_path / "segmenter.onnx")
     dims = onnx.load(str(path)).graph.output[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 5, "h", "w"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from model.profile import BatchProfile
-from model.spec import BATCH, ModelSpec, TensorSpec
+from model.spec import BATCH, Axis, ModelSpec, TensorSpec
 
 CLASSES = 100
 SPEC = ModelSpec(
@@ -41,3 +41,27 @@ def spec_with_weights(seed: int) -> ModelSpec:
 def classifier():
     """`--model tests/tiny_models.py:classifier`: the (module, spec) a user's file returns."""
     return network(0), SPEC
+
+
+def segmenter_spec(class_axis: int = 1) -> ModelSpec:
+    """A segmenter's tensors: a (N, 5, H, W) mask of classes per pixel, H and W following the image's."""
+    return ModelSpec("segmenter", [TensorSpec("image", "float32", (BATCH, 3, "h", "w"))],
+                     [TensorSpec("mask", "float32", (BATCH, 5, "h", "w"))], BatchProfile(1, (2,), 4),
+                     axes=[Axis("h", 8, 16, 32), Axis("w", 8, 16, 32)], logits=("mask",), class_axis=class_axis)
+
+
+def segmenter():
+    """Classes at half resolution, resized back to the input's: the TorchScript exporter leaves the
+    Resize's channel dim symbolic ('Resizemask_dim_1'), though it is always 5."""
+    import torch
+
+    class Segmenter(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.encode = torch.nn.Conv2d(3, 5, 3, stride=2, padding=1)
+
+        def forward(self, image):
+            return torch.nn.functional.interpolate(self.encode(image), size=image.shape[-2:], mode="bilinear")
+
+    return Segmenter().eval(), segmenter_spec()

@@ -210,7 +210,7 @@ MUTANTS = [
              "INT8 without calibration inputs fails inside ONNX Runtime, not with a clear error"),
     # -- the main job's figures ----------------------------------------------------------------------
     Mutant("evaluate-agreement-constant", EVALUATE,
-           "result.top1_agreement = float((arts.spec.decisions(outputs[logits]) == arts.spec.decisions(reference[logits])).mean())",
+           "result.top1_agreement = float((decide(outputs[logits]) == decide(reference[logits])).mean())",
            "result.top1_agreement = 1.0", "every backend reported in full agreement (a survivor of the first run)",
            ci=True),
     Mutant("evaluate-error-mean", EVALUATE, "reference[n]).max())", "reference[n]).mean())",

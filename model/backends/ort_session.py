@@ -124,11 +124,15 @@ def first_surviving(graph: Graph, providers: list, what: str) -> Setting:
                        f"optimization setting ({'; '.join(crashed)}); nothing of this graph can run on it")
 
 
+def _name(graph: Graph) -> str:
+    return "the graph" if isinstance(graph, bytes) else str(graph)
+
+
 def safe_setting(graph: Graph, providers: list, cache_dir: str | Path | None = None) -> Setting:
     """The setting to create this graph's session with."""
     import onnxruntime as ort
 
-    what = "the graph" if isinstance(graph, bytes) else str(graph)
+    what = _name(graph)
     if not holds_float16(graph):
         return SETTINGS[0]
     if cache_dir is None:
@@ -156,7 +160,7 @@ def create(graph: str | Path | bytes, providers: list, log_severity: int = 3, ca
     graph = graph if isinstance(graph, bytes) else Path(graph)
     setting = safe_setting(graph, providers, cache_dir)
     if setting.note:
-        log.warning("%s: %s", "the graph" if isinstance(graph, bytes) else graph, setting.note)
+        log.warning("%s: %s", _name(graph), setting.note)
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, setting.level)
     options.log_severity_level = log_severity
